@@ -1,0 +1,44 @@
+"""Tiny models for tests, importable as `tiny_models:Name` through model.python_path."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class TinyCNN(nn.Module):
+    """Conv -> ReLU -> global average pool -> linear: small enough to reason about."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 2, width: int = 4) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(in_channels, width, kernel_size=3, padding=1)
+        self.bn = nn.BatchNorm3d(width)
+        self.relu = nn.ReLU()
+        self.gap = nn.AdaptiveAvgPool3d(1)
+        self.fc = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.gap(self.relu(self.bn(self.conv(x)))).flatten(1))
+
+
+class LinearModel(nn.Module):
+    """logit_c = sum(w_c * x): gradients and integrated gradients are known in closed form."""
+
+    def __init__(self, shape: tuple[int, int, int] = (8, 8, 8), num_classes: int = 2) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(num_classes, *shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x[:, 0, None] * self.weight[None]).flatten(2).sum(-1)
+
+
+class FunctionalReLU(nn.Module):
+    """Uses torch.relu, not an nn.ReLU module: guided backprop cannot hook it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(1, 2, 3, padding=1)
+        self.fc = nn.Linear(2, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.conv(x)).mean(dim=(2, 3, 4)))

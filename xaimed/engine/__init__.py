@@ -1,0 +1,1 @@
+"""Running the model: pass counting, precision, batch sizing under a memory budget."""

@@ -1,0 +1,1 @@
+"""Readers (path -> Volume, lenient about headers, strict about geometry) and case discovery."""

@@ -1,0 +1,60 @@
+"""Read NIfTI files into Volumes with nibabel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from xaimed.errors import InputError
+from xaimed.volume import Source, Volume
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def is_nifti(path: Path) -> bool:
+    """Whether ``path`` names a NIfTI file by its suffix."""
+    return path.name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def nifti_stem(path: Path) -> str:
+    """File name without ``.nii`` / ``.nii.gz``."""
+    name = path.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def read_nifti(path: Path) -> Volume:
+    """Read a NIfTI-1/2 file into a float32 Volume (scaling applied, header kept for writing).
+
+    The voxel data are read here, not lazily, so that a truncated or corrupt file fails now with
+    a message naming it, not later inside a method.
+    """
+    try:
+        img = nib.load(str(path))
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found; check the input path.") from None
+    except Exception as exc:
+        raise InputError(
+            f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc}); "
+            "re-export or remove it."
+        ) from None
+    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+        raise InputError(f"{path}: {type(img).__name__} is not NIfTI; convert it to NIfTI.")
+    try:
+        data = np.asarray(img.get_fdata(dtype=np.float32))
+    except Exception as exc:
+        raise InputError(
+            f"{path}: voxel data cannot be read, the file is truncated or corrupt "
+            f"({type(exc).__name__}: {exc}); re-export it."
+        ) from None
+    header = img.header.copy()
+    try:
+        return Volume(array=data, affine=img.affine, source=Source(path, "nifti", header))
+    except ValueError as exc:
+        raise InputError(
+            f"{path}: unusable geometry ({exc}); fix the header's qform/sform."
+        ) from None

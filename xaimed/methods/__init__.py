@@ -1,0 +1,1 @@
+"""Attribution methods: one module per family, all behind one registry (see ``registry``)."""

@@ -1,0 +1,205 @@
+"""Load the model the user already has, safely, and run it for predictions.
+
+Two sources: a TorchScript file, or an architecture given by import path plus a state dict read
+with ``torch.load(weights_only=True)``. A pickled whole model can run arbitrary code when loaded
+and is refused unless the config sets ``model.allow_pickle``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import pickle
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from xaimed.config import ModelSection
+from xaimed.errors import ModelError
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model in eval mode on its device, with what its outputs mean and where it came from."""
+
+    module: torch.nn.Module
+    is_script: bool
+    file: Path
+    sha256: str
+    classes: list[str] | None
+    output: str
+    device: torch.device
+
+    def describe(self) -> dict[str, Any]:
+        """Provenance for sidecars."""
+        return {
+            "file": str(self.file),
+            "sha256": self.sha256,
+            "kind": "torchscript" if self.is_script else "state_dict",
+            "class": type(self.module).__name__,
+            "output": self.output,
+            "classes": self.classes,
+        }
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _import_class(path: str, extra_paths: list[Path]) -> type:
+    module_name, _, attr = path.partition(":")
+    for folder in extra_paths:
+        if str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ModelError(
+            f"model.architecture: cannot import module {module_name!r} ({exc}); install it or add "
+            "its folder to model.python_path."
+        ) from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ModelError(f"model.architecture: {module_name!r} has no attribute {attr!r}.")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ModelError(f"model.architecture: {path!r} is not a class or factory.")
+    return obj
+
+
+def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    # Training frameworks save the weights in a few common wrappers; accept those without
+    # asking the user to re-save (Lightning's "state_dict", DataParallel's "module." prefix).
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    elif isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelError(
+            f"model.weights {path}: holds a {type(obj).__name__}, not a state dict of tensors; "
+            "save it with torch.save(model.state_dict(), path)."
+        )
+    if obj and all(k.startswith("module.") for k in obj):
+        obj = {k.removeprefix("module."): v for k, v in obj.items()}
+    return obj
+
+
+def _summarise_mismatch(exc: RuntimeError) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    detail = "; ".join(lines[1:4]) if len(lines) > 1 else lines[0] if lines else str(exc)
+    return detail[:600]
+
+
+def _load_weights(section: ModelSection, path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if not section.allow_pickle:
+            raise ModelError(
+                f"model.weights {path}: the file is a pickled object, not a plain state dict, and "
+                "loading it could run arbitrary code; save model.state_dict() instead, or set "
+                "model.allow_pickle: true if you trust the file."
+            ) from None
+        del exc
+    except Exception as exc:
+        raise ModelError(
+            f"model.weights {path}: cannot be read by torch.load ({type(exc).__name__}: {exc})."
+        ) from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise ModelError(f"model.weights {path}: cannot be unpickled ({exc}).") from None
+
+
+def _build_module(section: ModelSection) -> tuple[torch.nn.Module, Path]:
+    assert section.weights is not None  # guaranteed by the config validator
+    path = section.weights
+    loaded = _load_weights(section, path)
+    if isinstance(loaded, torch.nn.Module):
+        return loaded, path
+    if section.architecture is None:
+        raise ModelError(
+            f"model.weights {path}: holds a state dict; set model.architecture to its class."
+        )
+    cls = _import_class(section.architecture, section.python_path)
+    try:
+        module = cls(**section.kwargs)
+    except Exception as exc:
+        raise ModelError(
+            f"model.architecture {section.architecture} cannot be built with model.kwargs "
+            f"{section.kwargs} ({type(exc).__name__}: {exc})."
+        ) from None
+    if not isinstance(module, torch.nn.Module):
+        raise ModelError(f"model.architecture {section.architecture} did not build an nn.Module.")
+    state = _unwrap_state_dict(loaded, path)
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelError(
+            f"model.weights {path} does not fit model.architecture {section.architecture} "
+            f"with these kwargs: {_summarise_mismatch(exc)}."
+        ) from None
+    return module, path
+
+
+def _load_torchscript(path: Path) -> torch.nn.Module:
+    try:
+        with warnings.catch_warnings():
+            # TorchScript is deprecated upstream but still what most users export.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:
+        raise ModelError(
+            f"model.torchscript {path}: not a loadable TorchScript file ({type(exc).__name__}); "
+            "export it with torch.jit.save, or give architecture + weights."
+        ) from None
+
+
+def _without_inplace(module: torch.nn.Module) -> None:
+    # In-place activations break the backward hooks of guided backprop and DeepLift; switching
+    # them off changes no value.
+    for sub in module.modules():
+        if hasattr(sub, "inplace") and isinstance(sub.inplace, bool):
+            sub.inplace = False
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; asking for cuda without one is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"runtime.device is {name!r} but no CUDA device is available; use 'cpu'.")
+    return torch.device(name)
+
+
+def load_model(section: ModelSection, device: torch.device) -> LoadedModel:
+    """Load the configured model in eval mode on ``device``, with its file's SHA-256."""
+    if section.torchscript is not None:
+        path = section.torchscript
+        module = _load_torchscript(path)
+        is_script = True
+    else:
+        module, path = _build_module(section)
+        is_script = isinstance(module, torch.jit.ScriptModule)
+        _without_inplace(module)
+    module = module.to(device).eval()
+    for param in module.parameters():
+        param.requires_grad_(False)
+    return LoadedModel(
+        module=module,
+        is_script=is_script,
+        file=path,
+        sha256=sha256_file(path),
+        classes=section.classes,
+        output=section.output,
+        device=device,
+    )

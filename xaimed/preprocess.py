@@ -1,0 +1,357 @@
+"""Preprocessing with an exact inverse for maps.
+
+Each configured step turns the source Volume into the model's input and records what it did;
+:meth:`Prepared.invert_map` sends a map on the model's input grid back through the inverse of
+every step, so that it is defined on the source grid voxel for voxel. Steps run in a fixed order:
+channels, reorient, resample, intensity, crop/pad. With no steps the volume reaches the model as it
+is (float32, batch and channel axes added).
+
+Grid steps keep an affine for the model's input grid, so the inverse can be checked: undoing
+every step restores the source shape and affine exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from xaimed.config import (
+    ChannelsStep,
+    CropPadStep,
+    IntensityStep,
+    PreprocessingSection,
+    ResampleStep,
+)
+from xaimed.errors import InputError
+from xaimed.volume import Volume
+
+
+class Applied(Protocol):
+    """A step that has been applied and knows how to undo itself on a map."""
+
+    def record(self) -> dict[str, Any]: ...
+
+    def invert(self, data: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class AppliedChannels:
+    """Channels taken from the source, repeated; maps are combined back over channels."""
+
+    params: ChannelsStep
+    source_channels: int
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "step": "channels",
+            **self.params.model_dump(),
+            "source_channels": self.source_channels,
+        }
+
+    def invert(self, data: np.ndarray) -> np.ndarray:
+        # data: (C, I, J, K). Repeated copies of one source channel are all the same voxel, so
+        # by the chain rule the source voxel's attribution is their sum.
+        per_source = data.reshape(self.source_channels, self.params.repeat, *data.shape[1:])
+        per_source = per_source.sum(axis=1)
+        if self.params.reduce_map == "sum":
+            return per_source.sum(axis=0)
+        return per_source.mean(axis=0)
+
+
+@dataclass(frozen=True)
+class AppliedReorient:
+    """Axes permuted and flipped to the requested orientation."""
+
+    target: str
+    transform: np.ndarray  # nibabel ornt transform from source to target orientation
+    source_shape: tuple[int, int, int]
+    source_axcodes: str
+
+    def record(self) -> dict[str, Any]:
+        return {"step": "reorient", "from": self.source_axcodes, "to": self.target}
+
+    def invert(self, data: np.ndarray) -> np.ndarray:
+        back = nib.orientations.ornt_transform(
+            nib.orientations.axcodes2ornt(self.target),
+            nib.orientations.axcodes2ornt(tuple(self.source_axcodes)),
+        )
+        return _apply_ornt(data, back)
+
+
+@dataclass(frozen=True)
+class AppliedResample:
+    """Linear (or other order) resampling to a new spacing over the same field of view centre."""
+
+    params: ResampleStep
+    scale: np.ndarray  # new voxel size / old voxel size, per axis
+    offset: np.ndarray  # old index of new voxel 0
+    source_shape: tuple[int, int, int]
+    shape: tuple[int, int, int]
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "step": "resample",
+            "spacing": list(self.params.spacing),
+            "order": self.params.order,
+            "from_shape": list(self.source_shape),
+            "to_shape": list(self.shape),
+        }
+
+    def invert(self, data: np.ndarray) -> np.ndarray:
+        # Old index i sits at new index (i - offset) / scale; maps go back with linear
+        # interpolation whatever the forward order, since attributions are continuous values.
+        return np.stack(
+            [
+                ndimage.affine_transform(
+                    c,
+                    1.0 / self.scale,
+                    offset=-self.offset / self.scale,
+                    output_shape=self.source_shape,
+                    order=1,
+                    mode="nearest",
+                )
+                for c in data
+            ]
+        )
+
+
+@dataclass(frozen=True)
+class AppliedIntensity:
+    """Intensity normalisation; moves no voxel, so its inverse leaves maps alone."""
+
+    params: IntensityStep
+    stats: dict[str, float] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        relevant = {
+            "window": ("level", "width", "clip"),
+            "zscore": ("nonzero",),
+            "percentile": ("low", "high", "clip"),
+        }[self.params.kind]
+        params = {k: getattr(self.params, k) for k in relevant}
+        return {"step": "intensity", "kind": self.params.kind, **params, **self.stats}
+
+    def invert(self, data: np.ndarray) -> np.ndarray:
+        return data
+
+
+@dataclass(frozen=True)
+class AppliedCropPad:
+    """Centre crop and pad; the inverse pads cropped regions with 0 and drops padding."""
+
+    before: tuple[int, int, int]  # positive: voxels padded before; negative: cropped
+    source_shape: tuple[int, int, int]
+    shape: tuple[int, int, int]
+    pad_value: float
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "step": "crop_pad",
+            "from_shape": list(self.source_shape),
+            "to_shape": list(self.shape),
+            "offset": list(self.before),
+            "pad_value": self.pad_value,
+            "outside_field_of_view": 0.0,
+        }
+
+    def invert(self, data: np.ndarray) -> np.ndarray:
+        return np.stack(
+            [_crop_pad(c, [-b for b in self.before], self.source_shape, 0.0) for c in data]
+        )
+
+
+def _apply_ornt(data: np.ndarray, ornt: np.ndarray) -> np.ndarray:
+    """Apply a nibabel orientation transform to the spatial axes of (C, I, J, K) data."""
+    return np.stack([nib.orientations.apply_orientation(c, ornt) for c in data])
+
+
+def _crop_pad(
+    data: np.ndarray, before: list[int] | tuple[int, ...], shape: tuple[int, ...], fill: float
+) -> np.ndarray:
+    """Place ``data`` into an array of ``shape`` shifted by ``before`` (negative crops)."""
+    out = np.full(shape, fill, dtype=data.dtype)
+    src, dst = [], []
+    for b, n_in, n_out in zip(before, data.shape, shape, strict=True):
+        lo_out, lo_in = max(b, 0), max(-b, 0)
+        length = min(n_in - lo_in, n_out - lo_out)
+        src.append(slice(lo_in, lo_in + length))
+        dst.append(slice(lo_out, lo_out + length))
+    out[tuple(dst)] = data[tuple(src)]
+    return out
+
+
+@dataclass
+class Prepared:
+    """The model's input and the record of how it was made from the source."""
+
+    source: Volume
+    array: np.ndarray  # (C, I, J, K) float32, the model's input without the batch axis
+    affine: np.ndarray  # of the model's input grid, RAS+
+    steps: list[Applied]
+
+    def records(self) -> list[dict[str, Any]]:
+        """What was done, for the sidecar."""
+        return [step.record() for step in self.steps]
+
+    def invert_map(self, data: np.ndarray) -> Volume:
+        """A map on the model's input grid, (C, I, J, K), back on the source grid as a Volume."""
+        if data.shape != self.array.shape:
+            raise ValueError(f"map shape {data.shape} differs from the input {self.array.shape}")
+        out = np.asarray(data, dtype=np.float32)
+        for step in reversed(self.steps):
+            out = step.invert(out)
+        if out.ndim == 4:  # no channels step can have run; keep the contract explicit
+            out = out[0]
+        return self.source.with_array(out.astype(np.float32))
+
+
+def _channels(volume: Volume, params: ChannelsStep) -> tuple[np.ndarray, AppliedChannels]:
+    data = volume.array
+    name = volume.source.path
+    if params.source == "single":
+        if data.ndim == 4 and data.shape[3] == 1:
+            data = data[..., 0]
+        if data.ndim != 3:
+            raise InputError(
+                f"{name}: expected a 3D volume, got {data.ndim}D of shape {data.shape}; set "
+                "preprocessing.channels.source: last_axis if the 4th axis holds channels."
+            )
+        stack = data[None]
+    else:
+        if data.ndim != 4:
+            raise InputError(
+                f"{name}: preprocessing.channels.source is last_axis, which needs a 4D volume, "
+                f"got shape {data.shape}."
+            )
+        stack = np.moveaxis(data, 3, 0)
+    repeated = np.repeat(stack, params.repeat, axis=0)
+    return repeated, AppliedChannels(params, stack.shape[0])
+
+
+def _reorient(
+    data: np.ndarray, affine: np.ndarray, target: str
+) -> tuple[np.ndarray, np.ndarray, AppliedReorient]:
+    shape = data.shape[1:]
+    source = "".join(nib.aff2axcodes(affine))
+    transform = nib.orientations.ornt_transform(
+        nib.orientations.io_orientation(affine), nib.orientations.axcodes2ornt(tuple(target))
+    )
+    new_affine = affine @ nib.orientations.inv_ornt_aff(transform, shape)
+    return (
+        _apply_ornt(data, transform),
+        new_affine,
+        AppliedReorient(target, transform, shape, source),
+    )
+
+
+def _resample(
+    data: np.ndarray, affine: np.ndarray, params: ResampleStep
+) -> tuple[np.ndarray, np.ndarray, AppliedResample]:
+    shape = np.array(data.shape[1:])
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    scale = np.asarray(params.spacing, dtype=np.float64) / spacing
+    new_shape = np.maximum(1, np.round(shape / scale)).astype(int)
+    # Keep the grid centre where it was: old index of new voxel j is offset + j * scale.
+    offset = (shape - 1) / 2 - (new_shape - 1) / 2 * scale
+    out = np.stack(
+        [
+            ndimage.affine_transform(
+                c,
+                scale,
+                offset=offset,
+                output_shape=tuple(new_shape),
+                order=params.order,
+                mode="nearest",
+            )
+            for c in data
+        ]
+    ).astype(np.float32)
+    step = np.eye(4)
+    step[:3, :3] = np.diag(scale)
+    step[:3, 3] = offset
+    applied = AppliedResample(
+        params, scale, offset, tuple(int(n) for n in shape), tuple(int(n) for n in new_shape)
+    )
+    return out, affine @ step, applied
+
+
+def _intensity(data: np.ndarray, params: IntensityStep) -> tuple[np.ndarray, AppliedIntensity]:
+    out = np.empty_like(data, dtype=np.float32)
+    stats: dict[str, Any] = {}
+    for c, channel in enumerate(data):
+        if params.kind == "window":
+            assert params.level is not None and params.width is not None
+            lo, hi = params.level - params.width / 2, params.level + params.width / 2
+        elif params.kind == "percentile":
+            lo, hi = (float(v) for v in np.percentile(channel, [params.low, params.high]))
+        if params.kind == "zscore":
+            values = channel[channel != 0] if params.nonzero else channel
+            if values.size == 0:
+                values = channel
+            mean, std = float(values.mean()), float(values.std())
+            std = std if std > 0 else 1.0
+            out[c] = (channel - mean) / std
+            stats.setdefault("mean", []).append(mean)
+            stats.setdefault("std", []).append(std)
+            continue
+        span = hi - lo if hi > lo else 1.0
+        scaled = (channel - lo) / span
+        out[c] = np.clip(scaled, 0.0, 1.0) if params.clip else scaled
+        stats.setdefault("range", []).append([float(lo), float(hi)])
+    return out, AppliedIntensity(params, stats)
+
+
+def _crop_pad_step(
+    data: np.ndarray,
+    affine: np.ndarray,
+    params: CropPadStep,
+    model_size: tuple[int, int, int] | None,
+) -> tuple[np.ndarray, np.ndarray, AppliedCropPad]:
+    size = model_size if params.size == "model" else params.size
+    assert size is not None  # the config validator requires model.input_size for 'model'
+    shape = tuple(int(n) for n in data.shape[1:])
+    before = tuple((t - n) // 2 for n, t in zip(shape, size, strict=True))
+    fill = float(data.min()) if params.pad_value == "min" else float(params.pad_value)
+    out = np.stack([_crop_pad(c, before, tuple(size), fill) for c in data])
+    shift = np.eye(4)
+    shift[:3, 3] = [-b for b in before]
+    applied = AppliedCropPad(before, shape, tuple(size), fill)  # type: ignore[arg-type]
+    return out, affine @ shift, applied
+
+
+def prepare(
+    volume: Volume,
+    config: PreprocessingSection,
+    *,
+    model_size: tuple[int, int, int] | None = None,
+) -> Prepared:
+    """Turn a source Volume into the model's input, recording every step for the inverse."""
+    data, channels = _channels(volume, config.channels)
+    bad = ~np.isfinite(data)
+    if bad.any():
+        if config.nan_fill is None:
+            raise InputError(
+                f"{volume.source.path}: {int(bad.sum())} voxels are NaN or infinite; fix the "
+                "image or set preprocessing.nan_fill to a value to replace them with."
+            )
+        data = np.where(bad, np.float32(config.nan_fill), data)
+    data = data.astype(np.float32, copy=False)
+    affine = volume.affine
+    steps: list[Applied] = [channels]
+    if config.reorient is not None:
+        data, affine, applied = _reorient(data, affine, config.reorient)
+        steps.append(applied)
+    if config.resample is not None:
+        data, affine, applied_r = _resample(data, affine, config.resample)
+        steps.append(applied_r)
+    if config.intensity is not None:
+        data, applied_i = _intensity(data, config.intensity)
+        steps.append(applied_i)
+    if config.crop_pad is not None:
+        data, affine, applied_c = _crop_pad_step(data, affine, config.crop_pad, model_size)
+        steps.append(applied_c)
+    return Prepared(volume, np.ascontiguousarray(data, dtype=np.float32), affine, steps)

@@ -1,0 +1,95 @@
+"""Progress over cases and methods: a rich bar on a terminal, plain log lines elsewhere."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Protocol
+
+log = logging.getLogger("xaimed")
+
+
+class Reporter(Protocol):
+    """What the runner tells whoever watches it."""
+
+    def start(self, total: int) -> None: ...
+
+    def step(self, description: str) -> None: ...
+
+    def advance(self, message: str) -> None: ...
+
+    def warn(self, message: str) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+class LogReporter:
+    """Plain log lines (for batch jobs and non-terminals), with an ETA after each unit of work."""
+
+    def __init__(self, logger: logging.Logger = log) -> None:
+        self.logger = logger
+        self.total = 0
+        self.done = 0
+        self.t0 = time.monotonic()
+
+    def start(self, total: int) -> None:
+        self.total, self.done, self.t0 = total, 0, time.monotonic()
+
+    def step(self, description: str) -> None:
+        self.logger.debug(description)
+
+    def advance(self, message: str) -> None:
+        self.done += 1
+        elapsed = time.monotonic() - self.t0
+        eta = elapsed / self.done * (self.total - self.done) if self.done else 0.0
+        self.logger.info("[%d/%d] %s (ETA %.0f s)", self.done, self.total, message, eta)
+
+    def warn(self, message: str) -> None:
+        self.logger.warning(message)
+
+    def finish(self) -> None:
+        self.logger.info("done in %.1f s", time.monotonic() - self.t0)
+
+
+class RichReporter:
+    """A rich progress bar over every case x method, with an ETA; warnings print above it."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.console = Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=self.console,
+        )
+        self.task = self.progress.add_task("starting", total=None)
+
+    def start(self, total: int) -> None:
+        self.progress.update(self.task, total=total)
+        self.progress.start()
+
+    def step(self, description: str) -> None:
+        self.progress.update(self.task, description=description)
+
+    def advance(self, message: str) -> None:
+        self.progress.console.print(message, highlight=False)
+        self.progress.advance(self.task)
+
+    def warn(self, message: str) -> None:
+        self.progress.console.print(f"[yellow]warning:[/] {message}", highlight=False)
+
+    def finish(self) -> None:
+        self.progress.stop()

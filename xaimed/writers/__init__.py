@@ -1,0 +1,1 @@
+"""Writers: strict, one module per output format; they take Volumes, never bare arrays."""

@@ -1,0 +1,16 @@
+"""The JSON sidecar: everything needed to audit a map later."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from xaimed.writers.atomic import atomic_path
+
+
+def write_sidecar(record: dict[str, Any], path: Path) -> Path:
+    """Write ``record`` as indented JSON (keys in insertion order)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+    return path
