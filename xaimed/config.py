@@ -320,9 +320,9 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
     return []
 
 
-def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+def _fields_at(loc: tuple[Any, ...], root: type[BaseModel]) -> list[str]:
     """Valid key names of the section that ``loc`` (minus its last key) points into."""
-    models: list[type[BaseModel]] = [Config]
+    models: list[type[BaseModel]] = [root]
     for key in loc[:-1]:
         if isinstance(key, int):
             continue
@@ -346,7 +346,7 @@ def format_loc(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
-def _problems(error: ValidationError) -> list[str]:
+def _problems(error: ValidationError, root: type[BaseModel]) -> list[str]:
     problems = []
     for err in error.errors():
         # Pydantic appends the union member or validator tag to the location; users never
@@ -360,7 +360,7 @@ def _problems(error: ValidationError) -> list[str]:
         if err["type"] == "extra_forbidden":
             key = str(loc[-1])
             problems.append(
-                f"{format_loc(loc)}: unknown key {key!r}{_suggest(key, _fields_at(loc))}"
+                f"{format_loc(loc)}: unknown key {key!r}{_suggest(key, _fields_at(loc, root))}"
             )
             continue
         message = err["msg"].removeprefix("Value error, ")
@@ -383,7 +383,9 @@ def _method_problems(config: Config) -> list[str]:
         try:
             info.params_model.model_validate(entry.params)
         except ValidationError as exc:
-            problems += [f"methods[{i}].params.{p}" for p in _problems(exc)]
+            problems += [
+                f"methods[{i}].params.{p}" for p in _problems(exc, info.params_model)
+            ]
     return problems
 
 
@@ -411,7 +413,7 @@ def parse_config(data: Any, base_dir: Path, *, check_files: bool = True) -> Conf
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        problems = _problems(exc)
+        problems = _problems(exc, Config)
         # Method parameters are checked even when another section is wrong, so that one
         # `xaimed validate` shows everything.
         methods = data.get("methods")

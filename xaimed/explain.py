@@ -25,6 +25,7 @@ from xaimed import __version__
 from xaimed.config import Config, MethodEntry, load_config
 from xaimed.engine.batching import choose_batch_size
 from xaimed.engine.counting import CountingModel
+from xaimed.engine.seeding import seed_everything
 from xaimed.errors import InputError, MethodError, XaimedError
 from xaimed.io.cases import Case, discover_cases
 from xaimed.io.nifti import read_nifti
@@ -261,7 +262,7 @@ def _run_method(
     run.counting.reset()
     try:
         params = info.params_model.model_validate(entry.params)
-        torch.manual_seed(run.config.runtime.seed)
+        seed_everything(run.config.runtime.seed)
         context = MethodContext(
             model=run.counting,
             inputs=inputs,

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from xaimed.engine.seeding import seed_everything
 from xaimed.errors import MethodError
 from xaimed.methods.baselines import BaselineSpec, make_baseline
 from xaimed.methods.registry import MethodInfo, register
@@ -123,10 +124,9 @@ def integrated_gradients(ctx: MethodContext, params: IntegratedGradientsParams) 
 
 
 def _noise_tunnel(ctx: MethodContext, params: NoiseTunnelParams, kind: str) -> torch.Tensor:
-    import torch
     from captum.attr import NoiseTunnel, Saliency
 
-    torch.manual_seed(ctx.seed)
+    seed_everything(ctx.seed)
     return NoiseTunnel(Saliency(ctx.model)).attribute(
         ctx.inputs,
         nt_type=kind,
@@ -177,7 +177,7 @@ def gradient_shap(ctx: MethodContext, params: GradientShapParams) -> torch.Tenso
     stdev = params.noise * _value_range(ctx.inputs)
     # Captum's GradientShap sends all samples through the model at once; split them into
     # batches and weight each batch's mean by its size, which gives the same expectation.
-    torch.manual_seed(ctx.seed)
+    seed_everything(ctx.seed)
     explainer = GradientShap(ctx.model)
     batch = _batch(ctx, params.internal_batch_size)
     total = torch.zeros_like(ctx.inputs)

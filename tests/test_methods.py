@@ -1,0 +1,156 @@
+"""Gradient-family runners against closed forms, invariances and refusals."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_models import FunctionalReLU, LinearModel, TinyCNN
+
+from xaimed.engine.batching import bytes_per_sample, choose_batch_size
+from xaimed.engine.counting import CountingModel
+from xaimed.errors import MethodError
+from xaimed.methods import registry
+from xaimed.methods.context import MethodContext
+
+SHAPE = (8, 8, 8)
+
+
+def _linear() -> LinearModel:
+    torch.manual_seed(0)
+    model = LinearModel(SHAPE)
+    with torch.no_grad():
+        model.weight.normal_()
+    return model.eval()
+
+
+def _run(name, model, x, *, target=1, batch_size=4, seed=0, is_script=False, **params):
+    info = registry.find(name)
+    counting = CountingModel(model)
+    ctx = MethodContext(
+        model=counting, inputs=x, target=target, seed=seed, batch_size=batch_size,
+        device=x.device, is_script=is_script,
+    )
+    out = info.run(ctx, info.params_model.model_validate(params))
+    assert out.shape == x.shape
+    return out.detach(), counting.count
+
+
+@pytest.fixture
+def x() -> torch.Tensor:
+    return torch.randn(1, 1, *SHAPE, generator=torch.Generator().manual_seed(1))
+
+
+def test_saliency_is_the_signed_weight_of_a_linear_model(x):
+    model = _linear()
+    attr, count = _run("saliency", model, x)
+    torch.testing.assert_close(attr[0, 0], model.weight[1].detach())
+    assert attr.min() < 0  # signed: no silent abs
+    assert (count.forward, count.backward) == (1, 1)
+
+
+def test_input_x_gradient_and_integrated_gradients_are_x_times_w_for_linear(x):
+    model = _linear()
+    expected = x[0, 0] * model.weight[1].detach()
+    attr, _ = _run("input_x_gradient", model, x)
+    torch.testing.assert_close(attr[0, 0], expected)
+    attr, count = _run("integrated_gradients", model, x, steps=10)
+    torch.testing.assert_close(attr[0, 0], expected, rtol=1e-5, atol=1e-6)
+    assert count.forward == 10 and count.backward == 10
+
+
+def test_integrated_gradients_completeness_on_a_cnn(x):
+    torch.manual_seed(0)
+    model = TinyCNN().eval()
+    attr, _ = _run("integrated_gradients", model, x, steps=200, baseline="min")
+    baseline = torch.full_like(x, float(x.min()))
+    with torch.no_grad():
+        delta = model(x)[0, 1] - model(baseline)[0, 1]
+    assert float(attr.sum()) == pytest.approx(float(delta), rel=1e-3, abs=1e-5)
+
+
+def test_internal_batch_size_does_not_change_results(x):
+    torch.manual_seed(0)
+    model = TinyCNN().eval()
+    ig1, c1 = _run("integrated_gradients", model, x, steps=12, batch_size=1)
+    ig7, c7 = _run("integrated_gradients", model, x, steps=12, batch_size=7)
+    torch.testing.assert_close(ig1, ig7, rtol=1e-5, atol=1e-7)
+    assert (c1.forward_calls, c7.forward_calls) == (12, 2)
+    sg1, _ = _run("smoothgrad", model, x, samples=6, batch_size=1)
+    sg6, _ = _run("smoothgrad", model, x, samples=6, batch_size=6)
+    torch.testing.assert_close(sg1, sg6, rtol=1e-5, atol=1e-7)
+
+
+def test_smoothgrad_and_vargrad_on_linear(x):
+    model = _linear()
+    sg, count = _run("smoothgrad", model, x, samples=5)
+    torch.testing.assert_close(sg[0, 0], model.weight[1].detach(), rtol=1e-5, atol=1e-6)
+    assert count.forward == 5
+    vg, _ = _run("vargrad", model, x, samples=5)
+    assert float(vg.abs().max()) < 1e-5  # the gradient of a linear model never varies
+
+
+def test_seeded_methods_repeat_exactly_and_depend_on_the_seed(x):
+    torch.manual_seed(0)
+    model = TinyCNN().eval()
+    a, _ = _run("gradient_shap", model, x, samples=6, seed=3)
+    b, _ = _run("gradient_shap", model, x, samples=6, seed=3)
+    c, _ = _run("gradient_shap", model, x, samples=6, seed=4)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.equal(a, c)
+
+
+def test_gradient_shap_is_x_minus_baseline_times_w_for_linear(x):
+    model = _linear()
+    attr, count = _run("gradient_shap", model, x, samples=9, noise=0.0, baselines=["zero"])
+    torch.testing.assert_close(attr[0, 0], x[0, 0] * model.weight[1].detach(), rtol=1e-5, atol=1e-6)
+    assert count.forward == 9 and count.forward_calls == 3  # batches of 4, 4, 1
+
+
+def test_deeplift_on_linear_equals_x_minus_baseline_times_w(x):
+    model = torch.nn.Sequential(torch.nn.ReLU(), _linear())  # a ReLU module so DeepLift applies
+    xp = x.abs()
+    attr, _ = _run("deeplift", model, xp, baseline="zero")
+    torch.testing.assert_close(attr[0, 0], xp[0, 0] * model[1].weight[1].detach(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["guided_backprop", "deconvolution", "deeplift"])
+def test_hook_methods_leave_no_hook_behind(name, x):
+    torch.manual_seed(0)
+    model = TinyCNN().eval()
+    _run(name, model, x)
+    for module in model.modules():
+        assert not module._forward_hooks and not module._backward_hooks
+        assert not module._forward_pre_hooks
+
+
+def test_guided_backprop_refuses_functional_relu_and_torchscript(x):
+    with pytest.raises(MethodError, match="no torch.nn.ReLU module"):
+        _run("guided_backprop", FunctionalReLU().eval(), x)
+    with pytest.raises(MethodError, match="TorchScript"):
+        _run("deconvolution", TinyCNN().eval(), x, is_script=True)
+
+
+def test_guided_backprop_keeps_only_positive_signals_through_relus(x):
+    torch.manual_seed(0)
+    model = TinyCNN().eval()
+    guided, _ = _run("guided_backprop", model, x)
+    plain, _ = _run("saliency", model, x)
+    assert not torch.allclose(guided, plain)
+
+
+def test_batch_size_from_memory_budget(x):
+    model = TinyCNN().eval()
+    per_sample = bytes_per_sample(model, x)
+    # At least the input, its gradient and the conv output saved for backward.
+    assert per_sample >= x.numel() * 4 * (4 + 1)
+    assert choose_batch_size(model, x, budget=per_sample * 3 + 1, fixed=None) == 3
+    assert choose_batch_size(model, x, budget=1, fixed=None) == 1
+    assert choose_batch_size(model, x, budget=1, fixed=9) == 9
+
+
+def test_every_method_has_a_cost_and_a_family():
+    for info in registry.all_methods():
+        assert info.family in {"gradient", "decomposition"}
+        assert "fwd" in info.cost(info.params_model())
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register(registry.find("saliency"))

@@ -1,0 +1,53 @@
+"""The tiny 3D CNN that the sample study's checkpoint was trained with."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["SampleCNN"]
+
+
+def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv3d(in_channels, out_channels, kernel_size=3, padding=1),
+        nn.BatchNorm3d(out_channels),
+        nn.ReLU(),
+    )
+
+
+class SampleCNN(nn.Module):
+    """Three conv blocks, global average pooling and a linear head: (N, C, D, H, W) -> logits.
+
+    The layout is deliberately the one class activation mapping (CAM) assumes: the last
+    convolutional block (``block3``) produces spatial feature maps, ``gap`` averages each map to
+    one number and ``fc`` is a single linear layer on those averages, so the class score is a
+    weighted sum of feature maps and ``fc.weight`` gives the CAM weights directly. Grad-CAM can
+    hook ``block3`` as its target layer.
+
+    Every ReLU is its own ``nn.ReLU`` module (not in-place, not ``F.relu``, never reused), so
+    hook-based methods such as guided backpropagation and DeepLift can find and override each
+    non-linearity exactly once.
+
+    Args:
+        in_channels: input channels (1 for a single MR contrast).
+        num_classes: number of output logits.
+        width: channels of ``block1``; ``block2`` and ``block3`` have twice and four times that.
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 2, width: int = 8) -> None:
+        super().__init__()
+        self.block1 = _conv_block(in_channels, width)
+        self.pool1 = nn.MaxPool3d(2)
+        self.block2 = _conv_block(width, 2 * width)
+        self.pool2 = nn.MaxPool3d(2)
+        self.block3 = _conv_block(2 * width, 4 * width)
+        self.gap = nn.AdaptiveAvgPool3d(1)
+        self.fc = nn.Linear(4 * width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of shape (N, num_classes) for a batch of volumes of shape (N, C, D, H, W)."""
+        x = self.pool1(self.block1(x))
+        x = self.pool2(self.block2(x))
+        x = self.gap(self.block3(x))
+        return self.fc(torch.flatten(x, 1))
