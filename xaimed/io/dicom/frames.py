@@ -1,0 +1,127 @@
+"""One record per image plane, whether it comes from a classic file or a multi-frame frame.
+
+Classic CT/MR store one plane per file with its geometry at the top level; enhanced multi-frame
+objects store many planes in one file with the geometry in the shared and per-frame functional
+groups. Everything downstream (sorting, checks, the affine, the writers' references) works on
+these records, so both layouts go through the same code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from xaimed.errors import InputError
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One image plane: where it lies (DICOM LPS), its pixel grid and its value rescale."""
+
+    path: Path
+    sop_class_uid: str
+    sop_instance_uid: str
+    frame_number: int | None  # 1-based for multi-frame objects, None for a classic file
+    position: np.ndarray  # Image Position (Patient), LPS mm: centre of the first pixel
+    orientation: np.ndarray  # Image Orientation (Patient): row and column direction cosines
+    pixel_spacing: tuple[float, float]  # (between rows, between columns) in mm
+    rows: int
+    columns: int
+    slope: float
+    intercept: float
+    slice_thickness: float | None
+    acquisition: str  # Acquisition Number (or multi-frame Stack ID); splits mixed series
+
+
+def _first(seq: Any, keyword: str) -> Dataset | None:
+    """Item 0 of a functional-group macro sequence, or None."""
+    items = getattr(seq, keyword, None) if seq is not None else None
+    return items[0] if items else None
+
+
+def _group(ds: Dataset, index: int, keyword: str) -> Dataset | None:
+    """A functional group macro for frame ``index``: per-frame first, then shared."""
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame is not None and index < len(per_frame):
+        item = _first(per_frame[index], keyword)
+        if item is not None:
+            return item
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    return _first(shared[0], keyword) if shared else None
+
+
+def _float_or(value: Any, default: float) -> float:
+    try:
+        return float(value) if value is not None and value != "" else default
+    except (TypeError, ValueError):
+        return default
+
+
+def _geometry_missing(path: Path, what: str) -> InputError:
+    return InputError(
+        f"{path}: the image has no {what}, so its place in the patient is unknown; "
+        "re-export the series with full headers."
+    )
+
+
+def is_multiframe(ds: Dataset) -> bool:
+    """Whether ``ds`` carries its plane geometry in functional groups (enhanced multi-frame)."""
+    return "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds
+
+
+def frames_of(ds: Dataset, path: Path) -> list[Frame]:
+    """The image planes of one dataset (read without pixel data), in stored order."""
+    if is_multiframe(ds):
+        return [_enhanced_frame(ds, path, i) for i in range(int(ds.get("NumberOfFrames", 1)))]
+    if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
+        raise _geometry_missing(path, "Image Position / Orientation (Patient)")
+    if "PixelSpacing" not in ds:
+        raise _geometry_missing(path, "Pixel Spacing")
+    return [
+        Frame(
+            path=path,
+            sop_class_uid=str(ds.SOPClassUID),
+            sop_instance_uid=str(ds.SOPInstanceUID),
+            frame_number=None,
+            position=np.asarray([float(v) for v in ds.ImagePositionPatient]),
+            orientation=np.asarray([float(v) for v in ds.ImageOrientationPatient]),
+            pixel_spacing=(float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1])),
+            rows=int(ds.Rows),
+            columns=int(ds.Columns),
+            slope=_float_or(ds.get("RescaleSlope"), 1.0),
+            intercept=_float_or(ds.get("RescaleIntercept"), 0.0),
+            slice_thickness=_float_or(ds.get("SliceThickness"), 0.0) or None,
+            acquisition=str(ds.get("AcquisitionNumber", "")),
+        )
+    ]
+
+
+def _enhanced_frame(ds: Dataset, path: Path, index: int) -> Frame:
+    position = _group(ds, index, "PlanePositionSequence")
+    orientation = _group(ds, index, "PlaneOrientationSequence")
+    measures = _group(ds, index, "PixelMeasuresSequence")
+    transform = _group(ds, index, "PixelValueTransformationSequence")
+    content = _group(ds, index, "FrameContentSequence")
+    if position is None or orientation is None:
+        raise _geometry_missing(path, f"Plane Position / Orientation for frame {index + 1}")
+    if measures is None or "PixelSpacing" not in measures:
+        raise _geometry_missing(path, f"Pixel Measures for frame {index + 1}")
+    return Frame(
+        path=path,
+        sop_class_uid=str(ds.SOPClassUID),
+        sop_instance_uid=str(ds.SOPInstanceUID),
+        frame_number=index + 1,
+        position=np.asarray([float(v) for v in position.ImagePositionPatient]),
+        orientation=np.asarray([float(v) for v in orientation.ImageOrientationPatient]),
+        pixel_spacing=(float(measures.PixelSpacing[0]), float(measures.PixelSpacing[1])),
+        rows=int(ds.Rows),
+        columns=int(ds.Columns),
+        slope=_float_or(transform.get("RescaleSlope") if transform else None, 1.0),
+        intercept=_float_or(transform.get("RescaleIntercept") if transform else None, 0.0),
+        slice_thickness=_float_or(measures.get("SliceThickness"), 0.0) or None,
+        acquisition=str(content.get("StackID", "")) if content is not None else "",
+    )

@@ -1,0 +1,152 @@
+"""Decode a DICOM series into a Volume: pixel data, per-plane rescale, the RAS affine.
+
+Compressed transfer syntaxes decode through pydicom's pixel handlers with permissively licensed
+plugins only (pylibjpeg-openjpeg, pylibjpeg-rle, pyjpegls, python-gdcm); the GPL-licensed
+pylibjpeg-libjpeg is never required.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+
+from xaimed.errors import InputError
+from xaimed.io.dicom.discovery import DicomSeries
+from xaimed.io.dicom.geometry import Stack, build_stack, lps_to_ras
+from xaimed.volume import Source, Volume
+
+
+@dataclass(frozen=True)
+class DicomHeader:
+    """What the DICOM writers need from the source: stored as ``Volume.source.header``."""
+
+    series: DicomSeries
+    stack: Stack
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def datasets(self) -> list[Dataset]:
+        """Source headers (no pixel data), one per SOP instance, in slice order."""
+        seen: dict[str, Dataset] = {}
+        for frame in self.stack.frames:
+            seen.setdefault(frame.sop_instance_uid, self.series.headers[frame.sop_instance_uid])
+        return list(seen.values())
+
+
+def _decode(path: Path, where: str) -> Dataset:
+    try:
+        ds = pydicom.dcmread(path)
+    except Exception as exc:
+        raise InputError(
+            f"{where}: {path.name} cannot be read ({type(exc).__name__}: {exc}); the file is "
+            "truncated or corrupt, re-export the series."
+        ) from None
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise InputError(
+            f"{where}: {path.name} has no pixel data; re-export the series with its images."
+        )
+    return ds
+
+
+def _pixels(ds: Dataset, path: Path, where: str) -> np.ndarray:
+    try:
+        return np.asarray(ds.pixel_array)
+    except Exception as exc:
+        syntax = ds.file_meta.get("TransferSyntaxUID", "unknown")
+        raise InputError(
+            f"{where}: the pixel data of {path.name} ({getattr(syntax, 'name', syntax)}) cannot "
+            f"be decoded ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); the file is "
+            "truncated or uses an unsupported compression, re-export it uncompressed."
+        ) from None
+
+
+def read_dicom_series(
+    series: DicomSeries,
+    *,
+    min_slices: int = 3,
+    resample_irregular: bool = False,
+    where: str | None = None,
+) -> Volume:
+    """Read ``series`` into a float32 Volume with a RAS affine (see geometry.py for the axes).
+
+    Rescale Slope / Intercept are applied per plane. A single plane gives a 2D Volume of one
+    slice (``meta["dimensionality"] == 2``). Raises InputError with the reason for a series
+    that does not form one volume or cannot be decoded.
+    """
+    where = where or f"series {series.label}"
+    if series.broken:
+        raise InputError(
+            f"{where}: {series.broken[0].name} beside its files is a truncated or corrupt DICOM "
+            "file that may be one of its slices; re-export the series or remove that file."
+        )
+    stack = build_stack(
+        series.frames,
+        where=where,
+        min_slices=min_slices,
+        resample_irregular=resample_irregular,
+    )
+    decoded: dict[Path, np.ndarray] = {}
+    planes = []
+    for frame in stack.frames:
+        if frame.path not in decoded:
+            ds = _decode(frame.path, where)
+            pixels = _pixels(ds, frame.path, where)
+            # pydicom drops the frame axis of a one-frame object; put it back.
+            decoded[frame.path] = pixels if int(ds.get("NumberOfFrames", 1)) > 1 else pixels[None]
+        pixels = decoded[frame.path][(frame.frame_number or 1) - 1]
+        plane = pixels.astype(np.float32) * np.float32(frame.slope) + np.float32(frame.intercept)
+        # (rows, cols[, samples]) -> (cols, rows[, samples]): axis 0 runs along a row.
+        planes.append(np.swapaxes(plane, 0, 1))
+    array = np.stack(planes, axis=2)
+    if stack.resampled:
+        array = _resample_slices(array, stack.offsets, stack.shape[2])
+    header = DicomHeader(series, stack, list(stack.warnings))
+    meta: dict[str, Any] = {
+        "dimensionality": 2 if stack.is_2d else 3,
+        "series_uid": series.series_uid,
+        "warnings": list(stack.warnings),
+    }
+    try:
+        return Volume(
+            array=array,
+            affine=lps_to_ras(stack.affine_lps),
+            source=Source(series.files[0].parent, "dicom", header),
+            meta=meta,
+        )
+    except ValueError as exc:
+        raise InputError(f"{where}: unusable geometry ({exc}); check the headers.") from None
+
+
+def _resample_slices(array: np.ndarray, offsets: np.ndarray, count: int) -> np.ndarray:
+    """Linear interpolation along k from planes at fractional ``offsets`` to ``0 .. count-1``."""
+    grid = np.arange(count, dtype=float)
+    upper = np.clip(np.searchsorted(offsets, grid, side="right"), 1, len(offsets) - 1)
+    lower = upper - 1
+    weight = ((grid - offsets[lower]) / (offsets[upper] - offsets[lower])).astype(np.float32)
+    shape = [1, 1, count] + [1] * (array.ndim - 3)
+    weight = weight.reshape(shape)
+    return (1 - weight) * array[:, :, lower] + weight * array[:, :, upper]
+
+
+def map_on_source_planes(volume: Volume) -> np.ndarray:
+    """A map on a DICOM Volume's grid, sampled on the source planes: (planes, rows, cols).
+
+    The identity for a regular stack; for a resampled one, linear interpolation along k at each
+    source plane's offset, so that DICOM outputs always describe the source images.
+    """
+    header: DicomHeader = volume.source.header
+    data = np.asarray(volume.array, dtype=np.float32)
+    offsets = header.stack.offsets
+    if not header.stack.resampled:
+        planes = data
+    else:
+        lower = np.clip(np.floor(offsets).astype(int), 0, data.shape[2] - 1)
+        upper = np.clip(lower + 1, 0, data.shape[2] - 1)
+        weight = (offsets - lower).astype(np.float32)
+        planes = (1 - weight) * data[:, :, lower] + weight * data[:, :, upper]
+    return np.ascontiguousarray(np.moveaxis(planes, 2, 0).swapaxes(1, 2))

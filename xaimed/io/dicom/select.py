@@ -1,0 +1,65 @@
+"""Choose the series of a study to explain, as the config's ``dicom.select`` says, and read it."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from xaimed.config import DicomSection, DicomSelect
+from xaimed.errors import InputError
+from xaimed.io.dicom.discovery import DicomSeries, DicomStudy
+from xaimed.io.dicom.reader import read_dicom_series
+from xaimed.volume import Volume
+
+log = logging.getLogger("xaimed")
+
+
+def _describe(series: DicomSeries) -> str:
+    number = "" if series.series_number is None else f"#{series.series_number} "
+    return f"{number}{series.modality} '{series.description}' ({len(series.frames)} planes)"
+
+
+def choose_series(study: DicomStudy, select: DicomSelect, *, case_id: str) -> DicomSeries:
+    """The largest 3D series of ``study`` matching ``select`` (a 2D one only if none is 3D).
+
+    Ties go to the lowest Series Number, then the series UID, so the choice is deterministic.
+    Raises InputError listing the study's series when none matches.
+    """
+    matches = [
+        s
+        for s in study.series
+        if (select.modality is None or s.modality.upper() == select.modality.upper())
+        and (
+            select.description is None
+            or re.search(select.description, s.description, flags=re.IGNORECASE)
+        )
+    ]
+    if not matches:
+        available = "; ".join(_describe(s) for s in study.series)
+        raise InputError(
+            f"case {case_id}: no series matches dicom.select (modality={select.modality}, "
+            f"description={select.description}); the study has: {available}; change "
+            "dicom.select."
+        )
+    chosen = max(
+        matches,
+        key=lambda s: (
+            len(s.frames) > 1,
+            s.voxels,
+            -(s.series_number if s.series_number is not None else 1 << 30),
+            s.label,
+        ),
+    )
+    log.info("case %s: explaining series %s", case_id, _describe(chosen))
+    return chosen
+
+
+def read_study(study: DicomStudy, options: DicomSection, *, case_id: str) -> Volume:
+    """Read the series of ``study`` chosen by ``options.select`` into a Volume."""
+    series = choose_series(study, options.select, case_id=case_id)
+    return read_dicom_series(
+        series,
+        min_slices=options.min_slices,
+        resample_irregular=options.resample_irregular,
+        where=f"case {case_id}, series {series.label}",
+    )

@@ -1,0 +1,150 @@
+"""Write a map as a DICOM Parametric Map (float32, the source's per-frame geometry).
+
+Built with highdicom's ``ParametricMap``: patient and study come from the source images, one frame
+per source plane with its position, a Real World Value Mapping (unitless, UCUM "1"), references
+to every source image. highdicom does not write a Frame Anatomy Sequence, which dcmqi (what
+3D Slicer uses) needs to read the object, so it is added here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+from pydicom.sr.codedict import codes
+from pydicom.uid import ExplicitVRLittleEndian
+
+from xaimed import __version__
+from xaimed.errors import OutputError
+from xaimed.io.dicom.reader import DicomHeader, map_on_source_planes
+from xaimed.volume import Volume
+from xaimed.writers.atomic import atomic_path
+from xaimed.writers.dicom_common import (
+    DerivedSeries,
+    complete_identity,
+    mark_equipment,
+    quiet_highdicom,
+)
+
+# SNOMED CT codes for the Frame Anatomy Sequence when the source has none of its own.
+_HEAD = ("69536005", "SCT", "Head")
+_BODY = ("38266002", "SCT", "Entire body")
+
+
+def _frame_anatomy(source: Dataset) -> Sequence:
+    shared = source.get("SharedFunctionalGroupsSequence")
+    if shared and "FrameAnatomySequence" in shared[0]:
+        return shared[0].FrameAnatomySequence
+    part = str(source.get("BodyPartExamined", "")).upper()
+    value, scheme, meaning = _HEAD if part in ("HEAD", "BRAIN", "SKULL") else _BODY
+    region = Dataset()
+    region.CodeValue, region.CodingSchemeDesignator, region.CodeMeaning = value, scheme, meaning
+    item = Dataset()
+    item.AnatomicRegionSequence = Sequence([region])
+    item.FrameLaterality = "U"
+    return Sequence([item])
+
+
+def _complete_measures(ds: Dataset, thickness: float) -> None:
+    """Give ``ds`` the geometry highdicom reads from a source even when it is passed explicitly.
+
+    highdicom expects pixel measures at the top level of a classic image, and measures and
+    orientation in the shared functional groups of a multi-frame one; enhanced files often keep
+    them per frame only.
+    """
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame is None and "SharedFunctionalGroupsSequence" not in ds:
+        if "SliceThickness" not in ds:
+            ds.SliceThickness = thickness
+        return
+    if "SharedFunctionalGroupsSequence" not in ds:
+        ds.SharedFunctionalGroupsSequence = Sequence([Dataset()])
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    # The reader checked that every frame has the same measures and orientation.
+    for keyword in ("PixelMeasuresSequence", "PlaneOrientationSequence"):
+        if keyword not in shared and per_frame and keyword in per_frame[0]:
+            setattr(shared, keyword, per_frame[0][keyword].value)
+
+
+def build_parametric_map(heatmap: Volume, series: DerivedSeries) -> Dataset:
+    """The Parametric Map dataset of ``heatmap`` (a map on a DICOM source's grid)."""
+    header: DicomHeader = heatmap.source.header
+    frames = header.stack.frames
+    planes = map_on_source_planes(heatmap)
+    lo, hi = float(planes.min()), float(planes.max())
+    first = frames[0]
+    step = float(np.linalg.norm(header.stack.affine_lps[:3, 2])) if len(frames) > 1 else None
+    mapping = hd.pm.RealWorldValueMapping(
+        lut_label=series.method[:16],
+        lut_explanation=f"{series.method} attribution"[:64],
+        unit=codes.UCUM.NoUnits,
+        value_range=(lo, hi) if hi > lo else (lo, lo + 1.0),
+        slope=1.0,
+        intercept=0.0,
+    )
+    width = max(hi - lo, 1e-12)
+    sources = [complete_identity(ds) for ds in header.datasets]
+    for ds in sources:
+        _complete_measures(ds, first.slice_thickness or step or 1.0)
+    pm = hd.pm.ParametricMap(
+        source_images=sources,
+        pixel_array=planes,
+        series_instance_uid=series.key.series_uid("pm"),
+        series_number=series.key.series_number("pm"),
+        sop_instance_uid=series.key.instance_uid("pm"),
+        instance_number=1,
+        manufacturer="xaimed",
+        manufacturer_model_name="xaimed",
+        software_versions=__version__,
+        device_serial_number="0",
+        contains_recognizable_visual_features=False,
+        real_world_value_mappings=[mapping],
+        voi_lut_transformations=[
+            # LINEAR_EXACT: attribution ranges are often narrower than 1, which plain LINEAR
+            # windows do not allow.
+            hd.VOILUTTransformation(
+                window_center=(lo + hi) / 2,
+                window_width=width,
+                voi_lut_function="LINEAR_EXACT",
+            )
+        ],
+        transfer_syntax_uid=ExplicitVRLittleEndian,
+        content_description=series.description[:64],
+        content_label="ATTRIBUTION",
+        pixel_measures=hd.PixelMeasuresSequence(
+            pixel_spacing=first.pixel_spacing,
+            slice_thickness=first.slice_thickness or step or 1.0,
+            spacing_between_slices=step,
+        ),
+        plane_orientation=hd.PlaneOrientationSequence(
+            coordinate_system="PATIENT", image_orientation=first.orientation.tolist()
+        ),
+        plane_positions=[
+            hd.PlanePositionSequence(
+                coordinate_system="PATIENT", image_position=f.position.tolist()
+            )
+            for f in frames
+        ],
+    )
+    mark_equipment(pm)
+    pm.SeriesDescription = series.series_description("map")
+    pm.SharedFunctionalGroupsSequence[0].FrameAnatomySequence = _frame_anatomy(header.datasets[0])
+    return pm
+
+
+def write_parametric_map(heatmap: Volume, path: Path, series: DerivedSeries) -> Path:
+    """Write the Parametric Map of ``heatmap`` to ``path`` (atomically)."""
+    try:
+        with quiet_highdicom():
+            pm = build_parametric_map(heatmap, series)
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise OutputError(
+            f"{path.name}: the Parametric Map cannot be built ({type(exc).__name__}: {exc}); "
+            "set outputs.parametric_map: false to skip it."
+        ) from None
+    with atomic_path(path) as tmp:
+        pm.save_as(tmp, enforce_file_format=True)
+    return path
