@@ -1,0 +1,127 @@
+"""Evaluate many perturbed copies of one input in batches, within memory, with progress.
+
+Perturbation methods describe each perturbed input implicitly (a window, a set of removed
+feature groups); the caller's ``build(start, stop)`` makes only the copies of one batch, on the
+input's device, so the whole perturbation set never exists in memory at once. The batch size
+comes from the memory budget (``choose_batch_size``); on an out-of-memory error the batch is
+halved and the same batch retried, so a run only fails when a single sample does not fit.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from xaimed.errors import MethodError
+
+log = logging.getLogger("xaimed")
+
+Build = Callable[[int, int], torch.Tensor]
+Progress = Callable[[str], None]
+
+_TOO_BIG = (
+    "one input does not fit in memory on this device ({exc}); use a smaller input (resample, "
+    "crop_pad or tiling) or runtime.device: cpu."
+)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for CUDA / MPS / CPU allocator failures, which a smaller batch may avoid."""
+    if isinstance(exc, torch.OutOfMemoryError | MemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in text or "failed to allocate" in text or "can't allocate" in text
+    )
+
+
+@dataclass
+class ProgressMeter:
+    """Perturbations done / total with an ETA, reported at most every ``every_s`` seconds."""
+
+    label: str
+    total: int
+    report: Progress | None = None
+    every_s: float = 2.0
+    done: int = 0
+    t0: float = field(default_factory=time.monotonic)
+    last: float = 0.0
+
+    def advance(self, n: int) -> None:
+        """Count ``n`` more perturbations and report when due (always at the end)."""
+        self.done += n
+        now = time.monotonic()
+        if now - self.last < self.every_s and self.done < self.total:
+            return
+        self.last = now
+        elapsed = now - self.t0
+        eta = elapsed / self.done * (self.total - self.done) if self.done else 0.0
+        message = f"{self.label}: {self.done}/{self.total} perturbations, ETA {eta:.0f} s"
+        if self.report is not None:
+            self.report(message)
+        else:
+            log.debug(message)
+
+
+@dataclass
+class Evaluator:
+    """Runs batches of perturbed inputs through ``model`` and keeps the target's scores.
+
+    ``model`` returns (N, n_outputs); ``target`` picks the explained column. ``batch_size`` is
+    where evaluation starts; it only ever shrinks (after out-of-memory errors), and
+    ``backoffs`` counts how often it did, for the sidecar.
+    """
+
+    model: torch.nn.Module
+    target: int
+    batch_size: int
+    progress: Progress | None = None
+    backoffs: int = 0
+    samples: int = 0
+
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            out = self.model(batch)
+        return out.reshape(out.shape[0], -1)[:, self.target].float()
+
+    def score(self, batch: torch.Tensor) -> torch.Tensor:
+        """Scores of the target for a few inputs (the unperturbed input, the baseline), (N,)."""
+        try:
+            return self._forward(batch)
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise MethodError(_TOO_BIG.format(exc=exc)) from None
+            raise
+
+    def scores(self, total: int, build: Build, *, label: str = "perturbations") -> torch.Tensor:
+        """Target scores of the ``total`` perturbed inputs that ``build(start, stop)`` makes."""
+        meter = ProgressMeter(label, total, self.progress)
+        out: list[torch.Tensor] = []
+        start = 0
+        while start < total:
+            stop = min(total, start + self.batch_size)
+            try:
+                out.append(self._forward(build(start, stop)))
+            except Exception as exc:
+                if not is_out_of_memory(exc) or self.batch_size == 1:
+                    if is_out_of_memory(exc):
+                        raise MethodError(_TOO_BIG.format(exc=exc)) from None
+                    raise
+                self._back_off()
+                continue
+            meter.advance(stop - start)
+            self.samples += stop - start
+            start = stop
+        return torch.cat(out) if out else torch.empty(0)
+
+    def _back_off(self) -> None:
+        # Free what the failed batch left in the CUDA cache before retrying smaller.
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        self.batch_size = max(1, self.batch_size // 2)
+        self.backoffs += 1
+        log.info("out of memory: retrying with batches of %d", self.batch_size)

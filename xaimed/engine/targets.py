@@ -1,0 +1,124 @@
+"""Explained scalars for segmentation outputs: one label's output reduced over a region.
+
+A model that outputs a map per voxel, (N, L, I, J, K), is wrapped so that it returns one
+score per label, (N, L): the label's logits (or probabilities) summed or averaged over a
+region. The region is fixed per case before any method runs, so a perturbation changes the
+score but not where it is measured: the label's predicted region on the unperturbed input, a
+mask file given on the source grid, or the whole volume. Classification outputs, (N, L), pass
+through unchanged, so every method family sees the same (N, n_outputs) model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from xaimed.errors import InputError
+
+if TYPE_CHECKING:
+    from xaimed.config import TargetSection
+    from xaimed.methods.casedata import CaseData
+    from xaimed.target import Prediction, Target
+
+
+class TargetReduction(torch.nn.Module):
+    """Wraps a model; reduces per-voxel outputs to one score per label over each label's region.
+
+    ``configure`` sets the regions for one case; until then (and for classification outputs)
+    the wrapper passes the model's output through.
+    """
+
+    def __init__(self, model: torch.nn.Module, spec: TargetSection, *, output: str) -> None:
+        super().__init__()
+        self.model = model
+        self.spec = spec
+        self.output = output  # what the model returns: 'logits' or 'probabilities'
+        self.regions: torch.Tensor | None = None  # (L, I, J, K) bool; None: every voxel
+        self.segmentation = False
+        self.voxels: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        if out.ndim <= 2 or not self.segmentation:
+            return out
+        return self.reduce(out)
+
+    def reduce(self, out: torch.Tensor) -> torch.Tensor:
+        """(N, L, I, J, K) per-voxel outputs -> (N, L) scores."""
+        if self.spec.score == "probabilities" and self.output == "logits":
+            out = torch.sigmoid(out) if out.shape[1] == 1 else torch.softmax(out, dim=1)
+        if self.regions is None:
+            summed = out.flatten(2).sum(-1)
+            count = out[0, 0].numel()
+        else:
+            region = self.regions.to(out.dtype)
+            summed = (out * region).flatten(2).sum(-1)
+            count = region.flatten(1).sum(-1).clamp(min=1)
+        return summed / count if self.spec.reduction == "mean" else summed
+
+    def configure(self, inputs: torch.Tensor, case: CaseData) -> None:
+        """Find out whether the model segments and, if so, fix this case's regions."""
+        self.segmentation, self.regions = False, None
+        with torch.no_grad():
+            out = self.model(inputs)
+        if out.ndim <= 2:
+            return
+        if tuple(out.shape[2:]) != tuple(inputs.shape[2:]):
+            raise InputError(
+                f"case {case.case_id}: the model's output {tuple(out.shape)} is neither one score "
+                f"per class nor a map of the input's size {tuple(inputs.shape[2:])}; it cannot be "
+                "explained as a classifier or a segmentation."
+            )
+        self.segmentation = True
+        labels = out.shape[1]
+        if self.spec.region == "predicted":
+            if labels == 1:
+                threshold = 0.0 if self.output == "logits" else 0.5
+                regions = out[0] > threshold
+            else:
+                winner = out[0].argmax(dim=0)
+                regions = torch.stack([winner == i for i in range(labels)])
+        elif self.spec.region == "mask":
+            assert self.spec.mask is not None  # checked with the config
+            mask = torch.from_numpy(case.labels(self.spec.mask, "target.mask") > 0)
+            regions = mask.to(inputs.device)[None].expand(labels, *mask.shape)
+        else:
+            regions = None
+        self.regions = regions
+        shape = out.shape[2:]
+        total = int(torch.tensor(shape).prod())
+        self.voxels = (
+            [total] * labels if regions is None else [int(n) for n in regions.flatten(1).sum(-1)]
+        )
+
+    def adjust(self, prediction: Prediction) -> Prediction:
+        """For segmentation, 'predicted' is the best-scoring label other than 0 (background)."""
+        if not self.segmentation or len(prediction.outputs) < 2:
+            return prediction
+        scores = prediction.outputs[1:]
+        return replace(prediction, predicted=1 + max(range(len(scores)), key=scores.__getitem__))
+
+    def check(self, targets: list[Target], case_id: str) -> None:
+        """An empty region would give an all-zero map without saying why; refuse it instead."""
+        if not self.segmentation:
+            return
+        for target in targets:
+            if self.voxels[target.index] == 0:
+                raise InputError(
+                    f"case {case_id}: the region of label {target.name} is empty (target.region: "
+                    f"{self.spec.region}); choose another target.class or target.region: volume."
+                )
+
+    def record(self) -> dict[str, Any] | None:
+        """The reduction, for the sidecar's target (None for a classifier)."""
+        if not self.segmentation:
+            return None
+        return {
+            "region": self.spec.region,
+            "mask": self.spec.mask,
+            "reduction": self.spec.reduction,
+            "score": self.spec.score,
+            "region_voxels": self.voxels,
+        }
