@@ -1,0 +1,231 @@
+"""CAM family: CAM, Grad-CAM, Grad-CAM++ and guided Grad-CAM on 3D models.
+
+Written here rather than wrapped from Captum: Captum's LayerGradCam upsamples with nearest
+neighbour by default, has no Grad-CAM++ or CAM, and would hide the layer's native resolution we
+record. Every map is computed at the layer's resolution, then upsampled to the model's input
+grid with trilinear interpolation that aligns voxel centres (``align_corners=False``: layer voxel
+j covers input voxels [j*s, (j+1)*s) for a scale s), and sent back to the source grid by the
+preprocessing inverse like any other map. Values are kept raw: no min-max scaling; Grad-CAM's and
+Grad-CAM++'s ReLU is part of the methods as published, recorded in the sidecar, and can be
+switched off with ``relu: false``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from xaimed.errors import MethodError
+from xaimed.methods.gradient import GUIDED_WARNING
+from xaimed.methods.registry import MethodInfo, register
+
+if TYPE_CHECKING:
+    import torch
+
+    from xaimed.methods.context import MethodContext, MethodOutput
+
+
+class Params(BaseModel):
+    """Base of CAM parameters: unknown parameters are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class GradCamParams(Params):
+    """Grad-CAM and Grad-CAM++ at one layer."""
+
+    layer: str = Field("auto", description="Module name, or 'auto': the features entering GAP.")
+    relu: bool = Field(True, description="Keep only positive evidence, as published.")
+
+
+class CamParams(Params):
+    """CAM has no free parameter: it is defined on the features entering global pooling."""
+
+
+UPSAMPLING = "trilinear, voxel centres aligned (align_corners=False)"
+
+
+def _layer_name(ctx: MethodContext, layer: str) -> str:
+    from xaimed.methods.layers import feature_layer, find_layer
+
+    if layer == "auto":
+        return feature_layer(ctx.user_network, ctx.inputs)
+    find_layer(ctx.user_network, layer)
+    return layer
+
+
+def _capture(ctx: MethodContext, name: str, *, backward: bool) -> dict[str, Any]:
+    """Activations of layer ``name`` (and their gradient for the target) from one pass."""
+    import torch
+
+    from xaimed.methods.layers import find_layer, removable
+
+    layer = find_layer(ctx.user_network, name)
+    outputs: list[torch.Tensor] = []
+
+    def keep(module: torch.nn.Module, args: tuple, output: Any) -> None:
+        if not isinstance(output, torch.Tensor):
+            raise MethodError(f"layer {name!r} returns {type(output).__name__}, not a tensor.")
+        outputs.append(output)
+
+    x = ctx.inputs.detach().clone().requires_grad_(backward)
+    with removable([layer.register_forward_hook(keep)]), torch.set_grad_enabled(backward):
+        scores = ctx.model(x)
+    if not outputs:
+        raise MethodError(f"layer {name!r} did not run in the forward pass; choose another layer.")
+    # A module reused in one pass (a ReLU called twice in a residual block) is taken at its last
+    # call: for `auto`, that is the call whose output enters the global pooling.
+    activations = outputs[-1]
+    if activations.dim() != x.dim():
+        raise MethodError(
+            f"layer {name!r} outputs shape {tuple(activations.shape)}, not a {x.dim() - 2}D "
+            "feature map; choose a convolutional layer (`xaimed layers CONFIG`)."
+        )
+    result: dict[str, Any] = {
+        "activations": activations.detach(),
+        "scores": scores.detach(),
+        "calls": len(outputs),
+    }
+    if backward:
+        (grad,) = torch.autograd.grad(scores[0, ctx.target], activations)
+        result["gradients"] = grad.detach()
+    return result
+
+
+def _to_input_grid(cam: torch.Tensor, ctx: MethodContext) -> torch.Tensor:
+    """(1, d, h, w) at layer resolution -> (1, 1, I, J, K) on the model's input grid."""
+    import torch.nn.functional as F
+
+    return F.interpolate(
+        cam[:, None].float(), size=tuple(ctx.inputs.shape[2:]), mode="trilinear",
+        align_corners=False,
+    )  # fmt: skip
+
+
+def _output(cam: torch.Tensor, ctx: MethodContext, layer: str, **details: Any) -> MethodOutput:
+    from xaimed.methods.context import MethodOutput
+
+    return MethodOutput(
+        _to_input_grid(cam, ctx),
+        {
+            "layer": layer,
+            "native_shape": list(cam.shape[1:]),
+            "upsampling": UPSAMPLING,
+            **details,
+        },
+    )
+
+
+def _spatial_dims(t: torch.Tensor) -> tuple[int, ...]:
+    return tuple(range(2, t.dim()))
+
+
+def grad_cam(ctx: MethodContext, params: GradCamParams) -> MethodOutput:
+    name = _layer_name(ctx, params.layer)
+    got = _capture(ctx, name, backward=True)
+    a, g = got["activations"], got["gradients"]
+    weights = g.mean(dim=_spatial_dims(g), keepdim=True)
+    cam = (weights * a).sum(dim=1)
+    if params.relu:
+        cam = cam.clamp(min=0)
+    return _output(cam, ctx, name, relu=params.relu)
+
+
+def grad_cam_pp(ctx: MethodContext, params: GradCamParams) -> MethodOutput:
+    # Chattopadhay et al. 2018, with the closed form for an exponential of the score, as in
+    # their paper and pytorch-grad-cam: alpha = g^2 / (2 g^2 + sum(A) g^3).
+    name = _layer_name(ctx, params.layer)
+    got = _capture(ctx, name, backward=True)
+    a, g = got["activations"], got["gradients"]
+    dims = _spatial_dims(g)
+    g2, g3 = g**2, g**3
+    denominator = 2 * g2 + a.sum(dim=dims, keepdim=True) * g3
+    alpha = g2 / denominator.where(denominator != 0, denominator.new_ones(()))
+    weights = (alpha * g.clamp(min=0)).sum(dim=dims, keepdim=True)
+    cam = (weights * a).sum(dim=1)
+    if params.relu:
+        cam = cam.clamp(min=0)
+    return _output(cam, ctx, name, relu=params.relu)
+
+
+def cam(ctx: MethodContext, params: CamParams) -> MethodOutput:
+
+    name = _layer_name(ctx, "auto")
+    got = _capture(ctx, name, backward=False)
+    features, scores = got["activations"], got["scores"]
+    head = _linear_head(ctx, features, scores)
+    weights = head.weight.detach()[ctx.target]  # (K,)
+    shape = (1, -1) + (1,) * (features.dim() - 2)
+    cam_map = (weights.reshape(shape).to(features.dtype) * features).sum(dim=1)
+    return _output(cam_map, ctx, name, relu=False, head=type(head).__name__)
+
+
+def _linear_head(ctx: MethodContext, features: torch.Tensor, scores: torch.Tensor) -> Any:
+    """The model's last Linear, after checking that scores = Linear(mean of the features).
+
+    CAM is only defined for that architecture; checking the numbers rather than module types
+    also catches a functional ReLU, dropout-in-train or a second linear layer after pooling.
+    """
+    import torch
+
+    linears = [m for m in ctx.user_network.modules() if isinstance(m, torch.nn.Linear)]
+    if not linears:
+        raise MethodError(
+            "cam needs a model whose head is global average pooling followed by one linear "
+            "layer; this model has no torch.nn.Linear. Use grad_cam, which applies to any CNN."
+        )
+    head = linears[-1]
+    pooled = features.mean(dim=_spatial_dims(features)).to(head.weight.dtype)
+    if pooled.shape[-1] != head.in_features:
+        raise MethodError(
+            f"cam needs global average pooling followed by one linear layer, but the features "
+            f"entering the pooling have {pooled.shape[-1]} channels and the last linear layer "
+            f"takes {head.in_features}; use grad_cam instead."
+        )
+    expected = torch.nn.functional.linear(pooled, head.weight, head.bias)
+    if expected.shape != scores.shape or not torch.allclose(
+        expected, scores.to(expected.dtype), rtol=1e-4, atol=1e-5 * float(scores.abs().max() + 1)
+    ):
+        raise MethodError(
+            "cam needs a model whose output is one linear layer applied to the global average "
+            "of the last feature map; this model's output is not (another layer, a non-linearity "
+            "or max pooling follows the features); use grad_cam instead."
+        )
+    return head
+
+
+def guided_grad_cam(ctx: MethodContext, params: GradCamParams) -> MethodOutput:
+    from xaimed.methods.context import MethodOutput
+    from xaimed.methods.gradient import NoParams, guided_backprop
+
+    grad_cam_map = grad_cam(ctx, params)
+    guided = guided_backprop(ctx, NoParams())
+    details = {**grad_cam_map.details, "combined_with": "guided_backprop (element-wise product)"}
+    return MethodOutput(guided * grad_cam_map.attribution, details)
+
+
+_LAYER = ("a layer (auto: features entering global pooling)",)
+
+register(MethodInfo(
+    name="grad_cam", family="cam", summary="Gradient-weighted class activation map at a layer.",
+    params_model=GradCamParams, run=grad_cam, cost=lambda p: "1 fwd + 1 bwd",
+    needs=_LAYER, needs_module=True,
+))  # fmt: skip
+register(MethodInfo(
+    name="grad_cam_pp", family="cam",
+    summary="Grad-CAM++: pixel-wise weighted gradients, better for several instances.",
+    params_model=GradCamParams, run=grad_cam_pp, cost=lambda p: "1 fwd + 1 bwd",
+    needs=_LAYER, needs_module=True,
+))  # fmt: skip
+register(MethodInfo(
+    name="cam", family="cam",
+    summary="Class activation map: linear-head weights times the last features (GAP + linear).",
+    params_model=CamParams, run=cam, cost=lambda p: "1 fwd",
+    needs=("global average pooling + linear head",), needs_module=True,
+))  # fmt: skip
+register(MethodInfo(
+    name="guided_grad_cam", family="cam", summary="Guided backprop times upsampled Grad-CAM.",
+    params_model=GradCamParams, run=guided_grad_cam, cost=lambda p: "2 fwd + 2 bwd",
+    needs=(*_LAYER, "nn.Module with ReLU modules"), needs_module=True, warning=GUIDED_WARNING,
+))  # fmt: skip
