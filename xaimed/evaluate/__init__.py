@@ -1,0 +1,25 @@
+"""Evaluation of attribution maps: one module per kind of metric, and the runner.
+
+``localisation`` (maps against masks), ``faithfulness`` (deletion / insertion curves),
+``sanity`` (model- and data-randomisation tests), ``robustness`` (max-sensitivity),
+``agreement`` (between methods and between checkpoints) hold the metrics; ``similarity`` the
+map comparisons they share; ``session`` the bridge to xaimed's model, preprocessing and method
+registry; ``runner`` reads an explain run and writes ``metrics.csv``, the summary JSON and the
+plots (``report``, ``plots``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from xaimed.evaluate.runner import EvaluationResult
+
+__all__ = ["EvaluationResult", "evaluate"]
+
+
+def evaluate(*args: Any, **kwargs: Any) -> EvaluationResult:
+    """Evaluate an explain run; see :func:`xaimed.evaluate.runner.evaluate`."""
+    from xaimed.evaluate.runner import evaluate as _evaluate
+
+    return _evaluate(*args, **kwargs)

@@ -1,0 +1,143 @@
+"""Localisation: how well a map on the source grid points at a ground-truth mask.
+
+Every function takes the map and the mask voxel for voxel on the same grid (the source's) and
+works on raw values: the strongest voxel is the largest value, not the largest magnitude, since
+a map's positive values are the evidence *for* the explained output. Distances are in mm from
+the grid's voxel spacing (the affine's column norms); grids are assumed orthogonal, which the
+readers guarantee for NIfTI and DICOM volumes without shear.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import ndimage, stats
+
+
+def _check(attribution: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    a = np.asarray(attribution, dtype=np.float64)
+    m = np.asarray(mask) > 0
+    if a.shape != m.shape:
+        raise ValueError(f"map shape {a.shape} differs from the mask's {m.shape}")
+    return a, m
+
+
+def pointing_game(
+    attribution: np.ndarray,
+    mask: np.ndarray,
+    spacing: tuple[float, float, float],
+    *,
+    tolerance_mm: float = 0.0,
+) -> float:
+    """1.0 when the strongest voxel lies in the mask or within ``tolerance_mm`` of it, else 0.0.
+
+    Ties for the strongest voxel are broken by the first in C order (as ``np.argmax`` and
+    Quantus do). A mask without voxels gives NaN.
+    """
+    a, m = _check(attribution, mask)
+    if not m.any():
+        return math.nan
+    peak = np.unravel_index(int(np.argmax(a)), a.shape)
+    if m[peak]:
+        return 1.0
+    if tolerance_mm <= 0:
+        return 0.0
+    distance = ndimage.distance_transform_edt(~m, sampling=spacing)
+    return float(distance[peak] <= tolerance_mm)
+
+
+def mass_inside(attribution: np.ndarray, mask: np.ndarray) -> float:
+    """Share of the positive attribution that lies inside the mask (NaN when none is positive)."""
+    a, m = _check(attribution, mask)
+    positive = np.clip(a, 0.0, None)
+    total = float(positive.sum())
+    return float(positive[m].sum()) / total if total > 0 else math.nan
+
+
+def auroc(attribution: np.ndarray, mask: np.ndarray) -> float:
+    """Area under the ROC curve of voxel values as a score for 'inside the mask'.
+
+    Computed from ranks (Mann-Whitney U); tied values count one half, as in scikit-learn.
+    NaN when the mask is empty or covers every voxel.
+    """
+    a, m = _check(attribution, mask)
+    n_pos = int(m.sum())
+    n_neg = m.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    ranks = stats.rankdata(a.ravel())
+    u = float(ranks[m.ravel()].sum()) - n_pos * (n_pos + 1) / 2
+    return u / (n_pos * n_neg)
+
+
+def rank_accuracy(attribution: np.ndarray, mask: np.ndarray) -> float:
+    """Share of the mask-sized set of strongest voxels that lies in the mask (Arras et al.)."""
+    a, m = _check(attribution, mask)
+    n = int(m.sum())
+    if n == 0:
+        return math.nan
+    top = np.argsort(-a.ravel(), kind="stable")[:n]
+    return float(m.ravel()[top].sum()) / n
+
+
+def top_voxels(attribution: np.ndarray, percent: float) -> np.ndarray:
+    """Boolean map of the ``percent`` % strongest voxels (at least one; ties in C order)."""
+    a = np.asarray(attribution, dtype=np.float64)
+    n = max(1, math.ceil(a.size * percent / 100.0))
+    out = np.zeros(a.size, dtype=bool)
+    out[np.argsort(-a.ravel(), kind="stable")[:n]] = True
+    return out.reshape(a.shape)
+
+
+def dice_iou(region: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """Dice and IoU of two boolean regions (NaN when both are empty)."""
+    r, m = np.asarray(region) > 0, np.asarray(mask) > 0
+    inter, union = int((r & m).sum()), int((r | m).sum())
+    if union == 0:
+        return math.nan, math.nan
+    return 2.0 * inter / (int(r.sum()) + int(m.sum())), inter / union
+
+
+def _surface(region: np.ndarray) -> np.ndarray:
+    # Voxels of the region with a face neighbour outside it (a one-voxel region is its surface).
+    eroded = ndimage.binary_erosion(region, structure=ndimage.generate_binary_structure(3, 1))
+    return region & ~eroded
+
+
+def hausdorff95(region: np.ndarray, mask: np.ndarray, spacing: tuple[float, float, float]) -> float:
+    """95th percentile of the symmetric surface distances (mm) between two regions.
+
+    As in MedPy's ``hd95``: the distances from every surface voxel of each region to the other
+    region's surface, pooled, then the 95th percentile. 0 when the regions are equal; NaN when
+    either is empty.
+    """
+    r, m = np.asarray(region) > 0, np.asarray(mask) > 0
+    if not r.any() or not m.any():
+        return math.nan
+    sr, sm = _surface(r), _surface(m)
+    to_m = ndimage.distance_transform_edt(~sm, sampling=spacing)[sr]
+    to_r = ndimage.distance_transform_edt(~sr, sampling=spacing)[sm]
+    return float(np.percentile(np.concatenate([to_m, to_r]), 95))
+
+
+def localisation_metrics(
+    attribution: np.ndarray,
+    mask: np.ndarray,
+    spacing: tuple[float, float, float],
+    *,
+    tolerance_mm: float,
+    top_percent: float,
+) -> dict[str, float]:
+    """Every localisation metric of one map against one mask, by metric name."""
+    top = top_voxels(attribution, top_percent)
+    dice, iou = dice_iou(top, mask)
+    return {
+        "pointing_game": pointing_game(attribution, mask, spacing, tolerance_mm=tolerance_mm),
+        "mass_inside": mass_inside(attribution, mask),
+        "auroc": auroc(attribution, mask),
+        "rank_accuracy": rank_accuracy(attribution, mask),
+        "dice_top": dice,
+        "iou_top": iou,
+        "hausdorff95_mm": hausdorff95(top, mask, spacing),
+    }

@@ -1,0 +1,68 @@
+"""Ground-truth masks for localisation, on the source grid of their case.
+
+A NIfTI mask must be on the image's grid (same shape and affine). A DICOM SEG (any file that is
+not NIfTI) is read with highdicom and sampled onto the image's grid by world position (nearest
+segmentation voxel; voxels outside the segmentation's extent are background), so it may come on
+the grid of the series it was drawn on, cropped or not; every segment counts as the mask.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from xaimed.errors import InputError
+from xaimed.io.nifti import is_nifti
+from xaimed.volume import Volume
+
+# xaimed's affines map to RAS+; DICOM's frame of reference is LPS+.
+_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def read_mask(path: Path, source: Volume, case_id: str) -> np.ndarray:
+    """The mask at ``path`` as a boolean array on ``source``'s grid."""
+    if is_nifti(path):
+        return _nifti_mask(path, source, case_id)
+    return _seg_mask(path, source, case_id)
+
+
+def _nifti_mask(path: Path, source: Volume, case_id: str) -> np.ndarray:
+    image = nib.load(str(path))
+    if image.shape[:3] != source.spatial_shape or not np.allclose(
+        image.affine, source.affine, atol=1e-3
+    ):
+        raise InputError(
+            f"case {case_id}: mask {path} is not on the image's grid (shape {image.shape[:3]} vs "
+            f"{source.spatial_shape}, or another affine); resample it onto the image."
+        )
+    return np.asarray(image.dataobj).reshape(source.spatial_shape) > 0
+
+
+def _seg_mask(path: Path, source: Volume, case_id: str) -> np.ndarray:
+    import highdicom as hd
+
+    try:
+        seg = hd.seg.segread(str(path))
+        volume = seg.get_volume(combine_segments=True, relabel=True)
+    except Exception as exc:  # highdicom raises many kinds for files that are no usable SEG
+        raise InputError(
+            f"case {case_id}: mask {path} is neither NIfTI nor a readable DICOM SEG with 3D "
+            f"geometry ({type(exc).__name__}: {exc}); give a NIfTI or a DICOM SEG file."
+        ) from None
+    labels = np.asarray(volume.array)
+    labels = labels.reshape(labels.shape[:3]) if labels.ndim > 3 else labels
+    # Source voxel index -> RAS -> LPS -> SEG voxel index, nearest.
+    to_seg = np.linalg.inv(volume.affine) @ _RAS_TO_LPS @ source.affine
+    idx = np.indices(source.spatial_shape).reshape(3, -1)
+    seg_idx = np.rint(to_seg[:3, :3] @ idx + to_seg[:3, 3:]).astype(np.int64)
+    inside = np.all((seg_idx >= 0) & (seg_idx < np.asarray(labels.shape)[:, None]), axis=0)
+    mask = np.zeros(idx.shape[1], dtype=bool)
+    mask[inside] = labels[tuple(seg_idx[:, inside])] > 0
+    if not mask.any() and (labels > 0).any():
+        raise InputError(
+            f"case {case_id}: DICOM SEG {path} does not overlap the image in space; check that "
+            "it was drawn on this study."
+        )
+    return mask.reshape(source.spatial_shape)

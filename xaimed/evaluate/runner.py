@@ -1,0 +1,458 @@
+"""``xaimed evaluate``: read an explain run, compute the configured metrics, write the report.
+
+Works over the run's outputs: ``manifest.csv`` (which maps exist), each map's NIfTI and sidecar
+(its target), and the run's config (``config.json`` unless another config is given). Maps and
+predictions are reused as stored; the model is loaded again only where a metric must run it:
+faithfulness curves (batched perturbations), the randomisation cascade (one re-explanation per
+step), robustness (one per noise draw) and checkpoint agreement (one per checkpoint).
+
+A metric that cannot run for one case and method is recorded as a failure and the evaluation
+goes on; only an unusable run folder, config or model stops it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from xaimed.config import Config, EvaluateSection, MethodEntry, load_config
+from xaimed.errors import ConfigError, InputError, XaimedError
+from xaimed.evaluate import agreement, faithfulness, localisation, robustness, sanity
+from xaimed.evaluate.masks import read_mask
+from xaimed.evaluate.report import summarise, write_json, write_metrics_csv
+from xaimed.evaluate.session import (
+    CaseState,
+    Scorer,
+    build_scorer,
+    like,
+    load_checkpoint,
+    open_case,
+    reexplain,
+)
+from xaimed.methods import registry
+from xaimed.methods.baselines import make_baseline
+from xaimed.model import LoadedModel, load_model, resolve_device
+
+log = logging.getLogger("xaimed")
+
+ALL_METRICS = ("localisation", "faithfulness", "sanity", "robustness", "agreement")
+
+
+@dataclass
+class EvaluationResult:
+    """What an evaluation computed and where it wrote it."""
+
+    out_dir: Path
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    curves: list[dict[str, Any]] = field(default_factory=list)
+    cascades: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    plots: list[Path] = field(default_factory=list)
+
+    @property
+    def metrics_csv(self) -> Path:
+        """Path of metrics.csv."""
+        return self.out_dir / "metrics.csv"
+
+    @property
+    def summary_json(self) -> Path:
+        """Path of the JSON summary."""
+        return self.out_dir / "evaluation.json"
+
+    def values(self, metric: str, method: str | None = None) -> dict[str, float]:
+        """``{case_id: value}`` of one metric (and method), for scripts and tests."""
+        return {
+            r["case_id"]: r["value"]
+            for r in self.rows
+            if r["metric"] == metric and (method is None or r["method"] == method)
+        }
+
+
+@dataclass
+class _Map:
+    """One stored map of the run and what it explains."""
+
+    method: str
+    entry: MethodEntry
+    target: int
+    target_name: str
+    data: np.ndarray
+
+
+@dataclass
+class _Evaluation:
+    """State shared by the cases of one evaluation."""
+
+    config: Config
+    settings: EvaluateSection
+    metrics: tuple[str, ...]
+    loaded: LoadedModel
+    scorer: Scorer
+    result: EvaluationResult
+    shuffled: LoadedModel | None = None
+    checkpoints: list[LoadedModel] = field(default_factory=list)
+
+
+def _manifest(run_dir: Path) -> list[dict[str, str]]:
+    path = run_dir / "manifest.csv"
+    if not path.is_file():
+        raise InputError(
+            f"{run_dir}: no manifest.csv, so not an explain run; give the folder that "
+            "`xaimed explain --out` wrote."
+        )
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    ok = [r for r in rows if r["status"] == "ok" and r["nifti"] and r["target"] != "dominant"]
+    if not ok:
+        raise InputError(
+            f"{path}: no successful map with a NIfTI file to evaluate; run `xaimed explain` "
+            "with outputs.nifti: true."
+        )
+    return ok
+
+
+def _config(run_dir: Path, config: Config | str | Path | None) -> Config:
+    if isinstance(config, Config):
+        return config.model_copy(deep=True)
+    if config is None:
+        config = run_dir / "config.json"
+        if not config.is_file():
+            raise InputError(f"{run_dir}: no config.json; give the run's config with --config.")
+    return load_config(config)  # JSON is YAML, so the run's config.json reads as one
+
+
+def _check_method_ids(settings: EvaluateSection, ids: set[str]) -> None:
+    problems = [
+        f"evaluate.{key}.methods: {m!r} is not a method of this run ({sorted(ids)})"
+        for key in ("sanity", "robustness")
+        for m in getattr(settings, key).methods or []
+        if m not in ids
+    ]
+    if problems:
+        summary = problems[0] if len(problems) == 1 else f"{len(problems)} problems in evaluate"
+        raise ConfigError(summary + "; list methods by their id in the manifest.", problems)
+
+
+def evaluate(
+    run_dir: str | Path,
+    config: Config | str | Path | None = None,
+    *,
+    out_dir: str | Path | None = None,
+    metrics: list[str] | None = None,
+    device: str | None = None,
+) -> EvaluationResult:
+    """Evaluate the maps of an explain run and write metrics.csv, evaluation.json and plots.
+
+    ``config`` defaults to the run's ``config.json``; its ``evaluate`` section says what to
+    compute. ``metrics`` (kinds, e.g. ``["localisation"]``) replaces ``evaluate.metrics``;
+    ``out_dir`` defaults to the run folder. Raises XaimedError when nothing can be evaluated;
+    failures of single cases or metrics are listed in the result.
+    """
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise InputError(f"{run}: no such run folder; give the folder `xaimed explain` wrote.")
+    rows = _manifest(run)
+    cfg = _config(run, config)
+    if device is not None:
+        cfg.runtime.device = device
+    settings = cfg.evaluate
+    chosen = tuple(metrics or settings.metrics)
+    unknown = [m for m in chosen if m not in ALL_METRICS]
+    if unknown:
+        raise ConfigError(
+            f"--metric {', '.join(unknown)}: unknown; choose from {', '.join(ALL_METRICS)}."
+        )
+    _check_method_ids(settings, {r["method"] for r in rows})
+    if cfg.runtime.threads:
+        torch.set_num_threads(cfg.runtime.threads)
+    torch_device = resolve_device(cfg.runtime.device)
+    loaded = load_model(cfg.model, torch_device)
+    scorer = build_scorer(loaded.module, cfg, is_script=loaded.is_script)
+    out = Path(out_dir) if out_dir is not None else run
+    ev = _Evaluation(cfg, settings, chosen, loaded, scorer, EvaluationResult(out))
+    checkpoint = settings.sanity.randomised_labels_checkpoint
+    if "sanity" in chosen and checkpoint is not None:
+        key = "evaluate.sanity.randomised_labels_checkpoint"
+        ev.shuffled = load_checkpoint(cfg.model, checkpoint, torch_device, key)
+    if "agreement" in chosen:
+        ev.checkpoints = [
+            load_checkpoint(cfg.model, p, torch_device, "evaluate.agreement.checkpoints")
+            for p in settings.agreement.checkpoints
+        ]
+    by_case: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for row in rows:
+        by_case[row["case_id"]].append(row)
+    for case_id, case_rows in by_case.items():
+        log.info("evaluating %s (%d maps)", case_id, len(case_rows))
+        _evaluate_case(ev, case_id, case_rows)
+    _write(ev)
+    return ev.result
+
+
+def _entry(config: Config, method_id: str) -> MethodEntry:
+    for entry in config.methods:
+        if entry.output_id == method_id:
+            return entry
+    if registry.find(method_id) is not None:
+        return MethodEntry(name=method_id)
+    raise ConfigError(
+        f"method {method_id!r} of the run is neither in the config's methods nor a registered "
+        "method; evaluate with the config the run used."
+    )
+
+
+def _read_map(row: dict[str, str], config: Config, model_sha256: str) -> _Map:
+    try:
+        sidecar = json.loads(Path(row["sidecar"]).read_text(encoding="utf-8"))
+        data = np.asarray(nib.load(row["nifti"]).get_fdata(dtype=np.float32))
+    except (OSError, ValueError) as exc:
+        raise InputError(
+            f"case {row['case_id']}: cannot read the map {row['nifti']} or its sidecar ({exc}); "
+            "re-run `xaimed explain`."
+        ) from None
+    made_with = (sidecar.get("model") or {}).get("sha256")
+    if made_with is not None and made_with != model_sha256:
+        # Re-explaining or perturbing with another model than the map's would compare apples
+        # with pears without any visible sign.
+        raise InputError(
+            f"case {row['case_id']} {row['method']}: the map was made by the model with SHA-256 "
+            f"{made_with[:12]}… but the config loads {model_sha256[:12]}…; evaluate with the "
+            "run's model (its config.json)."
+        )
+    return _Map(
+        row["method"], _method_of(sidecar, config, row["method"]),
+        int(sidecar["target"]["index"]), row["target"], data,
+    )  # fmt: skip
+
+
+def _method_of(sidecar: dict[str, Any], config: Config, method_id: str) -> MethodEntry:
+    # The sidecar records the method exactly as the map was made (parameters with defaults,
+    # post-processing), also when `--method` replaced the config's list; re-explaining from it
+    # reproduces the map whatever config the evaluation is given.
+    record = sidecar.get("method")
+    if isinstance(record, dict) and "name" in record:
+        return MethodEntry.model_validate(
+            {"name": record["name"], "id": record.get("id", method_id),
+             "params": record.get("params", {}), "postprocess": record.get("postprocess", {})}
+        )  # fmt: skip
+    return _entry(config, method_id)
+
+
+def _mask(ev: _Evaluation, case: CaseState) -> np.ndarray | None:
+    template = ev.settings.masks
+    if template is None:
+        return None
+    try:
+        path = Path(template.format(case_id=case.case_id))
+    except (KeyError, IndexError, ValueError):
+        raise ConfigError(
+            f"evaluate.masks: {template!r} may only use the placeholder {{case_id}}; fix the path."
+        ) from None
+    if not path.is_file():
+        return None  # a case without a mask (a healthy case) has no localisation metrics
+    return read_mask(path, case.prepared.source, case.case_id)
+
+
+def _add(
+    ev: _Evaluation, case_id: str, m: _Map, metric: str, value: float, detail: str = ""
+) -> None:
+    row = {"case_id": case_id, "method": m.method, "target": m.target_name, "metric": metric}
+    ev.result.rows.append({**row, "value": float(value), "detail": detail})
+
+
+def _evaluate_case(ev: _Evaluation, case_id: str, rows: list[dict[str, str]]) -> None:
+    try:
+        case = open_case(case_id, Path(rows[0]["source"]), ev.config, ev.scorer, ev.loaded.device)
+        maps = [_read_map(row, ev.config, ev.loaded.sha256) for row in rows]
+        mask = _mask(ev, case) if "localisation" in ev.metrics else None
+    except XaimedError as exc:
+        ev.result.failures.append(str(exc))
+        return
+    steps = {
+        "localisation": lambda m: _localisation(ev, case, m, mask),
+        "faithfulness": lambda m: _faithfulness(ev, case, m),
+        "sanity": lambda m: _sanity(ev, case, m),
+        "robustness": lambda m: _robustness(ev, case, m),
+        "agreement": lambda m: _checkpoint_agreement(ev, case, m),
+    }
+    for m in maps:
+        if m.data.shape != case.prepared.source.spatial_shape:
+            ev.result.failures.append(
+                f"case {case_id} {m.method}: the map's shape {m.data.shape} is not the source's "
+                f"{case.prepared.source.spatial_shape}; re-run `xaimed explain`."
+            )
+            continue
+        for kind in ev.metrics:
+            try:
+                steps[kind](m)
+            except XaimedError as exc:
+                ev.result.failures.append(f"case {case_id} {m.method} {kind}: {exc}")
+    if "agreement" in ev.metrics:
+        _method_agreement(ev, case, maps)
+
+
+def _localisation(ev: _Evaluation, case: CaseState, m: _Map, mask: np.ndarray | None) -> None:
+    if mask is None:
+        return
+    s = ev.settings.localisation
+    values = localisation.localisation_metrics(
+        m.data, mask, case.spacing, tolerance_mm=s.tolerance_mm, top_percent=s.top_percent
+    )
+    for metric, value in values.items():
+        _add(ev, case.case_id, m, metric, value)
+
+
+def _faithfulness(ev: _Evaluation, case: CaseState, m: _Map) -> None:
+    s = ev.settings.faithfulness
+    grid_map = case.to_model_grid(m.data)
+    baseline = make_baseline(s.baseline, case.inputs)
+    # A segmentation target is already one reduced score per label (a sum or mean over the
+    # region, of probabilities when target.score says so); a softmax across labels of those
+    # would mean nothing, so the curves follow the explained score itself.
+    score = "logit" if ev.scorer.reduction.segmentation else s.score
+    for kind in ("deletion", "insertion"):
+        curve = faithfulness.perturbation_curve(
+            ev.scorer.counting, case.inputs, grid_map, m.target,
+            kind=kind, baseline=baseline, steps=s.steps, batch_size=case.batch_size,
+            group_size=s.group_size, output=ev.scorer.output, score=score,
+        )  # fmt: skip
+        _add(ev, case.case_id, m, f"{kind}_auc", curve.auc)
+        ev.result.curves.append({
+            "case_id": case.case_id, "method": m.method, "target": m.target_name, "kind": kind,
+            "fractions": curve.fractions.tolist(), "scores": curve.scores.tolist(),
+        })  # fmt: skip
+
+
+def _selected(methods: list[str] | None, m: _Map) -> bool:
+    return methods is None or m.method in methods
+
+
+def _sanity(ev: _Evaluation, case: CaseState, m: _Map) -> None:
+    s = ev.settings.sanity
+    if not _selected(s.methods, m):
+        return
+
+    def explain_with(network: torch.nn.Module) -> np.ndarray:
+        return reexplain(like(ev.scorer, network, ev.config), case, m.entry, m.target, ev.config)
+
+    steps = sanity.model_randomisation(
+        explain_with, ev.loaded.module, m.data,
+        seed=ev.config.runtime.seed, absolute=s.absolute, stops=s.layers,
+    )  # fmt: skip
+    for k, step in enumerate(steps, start=1):
+        _add(ev, case.case_id, m, "cascade_spearman", step.spearman, f"{k}:{step.layer}")
+        _add(ev, case.case_id, m, "cascade_ssim", step.ssim, f"{k}:{step.layer}")
+    full = steps[-1]
+    verdict = sanity.judge(full.spearman, s.spearman_threshold)
+    _add(ev, case.case_id, m, "randomisation_spearman", full.spearman)
+    _add(ev, case.case_id, m, "randomisation_ssim", full.ssim)
+    _add(ev, case.case_id, m, "randomisation_verdict", _verdict_value(verdict),
+         _verdict_detail(verdict))  # fmt: skip
+    ev.result.cascades.append({
+        "case_id": case.case_id, "method": m.method, "target": m.target_name,
+        "steps": [{"layer": st.layer, "spearman": st.spearman, "ssim": st.ssim} for st in steps],
+    })  # fmt: skip
+    if ev.shuffled is not None:
+        shuffled = reexplain(
+            like(ev.scorer, ev.shuffled.module, ev.config), case, m.entry, m.target, ev.config
+        )
+        rho, similarity = sanity.data_randomisation(m.data, shuffled, absolute=s.absolute)
+        verdict = sanity.judge(rho, s.spearman_threshold)
+        _add(ev, case.case_id, m, "data_randomisation_spearman", rho)
+        _add(ev, case.case_id, m, "data_randomisation_ssim", similarity)
+        _add(ev, case.case_id, m, "data_randomisation_verdict", _verdict_value(verdict),
+             _verdict_detail(verdict))  # fmt: skip
+
+
+def _verdict_detail(verdict: sanity.Verdict) -> str:
+    return f"{verdict.status}; {verdict.rule}; Spearman {verdict.value:.3f}"
+
+
+def _verdict_value(verdict: sanity.Verdict) -> float:
+    return {"pass": 1.0, "fail": 0.0}.get(verdict.status, math.nan)
+
+
+def _robustness(ev: _Evaluation, case: CaseState, m: _Map) -> None:
+    s = ev.settings.robustness
+    if not _selected(s.methods, m):
+        return
+    value = robustness.max_sensitivity(
+        lambda x: reexplain(ev.scorer, case, m.entry, m.target, ev.config, inputs=x),
+        case.inputs, m.data,
+        samples=s.samples, radius=s.radius, seed=ev.config.runtime.seed,
+    )  # fmt: skip
+    _add(ev, case.case_id, m, "max_sensitivity", value)
+
+
+def _checkpoint_agreement(ev: _Evaluation, case: CaseState, m: _Map) -> None:
+    if not ev.checkpoints:
+        return
+    maps = [m.data] + [
+        reexplain(like(ev.scorer, c.module, ev.config), case, m.entry, m.target, ev.config)
+        for c in ev.checkpoints
+    ]
+    value = agreement.checkpoint_agreement(maps, absolute=ev.settings.sanity.absolute)
+    _add(ev, case.case_id, m, "checkpoint_agreement_spearman", value,
+         f"{len(maps)} models: the run's and {len(ev.checkpoints)} checkpoint(s)")  # fmt: skip
+
+
+def _method_agreement(ev: _Evaluation, case: CaseState, maps: list[_Map]) -> None:
+    by_target: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
+    for m in maps:
+        by_target[m.target_name][m.method] = m.data
+    for target, group in by_target.items():
+        pairs = agreement.method_agreement(group, absolute=ev.settings.sanity.absolute)
+        for (a, b), value in pairs.items():
+            ev.result.rows.append({
+                "case_id": case.case_id, "method": f"{a} vs {b}", "target": target,
+                "metric": "method_agreement_spearman", "value": value, "detail": "",
+            })  # fmt: skip
+
+
+def _write(ev: _Evaluation) -> None:
+    from xaimed.evaluate import plots
+
+    result, settings = ev.result, ev.settings
+    warnings = {}
+    for method in {r["method"] for r in result.rows if " vs " not in r["method"]}:
+        info = registry.find(_entry(ev.config, method).name)
+        if info is not None and info.warning:
+            warnings[method] = info.warning
+    result.summary = summarise(
+        result.rows,
+        confidence=settings.confidence,
+        threshold=settings.sanity.spearman_threshold,
+        warnings=warnings,
+    )
+    result.summary["failures"] = result.failures
+    write_metrics_csv(result.rows, result.metrics_csv)
+    write_json(
+        {**result.summary, "curves": result.curves, "cascades": result.cascades},
+        result.summary_json,
+    )
+    if result.curves:
+        result.plots.append(
+            plots.plot_curves(result.curves, result.out_dir / "evaluation_curves.png")
+        )
+    if result.cascades:
+        result.plots.append(
+            plots.plot_cascade(
+                result.cascades, settings.sanity.spearman_threshold,
+                result.out_dir / "evaluation_cascade.png",
+            )
+        )  # fmt: skip
+    if result.summary["metrics"]:
+        result.plots.append(
+            plots.plot_heatmap(result.summary, result.out_dir / "evaluation_table.png")
+        )
