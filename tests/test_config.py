@@ -118,7 +118,8 @@ def test_template_validates_as_it_is(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("text", "value"), [("2GB", 2 * 10**9), ("512MiB", 512 * 2**20), (1024, 1024), ("1.5 gib", 1610612736)]
+    ("text", "value"),
+    [("2GB", 2 * 10**9), ("512MiB", 512 * 2**20), (1024, 1024), ("1.5 gib", 1610612736)],
 )
 def test_parse_bytes(text, value):
     assert parse_bytes(text) == value

@@ -27,8 +27,13 @@ def _run(name, model, x, *, target=1, batch_size=4, seed=0, is_script=False, **p
     info = registry.find(name)
     counting = CountingModel(model)
     ctx = MethodContext(
-        model=counting, inputs=x, target=target, seed=seed, batch_size=batch_size,
-        device=x.device, is_script=is_script,
+        model=counting,
+        inputs=x,
+        target=target,
+        seed=seed,
+        batch_size=batch_size,
+        device=x.device,
+        is_script=is_script,
     )
     out = info.run(ctx, info.params_model.model_validate(params))
     assert out.shape == x.shape
@@ -110,7 +115,9 @@ def test_deeplift_on_linear_equals_x_minus_baseline_times_w(x):
     model = torch.nn.Sequential(torch.nn.ReLU(), _linear())  # a ReLU module so DeepLift applies
     xp = x.abs()
     attr, _ = _run("deeplift", model, xp, baseline="zero")
-    torch.testing.assert_close(attr[0, 0], xp[0, 0] * model[1].weight[1].detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        attr[0, 0], xp[0, 0] * model[1].weight[1].detach(), rtol=1e-5, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("name", ["guided_backprop", "deconvolution", "deeplift"])
@@ -124,7 +131,7 @@ def test_hook_methods_leave_no_hook_behind(name, x):
 
 
 def test_guided_backprop_refuses_functional_relu_and_torchscript(x):
-    with pytest.raises(MethodError, match="no torch.nn.ReLU module"):
+    with pytest.raises(MethodError, match=r"no torch\.nn\.ReLU module"):
         _run("guided_backprop", FunctionalReLU().eval(), x)
     with pytest.raises(MethodError, match="TorchScript"):
         _run("deconvolution", TinyCNN().eval(), x, is_script=True)
@@ -150,7 +157,7 @@ def test_batch_size_from_memory_budget(x):
 
 def test_every_method_has_a_cost_and_a_family():
     for info in registry.all_methods():
-        assert info.family in {"gradient", "decomposition"}
+        assert info.family in {"gradient", "decomposition", "cam", "perturbation"}
         assert "fwd" in info.cost(info.params_model())
     with pytest.raises(ValueError, match="registered twice"):
         registry.register(registry.find("saliency"))

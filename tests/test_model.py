@@ -72,7 +72,9 @@ def test_wrapped_state_dicts_are_unwrapped(tmp_path, tiny_state):
 
 
 def test_bad_import_path_and_garbage_files(tmp_path, tiny_state):
-    with pytest.raises(ModelError, match=r"cannot import module 'no_such_pkg.nets' \(No module named"):
+    with pytest.raises(
+        ModelError, match=r"cannot import module 'no_such_pkg.nets' \(No module named"
+    ):
         load_model(_section(architecture="no_such_pkg.nets:Net", weights=tiny_state), CPU)
     garbage = tmp_path / "garbage.ts"
     garbage.write_bytes(b"\x00" * 64)

@@ -34,7 +34,11 @@ def _assert_same_geometry(source: Path, written: Path) -> None:
 
 @pytest.mark.parametrize(
     ("axcodes", "spacing", "codes"),
-    [("LPS", (1.5, 2.0, 3.0), (1, 2)), ("LAS", (0.8, 0.8, 4.0), (2, 0)), ("RAS", (1, 1, 1), (1, 1))],
+    [
+        ("LPS", (1.5, 2.0, 3.0), (1, 2)),
+        ("LAS", (0.8, 0.8, 4.0), (2, 0)),
+        ("RAS", (1, 1, 1), (1, 1)),
+    ],
 )
 def test_map_keeps_source_geometry_and_codes(tmp_path, axcodes, spacing, codes):
     src = write_nifti(

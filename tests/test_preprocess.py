@@ -79,6 +79,7 @@ def test_resample_round_trip_of_smooth_map():
     prepared = prepare(volume, _prep(resample={"spacing": [2.0, 2.0, 2.0]}))
     assert prepared.array.shape == (1, 15, 13, 14)
     np.testing.assert_allclose(np.linalg.norm(prepared.affine[:3, :3], axis=0), [2, 2, 2])
+
     # A map linear in world coordinates survives the round trip (linear interpolation is exact
     # on linear functions away from the border).
     def world_x(aff, shape):
@@ -110,7 +111,11 @@ def test_intensity_steps():
     p = prepare(_volume(data), _prep(intensity={"kind": "percentile", "low": 0, "high": 100}))
     assert p.array.min() == 0 and p.array.max() == 1
     assert w.records()[-1] == {
-        "step": "intensity", "kind": "window", "level": 40.0, "width": 100.0, "clip": True,
+        "step": "intensity",
+        "kind": "window",
+        "level": 40.0,
+        "width": 100.0,
+        "clip": True,
         "range": [[-10.0, 90.0]],
     }
 
@@ -139,7 +144,9 @@ def test_wrong_dimensionality_is_named(shape, dims):
 def test_nan_voxels_fail_or_are_filled():
     data = blob_volume()
     data[3, 4, 5] = np.nan
-    with pytest.raises(InputError, match=r"case\.nii\.gz: 1 voxels are NaN.*preprocessing\.nan_fill"):
+    with pytest.raises(
+        InputError, match=r"case\.nii\.gz: 1 voxels are NaN.*preprocessing\.nan_fill"
+    ):
         prepare(_volume(data), _prep())
     filled = prepare(_volume(data), _prep(nan_fill=-1.0))
     assert filled.array[0, 3, 4, 5] == -1.0

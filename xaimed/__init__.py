@@ -15,7 +15,7 @@ __all__ = ["__version__", "explain", "load_config"]
 
 if TYPE_CHECKING:
     from xaimed.config import load_config
-    from xaimed.explain import explain
+    from xaimed.pipeline import explain
 
 
 def __getattr__(name: str) -> Any:
@@ -25,7 +25,7 @@ def __getattr__(name: str) -> Any:
 
         return load_config
     if name == "explain":
-        from xaimed.explain import explain
+        from xaimed.pipeline import explain
 
         return explain
     raise AttributeError(name)

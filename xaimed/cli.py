@@ -58,18 +58,18 @@ def _print_problems(exc: Exception) -> None:
     from xaimed.errors import ConfigError
 
     if isinstance(exc, ConfigError) and len(exc.problems) > 1:
-        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         for problem in exc.problems:
-            err.print(f"  - {escape(problem)}", highlight=False)
+            err.print(f"  - {escape(problem)}", highlight=False, soft_wrap=True)
     else:
         problem = exc.problems[0] if isinstance(exc, ConfigError) else str(exc)
-        err.print(f"[red]error:[/] {escape(problem)}", highlight=False)
+        err.print(f"[red]error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
 
 
 @app.command()
 def explain(
     input: Annotated[
-        Path, typer.Argument(help="A NIfTI file or a folder of them.", show_default=False)
+        Path, typer.Argument(help="A NIfTI or DICOM file, or a folder.", show_default=False)
     ],
     config: ConfigOption,
     out_dir: Annotated[
@@ -88,7 +88,7 @@ def explain(
 ) -> None:
     """Write attribution maps, sidecars, pictures and a manifest for every case."""
     from xaimed.errors import XaimedError
-    from xaimed.explain import explain as run_explain
+    from xaimed.pipeline import explain as run_explain
     from xaimed.progress import LogReporter, RichReporter
 
     logging.basicConfig(
@@ -98,22 +98,86 @@ def explain(
     )
     reporter = RichReporter() if (err.is_terminal and not quiet) else LogReporter()
     try:
-        result = run_explain(input, config, out_dir, methods=method, device=device, reporter=reporter)
+        result = run_explain(
+            input, config, out_dir, methods=method, device=device, reporter=reporter
+        )
     except XaimedError as exc:
         reporter.finish()
         _print_problems(exc)
         raise typer.Exit(EXIT_UNUSABLE) from None
     failed = result.failed
     ok = len(result.rows) - len(failed)
+    # Warnings (methods that failed published sanity checks, ...) once per method, after the
+    # progress display, so they are not lost among progress lines.
+    for method_id, warning in dict.fromkeys(
+        (row["method"], row["warning"]) for row in result.rows if row.get("warning")
+    ):
+        err.print(f"[yellow]warning:[/] {escape(method_id)}: {escape(warning)}", soft_wrap=True)
     # A case that cannot be read fails every method with the same reason: say it once.
     for message in dict.fromkeys(row["error"] for row in failed):
-        err.print(f"[red]failed:[/] {escape(message)}", highlight=False)
+        err.print(f"[red]failed:[/] {escape(message)}", highlight=False, soft_wrap=True)
     if not quiet or failed:
         err.print(
             f"{ok} map(s) written, {len(failed)} failed; manifest: {result.manifest}",
             highlight=False,
         )
     raise typer.Exit(EXIT_FAILED_CASES if failed else EXIT_OK)
+
+
+@app.command()
+def evaluate(
+    run_dir: Annotated[
+        Path, typer.Argument(help="Folder an explain run wrote (--out).", show_default=False)
+    ],
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Config with an `evaluate` section (default: run's)."),
+    ] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Where to write; default: the run folder.")
+    ] = None,
+    metric: Annotated[
+        list[str] | None,
+        typer.Option("--metric", "-m", help="Compute only this kind of metric (repeatable)."),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="Override runtime.device: auto, cpu, cuda, cuda:N.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")] = False,
+) -> None:
+    """Evaluate a run's maps: localisation, faithfulness, sanity, robustness, agreement."""
+    from xaimed.errors import XaimedError
+    from xaimed.evaluate.runner import evaluate as run_evaluate
+
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        result = run_evaluate(run_dir, config, out_dir=out_dir, metrics=metric, device=device)
+    except XaimedError as exc:
+        _print_problems(exc)
+        raise typer.Exit(EXIT_UNUSABLE) from None
+    for method_id, warning in result.summary.get("warnings", {}).items():
+        err.print(f"[yellow]warning:[/] {escape(method_id)}: {escape(warning)}", soft_wrap=True)
+    verdicts_shown = {} if quiet else result.summary.get("verdicts", {})
+    for method_id, verdicts in verdicts_shown.items():
+        for test, v in verdicts.items():
+            err.print(
+                f"{escape(method_id)}: {test}: {v['pass']} pass, {v['fail']} fail, "
+                f"{v['undetermined']} undetermined ({escape(v['rule'])})",
+                highlight=False, soft_wrap=True,
+            )  # fmt: skip
+    for message in result.failures:
+        err.print(f"[red]failed:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    if not quiet or result.failures:
+        err.print(
+            f"{len(result.rows)} value(s) written, {len(result.failures)} failed; "
+            f"metrics: {result.metrics_csv}",
+            highlight=False,
+        )
+    raise typer.Exit(EXIT_FAILED_CASES if result.failures else EXIT_OK)
 
 
 @app.command()
@@ -139,7 +203,11 @@ def init(
     from xaimed.templates import render_template
 
     if path.exists() and not force:
-        err.print(f"[red]error:[/] {path} exists; use --force to overwrite it.", highlight=False)
+        err.print(
+            f"[red]error:[/] {path} exists; use --force to overwrite it.",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(EXIT_UNUSABLE)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_template(), encoding="utf-8")
@@ -167,6 +235,48 @@ def methods() -> None:
             info.cost(info.params_model()),
             summary,
         )
+    out.print(table)
+
+
+@app.command()
+def layers(
+    config: Annotated[Path, typer.Argument(help="YAML config naming the model.")],
+    size: Annotated[
+        str | None,
+        typer.Option(help="Dummy input size X,Y,Z when model.input_size is unset."),
+    ] = None,
+) -> None:
+    """List the model's layers with their output shapes (one dry forward pass)."""
+    import torch
+    from rich.table import Table
+
+    from xaimed.config import load_config
+    from xaimed.errors import XaimedError
+    from xaimed.methods.layers import feature_layer, trace_layers
+    from xaimed.model import load_model
+
+    try:
+        cfg = load_config(config)
+        shape = cfg.model.input_size or (tuple(int(n) for n in size.split(",")) if size else None)
+        if shape is None or len(shape) != 3:
+            raise XaimedError(
+                "model.input_size is unset; give the dummy input size as --size X,Y,Z."
+            )
+        model = load_model(cfg.model, torch.device("cpu"))
+        dummy = torch.zeros(1, cfg.model.in_channels, *shape)
+        seen = trace_layers(model.module, dummy)
+        auto = feature_layer(model.module, dummy)
+    except XaimedError as exc:
+        _print_problems(exc)
+        raise typer.Exit(EXIT_UNUSABLE) from None
+    table = Table(title=f"layers of {type(model.module).__name__} for input {tuple(dummy.shape)}")
+    table.add_column("layer", no_wrap=True)
+    table.add_column("type", no_wrap=True)
+    table.add_column("output shape", no_wrap=True)
+    table.add_column("note")
+    for info in seen:
+        note = "auto (features entering global pooling)" if info.name == auto else ""
+        table.add_row(info.name, info.type, str(info.output_shape or "-"), note)
     out.print(table)
 
 

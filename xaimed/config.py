@@ -22,6 +22,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -172,6 +173,42 @@ class TargetSection(Strict):
         alias="class",
         description="'predicted', 'all', a class index or a class name.",
     )
+    # Segmentation outputs (a map per voxel): the explained scalar is one label's output
+    # reduced over a region.
+    region: Literal["predicted", "mask", "volume"] = Field(
+        "predicted",
+        description="Segmentation: the label's predicted region, a mask file, or every voxel.",
+    )
+    mask: str | None = Field(
+        None, description="Segmentation: mask NIfTI on the source grid; '{case_id}' is filled in."
+    )
+    reduction: Literal["sum", "mean"] = "sum"
+    score: Literal["logits", "probabilities"] = Field(
+        "logits", description="Segmentation: reduce the raw outputs or their probabilities."
+    )
+
+    @model_validator(mode="after")
+    def _mask_given(self) -> TargetSection:
+        if self.region == "mask" and not self.mask:
+            raise ValueError("target.region is 'mask' but target.mask (a NIfTI path) is unset")
+        return self
+
+
+class TilingSection(Strict):
+    """Sliding-window inference for fully convolutional models on volumes larger than a patch."""
+
+    patch_size: Size3 = Field(description="Patch the model runs on, in voxels.")
+    overlap: float = Field(0.5, ge=0, lt=1, description="Fraction of a patch shared with the next.")
+    blend: Literal["gaussian", "constant"] = Field(
+        "gaussian", description="Weighting of overlapping patches."
+    )
+
+    @field_validator("patch_size")
+    @classmethod
+    def _positive_patch(cls, value: Size3) -> Size3:
+        if min(value) < 1:
+            raise ValueError(f"every size must be at least 1, got {list(value)}")
+        return value
 
 
 class PostProcess(Strict):
@@ -210,12 +247,69 @@ class MethodEntry(Strict):
         return self.id or self.name
 
 
+class OverlaySection(Strict):
+    """How Secondary Captures colour the map over the windowed source slice."""
+
+    colormap: str = Field("inferno", description="Matplotlib colour map for non-negative maps.")
+    diverging_colormap: str = Field("RdBu_r", description="Colour map for signed maps.")
+    opacity: float = Field(0.5, ge=0, le=1, description="Opacity of the coloured map.")
+    threshold: float = Field(
+        0.1, ge=0, le=1, description="Leave voxels below this fraction of max |map| uncoloured."
+    )
+    legend: bool = Field(True, description="Draw a small colour bar in the corner.")
+
+    @field_validator("colormap", "diverging_colormap")
+    @classmethod
+    def _known_colormap(cls, value: str) -> str:
+        from matplotlib import colormaps
+
+        if value not in colormaps:
+            raise ValueError(f"unknown colour map {value!r}{_suggest(value, list(colormaps))}")
+        return value
+
+
 class OutputsSection(Strict):
     """Which files to write per case and method (a JSON sidecar is always written)."""
 
     nifti: bool = True
     png: bool = True
     compress: bool = Field(True, description="Write .nii.gz rather than .nii.")
+    parametric_map: bool = Field(True, description="DICOM inputs: a DICOM Parametric Map.")
+    secondary_capture: bool = Field(
+        True, description="DICOM inputs: RGB Secondary Captures, one per source slice."
+    )
+    overlay: OverlaySection = Field(default_factory=OverlaySection)
+
+
+class DicomSelect(Strict):
+    """Which series of a DICOM study is explained: the largest 3D volume among the matches."""
+
+    modality: str | None = Field(None, description="e.g. 'CT' or 'MR'; unset: any.")
+    description: str | None = Field(
+        None, description="Regular expression searched in Series Description (case-insensitive)."
+    )
+
+    @field_validator("description")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+
+class DicomSection(Strict):
+    """How DICOM studies are read."""
+
+    select: DicomSelect = Field(default_factory=DicomSelect)
+    min_slices: PositiveInt = Field(
+        3, description="Refuse 3D series with fewer slices (a single slice is read as 2D)."
+    )
+    resample_irregular: bool = Field(
+        False, description="Resample series with inconsistent slice spacing instead of refusing."
+    )
 
 
 class RuntimeSection(Strict):
@@ -250,6 +344,85 @@ class RuntimeSection(Strict):
         return None if self.memory_budget is None else parse_bytes(self.memory_budget)
 
 
+EvaluateMetric = Literal["localisation", "faithfulness", "sanity", "robustness", "agreement"]
+
+
+class LocalisationSettings(Strict):
+    """evaluate.localisation: maps against ground-truth masks."""
+
+    tolerance_mm: float = Field(
+        0.0, ge=0, description="Pointing game: a hit may lie this far (mm) outside the mask."
+    )
+    top_percent: float = Field(
+        5.0, gt=0, le=100, description="Dice, IoU and Hausdorff use the top this % of voxels."
+    )
+
+
+class FaithfulnessSettings(Strict):
+    """evaluate.faithfulness: deletion and insertion curves on the model's input grid."""
+
+    steps: int = Field(50, ge=2, le=10_000, description="Points of each curve after the start.")
+    baseline: Literal["zero", "min", "mean"] | float = Field(
+        "min", description="What removed voxels become, in the model's input space."
+    )
+    group_size: PositiveInt = Field(
+        1, description="Remove cubes of this edge (voxels) ranked by their mean attribution."
+    )
+    score: Literal["probability", "logit"] = "probability"
+
+
+class SanitySettings(Strict):
+    """evaluate.sanity: model- and data-randomisation tests."""
+
+    methods: list[str] | None = Field(None, description="Method ids to test; unset: all.")
+    spearman_threshold: float = Field(
+        0.5, gt=-1, le=1, description="Pass when Spearman at full randomisation is below this."
+    )
+    absolute: bool = Field(True, description="Compare |map| (Adebayo et al.), else raw values.")
+    layers: list[str] | None = Field(
+        None, description="Cascade steps: compare after re-initialising down to these layers."
+    )
+    randomised_labels_checkpoint: Path | None = Field(
+        None, description="Same architecture trained on shuffled labels: data-randomisation test."
+    )
+
+
+class RobustnessSettings(Strict):
+    """evaluate.robustness: max-sensitivity under small uniform input noise."""
+
+    methods: list[str] | None = Field(None, description="Method ids to test; unset: all.")
+    samples: PositiveInt = 8
+    radius: float = Field(
+        0.02, gt=0, description="Noise drawn from [-r, r] times the input's value range."
+    )
+
+
+class AgreementSettings(Strict):
+    """evaluate.agreement: between the methods of a case and between checkpoints."""
+
+    checkpoints: list[Path] = Field(
+        default_factory=list, description="Checkpoints of repeated training runs (same kind)."
+    )
+
+
+class EvaluateSection(Strict):
+    """How `xaimed evaluate` judges the maps of an explain run."""
+
+    masks: str | None = Field(
+        None, description="Ground-truth mask per case, '{case_id}' filled in; none: no masks."
+    )
+    metrics: list[EvaluateMetric] = Field(
+        default_factory=lambda: ["localisation", "faithfulness", "sanity", "robustness",
+                                 "agreement"],
+    )  # fmt: skip
+    confidence: float = Field(0.95, gt=0, lt=1, description="Level of the cohort intervals.")
+    localisation: LocalisationSettings = Field(default_factory=LocalisationSettings)
+    faithfulness: FaithfulnessSettings = Field(default_factory=FaithfulnessSettings)
+    sanity: SanitySettings = Field(default_factory=SanitySettings)
+    robustness: RobustnessSettings = Field(default_factory=RobustnessSettings)
+    agreement: AgreementSettings = Field(default_factory=AgreementSettings)
+
+
 class Config(Strict):
     """A whole xaimed run configuration."""
 
@@ -259,6 +432,16 @@ class Config(Strict):
     methods: list[MethodEntry] = Field(min_length=1)
     outputs: OutputsSection = Field(default_factory=OutputsSection)
     runtime: RuntimeSection = Field(default_factory=RuntimeSection)
+    dicom: DicomSection = Field(default_factory=DicomSection)
+    tiling: TilingSection | None = None
+    evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
+    # Folder of the config file: per-case paths in method parameters resolve against it.
+    _base_dir: Path | None = PrivateAttr(None)
+
+    @property
+    def base_dir(self) -> Path | None:
+        """Folder relative per-case paths start from (the config file's), if known."""
+        return self._base_dir
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
@@ -383,9 +566,7 @@ def _method_problems(config: Config) -> list[str]:
         try:
             info.params_model.model_validate(entry.params)
         except ValidationError as exc:
-            problems += [
-                f"methods[{i}].params.{p}" for p in _problems(exc, info.params_model)
-            ]
+            problems += [f"methods[{i}].params.{p}" for p in _problems(exc, info.params_model)]
     return problems
 
 
@@ -394,12 +575,56 @@ def _resolve(path: Path, base: Path) -> Path:
     return path if path.is_absolute() else (base / path).resolve()
 
 
-def _file_problems(config: Config) -> list[str]:
+def _file_problems(model: ModelSection) -> list[str]:
     problems = []
     for key in ("torchscript", "weights"):
-        path = getattr(config.model, key)
+        path = getattr(model, key)
         if path is not None and not path.is_file():
             problems.append(f"model.{key}: file {path} does not exist")
+    return problems
+
+
+def _resolve_model_paths(model: ModelSection, base_dir: Path) -> None:
+    model.torchscript = model.torchscript and _resolve(model.torchscript, base_dir)
+    model.weights = model.weights and _resolve(model.weights, base_dir)
+    model.python_path = [_resolve(p, base_dir) for p in model.python_path]
+
+
+def _resolve_evaluate_paths(section: EvaluateSection, base_dir: Path) -> None:
+    # Absolute from here on, so that the run's config.json still finds them from the run folder.
+    if section.masks is not None:
+        section.masks = str(_resolve(Path(section.masks), base_dir))
+    checkpoint = section.sanity.randomised_labels_checkpoint
+    section.sanity.randomised_labels_checkpoint = checkpoint and _resolve(checkpoint, base_dir)
+    section.agreement.checkpoints = [_resolve(p, base_dir) for p in section.agreement.checkpoints]
+
+
+def _section_problems(data: dict[str, Any], base_dir: Path, check_files: bool) -> list[str]:
+    """Problems of the model files and method parameters, found section by section.
+
+    Used when the config as a whole does not validate, so that one `xaimed validate` still
+    shows everything, not only the first layer of errors.
+    """
+    problems = []
+    methods = data.get("methods")
+    if isinstance(methods, list):
+        try:
+            entries = [MethodEntry.model_validate(m) for m in methods]
+            problems += _method_problems(Config.model_construct(methods=entries))  # type: ignore[call-arg]
+        except ValidationError:
+            pass  # already reported by the whole-config validation
+    if check_files:
+        raw = data.get("model")
+        known = ModelSection.model_fields
+        try:
+            # Unknown keys are reported already; leave them out to still check the files.
+            model = ModelSection.model_validate(
+                {k: v for k, v in raw.items() if k in known} if isinstance(raw, dict) else raw
+            )
+        except ValidationError:
+            return problems
+        _resolve_model_paths(model, base_dir)
+        problems += _file_problems(model)
     return problems
 
 
@@ -413,24 +638,12 @@ def parse_config(data: Any, base_dir: Path, *, check_files: bool = True) -> Conf
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        problems = _problems(exc, Config)
-        # Method parameters are checked even when another section is wrong, so that one
-        # `xaimed validate` shows everything.
-        methods = data.get("methods")
-        if isinstance(methods, list):
-            try:
-                entries = [MethodEntry.model_validate(m) for m in methods]
-                problems += _method_problems(
-                    Config.model_construct(methods=entries)  # type: ignore[call-arg]
-                )
-            except ValidationError:
-                pass
+        problems = _problems(exc, Config) + _section_problems(data, base_dir, check_files)
         raise ConfigError(f"invalid config: {len(problems)} problem(s)", problems) from None
-    model = config.model
-    model.torchscript = model.torchscript and _resolve(model.torchscript, base_dir)
-    model.weights = model.weights and _resolve(model.weights, base_dir)
-    model.python_path = [_resolve(p, base_dir) for p in model.python_path]
-    problems = _method_problems(config) + (_file_problems(config) if check_files else [])
+    _resolve_model_paths(config.model, base_dir)
+    _resolve_evaluate_paths(config.evaluate, base_dir)
+    config._base_dir = base_dir
+    problems = _method_problems(config) + (_file_problems(config.model) if check_files else [])
     if problems:
         raise ConfigError(f"invalid config: {len(problems)} problem(s)", problems)
     return config

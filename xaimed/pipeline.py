@@ -26,18 +26,23 @@ from xaimed.config import Config, MethodEntry, load_config
 from xaimed.engine.batching import choose_batch_size
 from xaimed.engine.counting import CountingModel
 from xaimed.engine.seeding import seed_everything
+from xaimed.engine.targets import TargetReduction
+from xaimed.engine.tiling import TiledInference
 from xaimed.errors import InputError, MethodError, XaimedError
 from xaimed.io.cases import Case, discover_cases
-from xaimed.io.nifti import read_nifti
+from xaimed.io.read import read_case
 from xaimed.methods import registry
-from xaimed.methods.context import MethodContext
+from xaimed.methods.casedata import CaseData
+from xaimed.methods.context import MethodContext, MethodOutput
 from xaimed.methods.postprocess import is_identity, postprocess
 from xaimed.model import LoadedModel, load_model, resolve_device
 from xaimed.preprocess import Prepared, prepare
 from xaimed.progress import LogReporter, Reporter
 from xaimed.target import Prediction, Target, predict, resolve_targets
+from xaimed.volume import Volume
+from xaimed.writers.dicom_outputs import dicom_source_record, write_dicom_outputs
 from xaimed.writers.manifest import write_manifest
-from xaimed.writers.nifti import write_nifti_map
+from xaimed.writers.nifti import write_label_map, write_nifti_map
 from xaimed.writers.png import write_overlay_png
 from xaimed.writers.sidecar import write_sidecar
 
@@ -76,6 +81,9 @@ class _Run:
     reporter: Reporter
     software: dict[str, str]
     batch_sizes: dict[tuple[int, ...], int] = field(default_factory=dict)
+    warned: set[tuple[str, str]] = field(default_factory=set)
+    # Between the counting wrapper and the (possibly tiled) model; reduces segmentation maps.
+    reduction: TargetReduction | None = None
 
 
 def _software() -> dict[str, str]:
@@ -139,8 +147,19 @@ def explain(
         torch.set_num_threads(config.runtime.threads)
     torch_device = resolve_device(config.runtime.device)
     model = load_model(config.model, torch_device)
-    counting = CountingModel(model.module, autocast_dtype=_PRECISIONS[config.runtime.precision])
-    run = _Run(config, model, counting, out, reporter, _software())
+    # Every method family sees CountingModel(TargetReduction(TiledInference(model))): one score
+    # per output, whatever the model's output and the volume's size.
+    network = model.module
+    if config.tiling is not None:
+        network = TiledInference(
+            network,
+            config.tiling.patch_size,
+            overlap=config.tiling.overlap,
+            blend=config.tiling.blend,
+        )
+    reduction = TargetReduction(network, config.target, output=config.model.output)
+    counting = CountingModel(reduction, autocast_dtype=_PRECISIONS[config.runtime.precision])
+    run = _Run(config, model, counting, out, reporter, _software(), reduction=reduction)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(
         json.dumps(config.model_dump(mode="json", by_alias=True), indent=2) + "\n"
@@ -193,11 +212,13 @@ def _check_input(run: _Run, case: Case, prepared: Prepared) -> None:
 
 
 def _prepare_case(run: _Run, case: Case) -> tuple[Prepared, torch.Tensor, Prediction]:
-    volume = read_nifti(case.path)
+    volume = read_case(case, run.config)
     prepared = prepare(volume, run.config.preprocessing, model_size=run.config.model.input_size)
     _check_input(run, case, prepared)
     inputs = torch.from_numpy(prepared.array)[None].to(run.model.device)
     try:
+        if run.reduction is not None:
+            run.reduction.configure(inputs, _case_data(run, case, prepared))
         with torch.no_grad():
             outputs = run.counting(inputs)
     except RuntimeError as exc:
@@ -207,13 +228,27 @@ def _prepare_case(run: _Run, case: Case) -> tuple[Prepared, torch.Tensor, Predic
             f"{tuple(inputs.shape)} ({first}); check model.input_size and preprocessing."
         ) from None
     prediction = predict(outputs, output_kind=run.model.output, classes=run.model.classes)
+    if run.reduction is not None:
+        prediction = run.reduction.adjust(prediction)
     return prepared, inputs, prediction
+
+
+def _case_data(run: _Run, case: Case, prepared: Prepared) -> CaseData:
+    return CaseData(
+        case.case_id,
+        prepared,
+        run.config.preprocessing,
+        model_size=run.config.model.input_size,
+        base_dir=run.config.base_dir,
+    )
 
 
 def _run_case(run: _Run, case: Case) -> list[dict[str, Any]]:
     try:
         prepared, inputs, prediction = _prepare_case(run, case)
         targets = resolve_targets(run.config.target.class_, prediction)
+        if run.reduction is not None:
+            run.reduction.check(targets, case.case_id)
     except XaimedError as exc:
         return _failed_rows(run, case, str(exc))
     rows = []
@@ -226,11 +261,41 @@ def _run_case(run: _Run, case: Case) -> list[dict[str, Any]]:
             fixed=run.config.runtime.batch_size,
         )
     for entry in run.config.methods:
-        for target in targets:
-            rows.append(
-                _run_method(run, case, prepared, inputs, prediction, entry, target, targets)
-            )
+        method_rows = [
+            _run_method(run, case, prepared, inputs, prediction, entry, target, targets)
+            for target in targets
+        ]
+        maps = [row.pop("_heatmap", None) for row in method_rows]
+        rows += method_rows
+        if len(targets) > 1 and all(m is not None for m in maps):
+            rows.append(_write_dominant(run, case, entry, targets, maps))
     return rows
+
+
+def _write_dominant(
+    run: _Run, case: Case, entry: MethodEntry, targets: list[Target], maps: list[Volume]
+) -> dict[str, Any]:
+    """The dominant-class label map: for each voxel, the class with the largest attribution."""
+    stem = f"{case.case_id}_{_file_part(entry.output_id)}_dominant"
+    labels = {i: t.name for i, t in enumerate(targets)}
+    dominant = np.argmax(np.stack([m.array for m in maps]), axis=0)
+    suffix = ".nii.gz" if run.config.outputs.compress else ".nii"
+    path = write_label_map(
+        maps[0].with_array(dominant), run.out_dir / case.case_id / f"{stem}{suffix}",
+        labels={i: targets[i].name for i in labels},
+    )  # fmt: skip
+    record = {
+        "note": RESEARCH_NOTE,
+        "case_id": case.case_id,
+        "method": entry.output_id,
+        "rule": "argmax over classes of the per-class attribution maps",
+        "labels": {str(index): name for index, name in labels.items()},
+    }
+    sidecar = write_sidecar(record, run.out_dir / case.case_id / f"{stem}.json")
+    return {
+        "case_id": case.case_id, "source": str(case.path), "method": entry.output_id,
+        "target": "dominant", "status": "ok", "nifti": str(path), "sidecar": str(sidecar),
+    }  # fmt: skip
 
 
 def _run_method(
@@ -271,8 +336,14 @@ def _run_method(
             batch_size=run.batch_sizes[tuple(inputs.shape)],
             device=run.model.device,
             is_script=run.model.is_script,
+            network=run.model.module,
+            case=_case_data(run, case, prepared),
+            progress=lambda line: run.reporter.step(f"{case.case_id} {line}"),
         )
-        attribution = info.run(context, params).detach().float().cpu().numpy()[0]
+        output = info.run(context, params)
+        if isinstance(output, torch.Tensor):
+            output = MethodOutput(output)
+        attribution = output.attribution.detach().float().cpu().numpy()[0]
         if not np.all(np.isfinite(attribution)):
             raise MethodError(
                 f"{entry.output_id} produced NaN or infinite values on case {case.case_id}; "
@@ -297,15 +368,44 @@ def _run_method(
                 write_overlay_png(prepared.source, heatmap, case_dir / f"{stem}.png", title=title)
             )
         record = _sidecar(run, case, prepared, prediction, entry, params, target, heatmap, wall)
+        warnings_ = [info.warning] if info.warning else []
+        details = dict(output.details)
+        warnings_ += details.pop("warnings", [])
+        record["method_details"] = details
+        record["warnings"] = warnings_
+        row["warning"] = " | ".join(warnings_)
+        if prepared.source.source.format == "dicom":
+            row.update(
+                write_dicom_outputs(
+                    prepared.source,
+                    heatmap,
+                    case_dir,
+                    stem,
+                    outputs=run.config.outputs,
+                    method=entry.output_id,
+                    params={
+                        "params": record["method"]["params"],
+                        "postprocess": record["method"]["postprocess"],
+                        "preprocessing": run.config.preprocessing.model_dump(mode="json"),
+                    },
+                    target=target.name,
+                    model_sha256=run.model.sha256,
+                )
+            )
+            record["source"]["dicom"] = dicom_source_record(prepared.source)
+        record["warnings"] += prepared.source.meta.get("warnings", [])
         row["sidecar"] = str(write_sidecar(record, case_dir / f"{stem}.json"))
+        row["_heatmap"] = heatmap
         row.update(
             status="ok",
             wall_s=round(wall, 3),
             forward_passes=passes.forward,
             backward_passes=passes.backward,
         )
-        if info.warning:
-            run.reporter.warn(f"{entry.output_id}: {info.warning}")
+        for message in warnings_:
+            if (entry.output_id, message) not in run.warned:  # once per run, not per case
+                run.warned.add((entry.output_id, message))
+                run.reporter.warn(f"{entry.output_id}: {message}")
         run.reporter.advance(
             f"{case.case_id} {entry.output_id} ({target.name}): ok in {wall:.1f} s"
         )
@@ -356,7 +456,9 @@ def _sidecar(
             "name": target.name,
             "explained_output": run.model.output,
             "spec": run.config.target.class_,
+            "segmentation": run.reduction.record() if run.reduction is not None else None,
         },
+        "tiling": run.config.tiling.model_dump() if run.config.tiling is not None else None,
         "prediction": prediction.as_dict(run.model.output),
         "model": run.model.describe(),
         "config_sha256": run.config.config_hash(),
@@ -377,6 +479,5 @@ def _sidecar(
         "precision": run.config.runtime.precision,
         "seed": run.config.runtime.seed,
         "software": run.software,
-        "warnings": [info.warning] if info.warning else [],
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }

@@ -198,15 +198,53 @@ class Prepared:
         return [step.record() for step in self.steps]
 
     def invert_map(self, data: np.ndarray) -> Volume:
-        """A map on the model's input grid, (C, I, J, K), back on the source grid as a Volume."""
-        if data.shape != self.array.shape:
+        """A map on the model's input grid, (C, I, J, K), back on the source grid as a Volume.
+
+        A map with one channel for a multi-channel input is spatial (a CAM) and is not combined
+        over channels.
+        """
+        spatial_only = data.shape[0] == 1 and self.array.shape[0] > 1
+        if data.shape[1:] != self.array.shape[1:] or (
+            data.shape[0] != self.array.shape[0] and not spatial_only
+        ):
             raise ValueError(f"map shape {data.shape} differs from the input {self.array.shape}")
         out = np.asarray(data, dtype=np.float32)
         for step in reversed(self.steps):
+            if spatial_only and isinstance(step, AppliedChannels):
+                out = out[0]  # a spatial map (one channel) needs no combining over channels
+                continue
             out = step.invert(out)
         if out.ndim == 4:  # no channels step can have run; keep the contract explicit
             out = out[0]
         return self.source.with_array(out.astype(np.float32))
+
+    def forward_labels(self, labels: np.ndarray) -> np.ndarray:
+        """A label map on the source grid, (I, J, K), on the model's grid by the same grid steps.
+
+        Labels are integers, so resampling is nearest-neighbour whatever the image's order, and
+        voxels padded in by crop/pad get label 0 (background).
+        """
+        if labels.shape != self.source.array.shape[:3]:
+            raise ValueError(
+                f"label map shape {labels.shape} differs from the source {self.source.array.shape}"
+            )
+        out = np.asarray(labels)[None]
+        for step in self.steps:
+            if isinstance(step, AppliedReorient):
+                out = _apply_ornt(out, step.transform)
+            elif isinstance(step, AppliedResample):
+                out = np.stack(
+                    [
+                        ndimage.affine_transform(
+                            c, step.scale, offset=step.offset, output_shape=step.shape,
+                            order=0, mode="nearest",
+                        )
+                        for c in out
+                    ]
+                )  # fmt: skip
+            elif isinstance(step, AppliedCropPad):
+                out = np.stack([_crop_pad(c, step.before, step.shape, 0) for c in out])
+        return np.ascontiguousarray(out[0])
 
 
 def _channels(volume: Volume, params: ChannelsStep) -> tuple[np.ndarray, AppliedChannels]:

@@ -1,10 +1,11 @@
-"""Find the cases of an input: one NIfTI file, or every NIfTI file below a folder."""
+"""Find the cases of an input: NIfTI files, DICOM studies, or a folder holding either or both."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from xaimed.errors import InputError
 from xaimed.io.nifti import is_nifti, nifti_stem
@@ -12,10 +13,16 @@ from xaimed.io.nifti import is_nifti, nifti_stem
 
 @dataclass(frozen=True)
 class Case:
-    """One study to explain: an id safe for file names, and where its image is."""
+    """One study to explain: an id safe for file names, and where its image is.
+
+    ``format`` is ``"nifti"`` or ``"dicom"``; a DICOM case carries its ``study`` (a
+    ``xaimed.io.dicom.DicomStudy``: its series, headers only) and ``path`` is the study's folder.
+    """
 
     case_id: str
     path: Path
+    format: str = "nifti"
+    study: Any = None
 
 
 def _safe(name: str) -> str:
@@ -23,18 +30,30 @@ def _safe(name: str) -> str:
 
 
 def discover_cases(input_path: Path) -> list[Case]:
-    """Cases in a deterministic order (sorted by path); ids are unique and file-name safe."""
+    """Cases in a deterministic order; ids are unique and file-name safe.
+
+    NIfTI files come first, sorted by path; then one case per DICOM study found in the other
+    files (any layout, any file names), sorted by case id, a hash of the Study Instance UID.
+    """
     if not input_path.exists():
         raise InputError(f"{input_path}: no such file or folder; check the INPUT argument.")
     if input_path.is_file():
-        if not is_nifti(input_path):
+        if is_nifti(input_path):
+            return [Case(_safe(nifti_stem(input_path)), input_path)]
+        dicom = _dicom_cases(input_path)
+        if not dicom:
             raise InputError(
-                f"{input_path}: not a NIfTI file (.nii or .nii.gz); give a NIfTI file or a folder."
+                f"{input_path}: neither a NIfTI file (.nii or .nii.gz) nor a DICOM image; give "
+                "a NIfTI file, a DICOM file or a folder."
             )
-        return [Case(_safe(nifti_stem(input_path)), input_path)]
+        return dicom
     files = sorted(p for p in input_path.rglob("*") if p.is_file() and is_nifti(p))
-    if not files:
-        raise InputError(f"{input_path}: no NIfTI files (.nii, .nii.gz) in this folder or below.")
+    dicom = _dicom_cases(input_path)
+    if not files and not dicom:
+        raise InputError(
+            f"{input_path}: no NIfTI files (.nii, .nii.gz) or DICOM images in this folder; "
+            "check the INPUT argument."
+        )
     stems = [_safe(nifti_stem(p)) for p in files]
     cases = []
     for path, stem in zip(files, stems, strict=True):
@@ -43,4 +62,11 @@ def discover_cases(input_path: Path) -> list[Case]:
             rel = path.relative_to(input_path)
             stem = _safe("__".join([*rel.parent.parts, nifti_stem(path)]))
         cases.append(Case(stem, path))
-    return cases
+    return cases + dicom
+
+
+def _dicom_cases(path: Path) -> list[Case]:
+    from xaimed.io.dicom import scan_dicom
+
+    studies = scan_dicom(path if path.is_dir() else [path])
+    return [Case(s.case_id, s.folder, "dicom", s) for s in studies]

@@ -1,8 +1,9 @@
 """The method registry: every attribution method is a runner registered under a unique name.
 
-A runner has one contract: ``run(context, params) -> attribution`` with the attribution shaped
-like ``context.inputs`` (batch of one, channels, spatial axes), raw and signed. Families register
-themselves when their module is imported; importing a family must not import torch, so that
+A runner has one contract: ``run(context, params) -> attribution``, the attribution shaped like
+``context.inputs`` (batch of one, channels, spatial axes), raw and signed; a runner with more to
+report returns a ``MethodOutput`` whose details go into the sidecar. Families register themselves
+when their module is imported; importing a family must not import torch, so that
 ``xaimed validate`` and ``xaimed methods`` stay fast.
 """
 
@@ -18,10 +19,15 @@ from pydantic import BaseModel
 if TYPE_CHECKING:
     import torch
 
-    from xaimed.methods.context import MethodContext
+    from xaimed.methods.context import MethodContext, MethodOutput
 
 # Modules that register methods; later families (CAM, perturbation, LRP) are added here.
-FAMILY_MODULES = ("xaimed.methods.gradient",)
+FAMILY_MODULES = (
+    "xaimed.methods.gradient",
+    "xaimed.methods.cam",
+    "xaimed.methods.lrp",
+    "xaimed.methods.perturbation",
+)
 
 
 @dataclass(frozen=True)
@@ -32,7 +38,7 @@ class MethodInfo:
     family: str
     summary: str
     params_model: type[BaseModel]
-    run: Callable[[MethodContext, Any], torch.Tensor]
+    run: Callable[[MethodContext, Any], torch.Tensor | MethodOutput]
     cost: Callable[[Any], str]
     needs: tuple[str, ...] = ()
     # Methods that need forward hooks on nn.Module submodules cannot run on TorchScript.

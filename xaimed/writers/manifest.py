@@ -11,6 +11,7 @@ from xaimed.writers.atomic import atomic_path
 COLUMNS = [
     "case_id", "source", "method", "target", "status", "error", "nifti", "sidecar", "png",
     "wall_s", "predicted_class", "probability", "forward_passes", "backward_passes", "warning",
+    "series_uid", "dicom_pm", "dicom_sc",
 ]  # fmt: skip
 
 
