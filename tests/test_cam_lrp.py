@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +17,8 @@ from xaimed.methods import registry
 from xaimed.methods.context import MethodContext
 from xaimed.methods.layers import feature_layer
 from xaimed.sample.network import SampleCNN
+
+SAMPLE_WEIGHTS = Path(__file__).parents[1] / "xaimed" / "sample" / "sample_cnn_state.pt"
 
 
 def _ctx(model: nn.Module, x: torch.Tensor, target: int = 1) -> MethodContext:
@@ -177,8 +181,11 @@ def test_auto_layer_on_monai_networks():
 @pytest.mark.parametrize("target", [0, 1])
 def test_lrp_epsilon_conserves_relevance(sample_cnn, target):
     dense, res = _monai_nets()
+    trained = SampleCNN().eval()
+    trained.load_state_dict(torch.load(SAMPLE_WEIGHTS, weights_only=True))
     nets = {
-        "sample": sample_cnn,
+        "sample (trained)": trained,
+        "sample (random, realistic batch norms)": sample_cnn,
         "densenet": dense.eval(),
         "resnet": _realistic_batch_norms(res),
     }
