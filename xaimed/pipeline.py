@@ -25,9 +25,9 @@ from xaimed import __version__
 from xaimed.config import Config, MethodEntry, load_config
 from xaimed.engine.batching import choose_batch_size
 from xaimed.engine.counting import CountingModel
+from xaimed.engine.scoring import build_scorer
 from xaimed.engine.seeding import seed_everything
 from xaimed.engine.targets import TargetReduction
-from xaimed.engine.tiling import TiledInference
 from xaimed.errors import InputError, MethodError, XaimedError
 from xaimed.io.cases import Case, discover_cases
 from xaimed.io.read import read_case
@@ -49,7 +49,6 @@ from xaimed.writers.sidecar import write_sidecar
 log = logging.getLogger("xaimed")
 
 RESEARCH_NOTE = "Research use only; not for diagnosis."
-_PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -147,19 +146,10 @@ def explain(
         torch.set_num_threads(config.runtime.threads)
     torch_device = resolve_device(config.runtime.device)
     model = load_model(config.model, torch_device)
-    # Every method family sees CountingModel(TargetReduction(TiledInference(model))): one score
-    # per output, whatever the model's output and the volume's size.
-    network = model.module
-    if config.tiling is not None:
-        network = TiledInference(
-            network,
-            config.tiling.patch_size,
-            overlap=config.tiling.overlap,
-            blend=config.tiling.blend,
-        )
-    reduction = TargetReduction(network, config.target, output=config.model.output)
-    counting = CountingModel(reduction, autocast_dtype=_PRECISIONS[config.runtime.precision])
-    run = _Run(config, model, counting, out, reporter, _software(), reduction=reduction)
+    scorer = build_scorer(model.module, config, is_script=model.is_script)
+    run = _Run(
+        config, model, scorer.counting, out, reporter, _software(), reduction=scorer.reduction
+    )
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(
         json.dumps(config.model_dump(mode="json", by_alias=True), indent=2) + "\n"

@@ -17,10 +17,8 @@ import torch
 
 from xaimed.config import Config, MethodEntry, ModelSection
 from xaimed.engine.batching import choose_batch_size
-from xaimed.engine.counting import CountingModel
+from xaimed.engine.scoring import Scorer, build_scorer
 from xaimed.engine.seeding import seed_everything
-from xaimed.engine.targets import TargetReduction
-from xaimed.engine.tiling import TiledInference
 from xaimed.errors import InputError, MethodError, ModelError
 from xaimed.io.cases import Case, discover_cases
 from xaimed.io.nifti import is_nifti
@@ -31,35 +29,6 @@ from xaimed.methods.context import MethodContext, MethodOutput
 from xaimed.methods.postprocess import postprocess
 from xaimed.model import LoadedModel, load_model
 from xaimed.preprocess import Prepared, prepare
-
-# As xaimed.pipeline: the autocast dtype of each runtime.precision.
-_PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@dataclass
-class Scorer:
-    """A network wrapped as ``xaimed explain`` wraps it: one score per output, passes counted."""
-
-    network: torch.nn.Module
-    counting: CountingModel
-    reduction: TargetReduction
-    is_script: bool
-    output: str
-
-
-def build_scorer(network: torch.nn.Module, config: Config, *, is_script: bool) -> Scorer:
-    """CountingModel(TargetReduction(TiledInference(network))), as in ``xaimed.pipeline``."""
-    inner: torch.nn.Module = network
-    if config.tiling is not None:
-        inner = TiledInference(
-            network,
-            config.tiling.patch_size,
-            overlap=config.tiling.overlap,
-            blend=config.tiling.blend,
-        )
-    reduction = TargetReduction(inner, config.target, output=config.model.output)
-    counting = CountingModel(reduction, autocast_dtype=_PRECISIONS[config.runtime.precision])
-    return Scorer(network, counting, reduction, is_script, config.model.output)
 
 
 def like(scorer: Scorer, network: torch.nn.Module, config: Config) -> Scorer:

@@ -1,0 +1,47 @@
+"""The model as every method sees it: one score per output, passes counted.
+
+``CountingModel(TargetReduction(TiledInference(network)))``: tiling (when configured) lets a
+fully convolutional model run on volumes larger than its patch, the target reduction turns a
+segmentation output into one score per label, and the counter records the cost. Built in one
+place so that ``xaimed explain`` and ``xaimed evaluate`` score a model identically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from xaimed.config import Config
+from xaimed.engine.counting import CountingModel
+from xaimed.engine.targets import TargetReduction
+from xaimed.engine.tiling import TiledInference
+
+# The autocast dtype of each runtime.precision (None: plain fp32).
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Scorer:
+    """A network wrapped for the methods, with the pieces callers need to reach."""
+
+    network: torch.nn.Module
+    counting: CountingModel
+    reduction: TargetReduction
+    is_script: bool
+    output: str
+
+
+def build_scorer(network: torch.nn.Module, config: Config, *, is_script: bool) -> Scorer:
+    """Wrap ``network`` as the config says (tiling, target reduction, precision)."""
+    inner: torch.nn.Module = network
+    if config.tiling is not None:
+        inner = TiledInference(
+            network,
+            config.tiling.patch_size,
+            overlap=config.tiling.overlap,
+            blend=config.tiling.blend,
+        )
+    reduction = TargetReduction(inner, config.target, output=config.model.output)
+    counting = CountingModel(reduction, autocast_dtype=PRECISIONS[config.runtime.precision])
+    return Scorer(network, counting, reduction, is_script, config.model.output)
