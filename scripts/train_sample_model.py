@@ -63,8 +63,7 @@ EPOCHS = 10
 BATCH_SIZE = 8
 LEARNING_RATE = 5e-3
 WEIGHT_DECAY = 1e-4
-FINETUNE_EPOCHS = 2
-FINETUNE_LEARNING_RATE = 5e-4
+HEAD_L2 = 1e-3
 
 IG_STEPS = 32
 # Required per-voxel attribution ratio inside / outside the lesion (the brief asks for 5x; the
@@ -228,38 +227,51 @@ def train(
 
     recalibrate_batchnorm(model, images)
     print(f"after BatchNorm recalibration: val acc {accuracy(model, *val_data):.3f}", flush=True)
-    finetune_frozen_batchnorm(model, train_data, generator)
-    return model, accuracy(model, *train_data), accuracy(model, *val_data)
+    train_accuracy = refit_head(model, train_data)
+    return model, train_accuracy, accuracy(model, *val_data)
 
 
-def finetune_frozen_batchnorm(
-    model: nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], generator: torch.Generator
-) -> None:
-    """A short fine-tune with BatchNorm in eval mode, i.e. of the function that gets shipped.
+@torch.no_grad()
+def pooled_features(model: SampleCNN, images: torch.Tensor) -> torch.Tensor:
+    """The (N, 4*width) global-average-pooled features that ``model.fc`` sees, in eval mode."""
+    model.eval()
+    chunks = []
+    for chunk in images.split(16):
+        x = model.pool1(model.block1(chunk))
+        x = model.pool2(model.block2(x))
+        chunks.append(torch.flatten(model.gap(model.block3(x)), 1))
+    return torch.cat(chunks)
 
-    Training with batch statistics lets the network lean on the other members of a batch; with
-    the statistics frozen every example stands alone, so this pass turns a correct-but-timid
-    eval-mode model into a confident one at little cost.
+
+def refit_head(model: SampleCNN, train_data: tuple[torch.Tensor, torch.Tensor]) -> float:
+    """Refit the linear head on the exact eval-mode features (L2-regularised logistic regression).
+
+    After the BatchNorm recalibration the features are final, so fitting ``fc`` on them is a
+    small convex problem. It makes the shipped eval-mode model confident where the head trained
+    on batch statistics was timid (a lesion occupies ~0.1 % of the pooled volume, so the head's
+    bias matters a lot), without the instability of fine-tuning the whole network.
+
+    Returns the eval-mode training accuracy (the features are at hand, so it costs nothing).
     """
     images, labels = train_data
-    optimiser = torch.optim.AdamW(
-        model.parameters(), lr=FINETUNE_LEARNING_RATE, weight_decay=WEIGHT_DECAY
+    features = pooled_features(model, images)
+    head = model.fc
+    optimiser = torch.optim.LBFGS(
+        head.parameters(), lr=0.5, max_iter=300, line_search_fn="strong_wolfe"
     )
     loss_fn = nn.CrossEntropyLoss()
-    model.eval()  # BatchNorm uses (and keeps) its running statistics; nothing else differs
-    n_pairs = len(labels) // 2
-    for epoch in range(1, FINETUNE_EPOCHS + 1):
-        pairs = torch.randperm(n_pairs, generator=generator)
-        order = torch.stack([2 * pairs, 2 * pairs + 1], dim=1).flatten()
-        running = 0.0
-        for batch_index in order.split(BATCH_SIZE):
-            optimiser.zero_grad()
-            logits = model(augment_pairs(images[batch_index], generator))
-            loss = loss_fn(logits, labels[batch_index])
-            loss.backward()
-            optimiser.step()
-            running += loss.item() * len(batch_index)
-        print(f"frozen-BN epoch {epoch}  loss {running / len(labels):.4f}", flush=True)
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        loss = loss_fn(head(features), labels) + HEAD_L2 * head.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimiser.step(closure)
+    with torch.no_grad():
+        logits = head(features)
+    print(f"head refit on eval-mode features: train loss {float(loss_fn(logits, labels)):.4f}")
+    return float((logits.argmax(1) == labels).float().mean())
 
 
 def _resample_to_input_grid(img: nib.Nifti1Image, order: int) -> np.ndarray:
@@ -393,7 +405,9 @@ def verify_saved(model: nn.Module, out_dir: Path) -> bool:
         state = torch.load(out_dir / "sample_cnn_state.pt", weights_only=True)
         rebuilt.load_state_dict(state)
         from_state = rebuilt.eval()(probe)
-        from_script = torch.jit.load(str(out_dir / "sample_cnn.ts"))(probe)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*torch.jit")
+            from_script = torch.jit.load(str(out_dir / "sample_cnn.ts"))(probe)
     ok = torch.allclose(from_state, expected, atol=1e-5) and torch.allclose(
         from_script, expected, atol=1e-5
     )
