@@ -208,9 +208,13 @@ def _prepare_case(run: _Run, case: Case) -> tuple[Prepared, torch.Tensor, Predic
     inputs = torch.from_numpy(prepared.array)[None].to(run.model.device)
     try:
         if run.reduction is not None:
-            run.reduction.configure(inputs, _case_data(run, case, prepared))
+            run.reduction.reset()
         with torch.no_grad():
             outputs = run.counting(inputs)
+            if run.reduction is not None:
+                outputs = run.reduction.fix_regions(
+                    outputs, inputs, _case_data(run, case, prepared)
+                )
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0][:300]
         raise InputError(

@@ -60,9 +60,26 @@ class TargetReduction(torch.nn.Module):
 
     def configure(self, inputs: torch.Tensor, case: CaseData) -> None:
         """Find out whether the model segments and, if so, fix this case's regions."""
-        self.segmentation, self.regions = False, None
+        self.reset()
         with torch.no_grad():
             out = self.model(inputs)
+        self.fix_regions(out, inputs, case)
+
+    def reset(self) -> None:
+        """Forget the previous case: until ``fix_regions``, outputs pass through unreduced."""
+        self.segmentation, self.regions = False, None
+
+    def fix_regions(self, out: torch.Tensor, inputs: torch.Tensor, case: CaseData) -> torch.Tensor:
+        """Fix this case's regions from the model's raw output ``out`` on the unperturbed
+        ``inputs``; returns the scores of that output (reduced for a segmentation).
+
+        Taking the output of a forward pass the caller makes anyway (the prediction) saves a
+        second pass per case.
+        """
+        self._fix_regions(out, inputs, case)
+        return self.reduce(out) if self.segmentation else out
+
+    def _fix_regions(self, out: torch.Tensor, inputs: torch.Tensor, case: CaseData) -> None:
         if out.ndim <= 2:
             return
         if tuple(out.shape[2:]) != tuple(inputs.shape[2:]):
