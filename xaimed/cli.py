@@ -38,6 +38,20 @@ ConfigOption = Annotated[
 ]
 
 
+DeviceOption = Annotated[
+    str | None, typer.Option(help="Override runtime.device: auto, cpu, cuda, cuda:N.")
+]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")]
+
+
+def _setup_logging(quiet: bool) -> None:
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
 def _version(value: bool) -> None:
     if value:
         out.print(f"xaimed {__version__}")
@@ -81,21 +95,15 @@ def explain(
             "--method", "-m", help="Run this method at default parameters instead (repeatable)."
         ),
     ] = None,
-    device: Annotated[
-        str | None, typer.Option(help="Override runtime.device: auto, cpu, cuda, cuda:N.")
-    ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")] = False,
+    device: DeviceOption = None,
+    quiet: QuietOption = False,
 ) -> None:
     """Write attribution maps, sidecars, pictures and a manifest for every case."""
     from xaimed.errors import XaimedError
     from xaimed.pipeline import explain as run_explain
     from xaimed.progress import LogReporter, RichReporter
 
-    logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+    _setup_logging(quiet)
     reporter = RichReporter() if (err.is_terminal and not quiet) else LogReporter()
     try:
         result = run_explain(
@@ -140,20 +148,14 @@ def evaluate(
         list[str] | None,
         typer.Option("--metric", "-m", help="Compute only this kind of metric (repeatable)."),
     ] = None,
-    device: Annotated[
-        str | None, typer.Option(help="Override runtime.device: auto, cpu, cuda, cuda:N.")
-    ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")] = False,
+    device: DeviceOption = None,
+    quiet: QuietOption = False,
 ) -> None:
     """Evaluate a run's maps: localisation, faithfulness, sanity, robustness, agreement."""
     from xaimed.errors import XaimedError
     from xaimed.evaluate.runner import evaluate as run_evaluate
 
-    logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+    _setup_logging(quiet)
     try:
         result = run_evaluate(run_dir, config, out_dir=out_dir, metrics=metric, device=device)
     except XaimedError as exc:
