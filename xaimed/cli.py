@@ -5,13 +5,13 @@ turns XaimedError into one printed line and an exit status:
 
 - 0: every case and method succeeded;
 - 1: the run completed but some case or method failed (see the manifest);
-- 2: nothing could run: invalid config, unusable model, missing input.
+- 2: nothing could run: invalid config, unusable model, missing input;
+- 75: SIGTERM or SIGINT stopped the run; the same command resumes it (``EXIT_INTERRUPTED``).
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -44,12 +44,14 @@ DeviceOption = Annotated[
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")]
 
 
-def _setup_logging(quiet: bool) -> None:
-    logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+def _setup_logging(quiet: bool, log_format: str = "text") -> None:
+    from xaimed.errors import XaimedError
+    from xaimed.run.logs import LogSetup
+
+    if log_format not in ("text", "json"):
+        _print_problems(XaimedError(f"--log-format {log_format!r}: use 'text' or 'json'."))
+        raise typer.Exit(EXIT_UNUSABLE)
+    LogSetup(logging.WARNING if quiet else logging.INFO, log_format).apply()  # type: ignore[arg-type]
 
 
 def _version(value: bool) -> None:
@@ -80,10 +82,19 @@ def _print_problems(exc: Exception) -> None:
         err.print(f"[red]error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
 
 
+LogFormatOption = Annotated[
+    str, typer.Option("--log-format", help="Log lines as plain 'text' or 'json' (one object each).")
+]
+
+
 @app.command()
 def explain(
     input: Annotated[
-        Path, typer.Argument(help="A NIfTI or DICOM file, or a folder.", show_default=False)
+        Path,
+        typer.Argument(
+            help="A NIfTI or DICOM file, a folder (searched recursively) or a CSV/TSV case list.",
+            show_default=False,
+        ),
     ],
     config: ConfigOption,
     out_dir: Annotated[
@@ -96,25 +107,82 @@ def explain(
         ),
     ] = None,
     device: DeviceOption = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            help="Take every N-th case starting at I (I from 0), e.g. 0/4; default: the Slurm "
+            "array task's share when SLURM_ARRAY_TASK_ID is set, else all.",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List this shard's cases and what would run.")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Redo work an earlier run finished.")
+    ] = False,
+    fail_fast: Annotated[
+        bool, typer.Option("--fail-fast", help="Stop at the first case that fails.")
+    ] = False,
+    executor: Annotated[
+        str, typer.Option(help="'local' (this machine) or 'dask' (a Dask cluster, --scheduler).")
+    ] = "local",
+    scheduler: Annotated[
+        str | None, typer.Option(help="Dask scheduler address for --executor dask.")
+    ] = None,
+    devices: Annotated[
+        str | None,
+        typer.Option(help="One worker process per device, e.g. cuda:0,cuda:1 (default: all GPUs)."),
+    ] = None,
+    log_format: LogFormatOption = "text",
     quiet: QuietOption = False,
 ) -> None:
     """Write attribution maps, sidecars, pictures and a manifest for every case."""
     from xaimed.errors import XaimedError
     from xaimed.pipeline import explain as run_explain
     from xaimed.progress import LogReporter, RichReporter
+    from xaimed.run.logs import LogSetup, run_log_path
+    from xaimed.run.options import RunOptions
+    from xaimed.run.shard import resolve_shard
+    from xaimed.run.signals import EXIT_INTERRUPTED
 
-    _setup_logging(quiet)
-    reporter = RichReporter() if (err.is_terminal and not quiet) else LogReporter()
+    _setup_logging(quiet, log_format)
+    try:
+        if executor not in ("local", "dask"):
+            raise XaimedError(f"--executor {executor!r}: use 'local' or 'dask'.")
+        options = RunOptions(
+            shard=resolve_shard(shard),
+            overwrite=overwrite,
+            fail_fast=fail_fast,
+            dry_run=dry_run,
+            executor=executor,  # type: ignore[arg-type]
+            scheduler=scheduler,
+            devices=[d.strip() for d in devices.split(",") if d.strip()] if devices else None,
+        )
+    except XaimedError as exc:
+        _print_problems(exc)
+        raise typer.Exit(EXIT_UNUSABLE) from None
+    log_file = None
+    if not dry_run:
+        log_file = run_log_path(out_dir, options.shard.suffix)
+        level = logging.WARNING if quiet else logging.INFO
+        LogSetup(level, log_format, log_file, str(options.shard)).apply()  # type: ignore[arg-type]
+    fancy = err.is_terminal and not quiet and log_format == "text" and not dry_run
+    reporter = RichReporter() if fancy else LogReporter()
     try:
         result = run_explain(
-            input, config, out_dir, methods=method, device=device, reporter=reporter
-        )
+            input, config, out_dir, methods=method, device=device, reporter=reporter,
+            options=options,
+        )  # fmt: skip
     except XaimedError as exc:
         reporter.finish()
         _print_problems(exc)
         raise typer.Exit(EXIT_UNUSABLE) from None
-    failed = result.failed
-    ok = len(result.rows) - len(failed)
+    if dry_run:
+        _print_plan(result.plan, str(options.shard))
+        raise typer.Exit(EXIT_OK)
+    failed = [r for r in result.failed if r["status"] == "failed"]
+    ok = sum(1 for r in result.rows if r["status"] == "ok")
+    resumed = sum(1 for r in result.rows if r.get("resumed"))
     # Warnings (methods that failed published sanity checks, ...) once per method, after the
     # progress display, so they are not lost among progress lines.
     for method_id, warning in dict.fromkeys(
@@ -124,12 +192,80 @@ def explain(
     # A case that cannot be read fails every method with the same reason: say it once.
     for message in dict.fromkeys(row["error"] for row in failed):
         err.print(f"[red]failed:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    if not quiet or failed:
+    if not quiet or failed or result.interrupted:
+        done_before = f" ({resumed} done earlier, skipped)" if resumed else ""
         err.print(
-            f"{ok} map(s) written, {len(failed)} failed; manifest: {result.manifest}",
+            f"{ok} map(s) written{done_before}, {len(failed)} failed; manifest: "
+            f"{result.manifest}; log: {log_file}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if result.interrupted:
+        err.print(
+            f"[yellow]interrupted:[/] stopped before all work was done; run the same command "
+            f"again to resume (exit status {EXIT_INTERRUPTED}).",
             highlight=False,
         )
-    raise typer.Exit(EXIT_FAILED_CASES if failed else EXIT_OK)
+        raise typer.Exit(EXIT_INTERRUPTED)
+    raise typer.Exit(EXIT_FAILED_CASES if result.failed else EXIT_OK)
+
+
+def _print_plan(plan: list[dict], shard: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"dry run: shard {shard}, {len(plan)} case(s)")
+    table.add_column("case", no_wrap=True)
+    table.add_column("source", overflow="fold")
+    table.add_column("would run", overflow="fold")
+    table.add_column("would skip (done)", overflow="fold")
+    for item in plan:
+        table.add_row(
+            item["case_id"], item["source"], ", ".join(item["run"]) or "-",
+            ", ".join(item["skip"]) or "-",
+        )  # fmt: skip
+    out.print(table)
+    runs = sum(len(item["run"]) for item in plan)
+    skips = sum(len(item["skip"]) for item in plan)
+    out.print(f"{runs} case x method to run, {skips} done earlier and skipped")
+
+
+@app.command()
+def merge(
+    run_dir: Annotated[
+        Path, typer.Argument(help="The --out folder the shards wrote to.", show_default=False)
+    ],
+) -> None:
+    """Merge shard manifests into manifest.csv and summarise: ok, failed, skipped, slowest."""
+    from rich.table import Table
+
+    from xaimed.errors import XaimedError
+    from xaimed.run.merge import merge_manifests
+
+    try:
+        summary = merge_manifests(run_dir)
+    except XaimedError as exc:
+        _print_problems(exc)
+        raise typer.Exit(EXIT_UNUSABLE) from None
+    table = Table(
+        title=f"{run_dir}: {len(summary.shards)} shard manifest(s), {len(summary.cases)} case(s)"
+    )
+    table.add_column("cases")
+    table.add_column("count", justify="right")
+    for state in ("ok", "skipped", "failed", "interrupted", "not_run"):
+        table.add_row(state, str(summary.count(state)))
+    table.add_row("compute time", f"{summary.total_seconds:.1f} s")
+    out.print(table)
+    slow = Table(title="slowest cases")
+    slow.add_column("case")
+    slow.add_column("seconds", justify="right")
+    for case_id, seconds in summary.slowest():
+        slow.add_row(case_id, f"{seconds:.1f}")
+    out.print(slow)
+    for index in summary.missing_shards:
+        err.print(f"[red]missing:[/] no manifest for shard {index}; run it, then merge again.")
+    out.print(f"wrote {summary.manifest}")
+    unfinished = summary.count("failed") + summary.count("interrupted") + summary.count("not_run")
+    raise typer.Exit(EXIT_FAILED_CASES if unfinished or summary.missing_shards else EXIT_OK)
 
 
 @app.command()

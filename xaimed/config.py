@@ -180,7 +180,9 @@ class TargetSection(Strict):
         description="Segmentation: the label's predicted region, a mask file, or every voxel.",
     )
     mask: str | None = Field(
-        None, description="Segmentation: mask NIfTI on the source grid; '{case_id}' is filled in."
+        None,
+        description="Segmentation: mask NIfTI on the source grid; '{case_id}' is filled in. "
+        "A case list's mask column, where given, replaces it for that case.",
     )
     reduction: Literal["sum", "mean"] = "sum"
     score: Literal["logits", "probabilities"] = Field(
@@ -190,7 +192,10 @@ class TargetSection(Strict):
     @model_validator(mode="after")
     def _mask_given(self) -> TargetSection:
         if self.region == "mask" and not self.mask:
-            raise ValueError("target.region is 'mask' but target.mask (a NIfTI path) is unset")
+            raise ValueError(
+                "target.region is 'mask' but target.mask (a NIfTI path) is unset; set it (a "
+                "case list's mask column then replaces it where given)"
+            )
         return self
 
 

@@ -10,9 +10,15 @@ log = logging.getLogger("xaimed")
 
 
 class Reporter(Protocol):
-    """What the runner tells whoever watches it."""
+    """What the runner tells whoever watches it.
 
-    def start(self, total: int) -> None: ...
+    ``start`` gives the pieces of work (case x method) and the cases of the shard still to do;
+    ``advance`` follows each piece and ``case_done`` each case.
+    """
+
+    def start(self, total: int, cases: int = 0) -> None: ...
+
+    def case_done(self, message: str) -> None: ...
 
     def step(self, description: str) -> None: ...
 
@@ -30,10 +36,24 @@ class LogReporter:
         self.logger = logger
         self.total = 0
         self.done = 0
+        self.cases = 0
+        self.cases_done = 0
+        self.started = False
         self.t0 = time.monotonic()
 
-    def start(self, total: int) -> None:
+    def start(self, total: int, cases: int = 0) -> None:
         self.total, self.done, self.t0 = total, 0, time.monotonic()
+        self.cases, self.cases_done = cases, 0
+        self.started = True
+
+    def case_done(self, message: str) -> None:
+        self.cases_done += 1
+        elapsed = time.monotonic() - self.t0
+        left = self.cases - self.cases_done
+        eta = elapsed / self.cases_done * left if self.cases_done else 0.0
+        self.logger.info(
+            "cases %d/%d: %s (shard ETA %.0f s)", self.cases_done, self.cases, message, eta
+        )
 
     def step(self, description: str) -> None:
         self.logger.debug(description)
@@ -48,7 +68,8 @@ class LogReporter:
         self.logger.warning(message)
 
     def finish(self) -> None:
-        self.logger.info("done in %.1f s", time.monotonic() - self.t0)
+        if self.started:
+            self.logger.info("done in %.1f s", time.monotonic() - self.t0)
 
 
 class RichReporter:
@@ -75,11 +96,17 @@ class RichReporter:
             TimeRemainingColumn(),
             console=self.console,
         )
+        self.cases_task = self.progress.add_task("cases", total=None)
         self.task = self.progress.add_task("starting", total=None)
 
-    def start(self, total: int) -> None:
+    def start(self, total: int, cases: int = 0) -> None:
+        self.progress.update(self.cases_task, total=cases)
         self.progress.update(self.task, total=total)
         self.progress.start()
+
+    def case_done(self, message: str) -> None:
+        self.progress.console.print(message, highlight=False)
+        self.progress.advance(self.cases_task)
 
     def step(self, description: str) -> None:
         self.progress.update(self.task, description=description)

@@ -17,15 +17,21 @@ class Case:
 
     ``format`` is ``"nifti"`` or ``"dicom"``; a DICOM case carries its ``study`` (a
     ``xaimed.io.dicom.DicomStudy``: its series, headers only) and ``path`` is the study's folder.
+    A case from a case list is ``"listed"`` until it is read: its path is only looked at then,
+    so a missing or corrupt entry fails that case, not the run. ``mask`` and ``label`` come from
+    a case list's optional columns.
     """
 
     case_id: str
     path: Path
     format: str = "nifti"
     study: Any = None
+    mask: Path | None = None
+    label: str | None = None
 
 
-def _safe(name: str) -> str:
+def safe_id(name: str) -> str:
+    """``name`` with every run of characters unsafe in file names replaced by ``_``."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "case"
 
 
@@ -38,8 +44,12 @@ def discover_cases(input_path: Path) -> list[Case]:
     if not input_path.exists():
         raise InputError(f"{input_path}: no such file or folder; check the INPUT argument.")
     if input_path.is_file():
+        if is_case_list(input_path):
+            from xaimed.io.caselist import read_case_list
+
+            return read_case_list(input_path)
         if is_nifti(input_path):
-            return [Case(_safe(nifti_stem(input_path)), input_path)]
+            return [Case(safe_id(nifti_stem(input_path)), input_path)]
         dicom = _dicom_cases(input_path)
         if not dicom:
             raise InputError(
@@ -54,15 +64,20 @@ def discover_cases(input_path: Path) -> list[Case]:
             f"{input_path}: no NIfTI files (.nii, .nii.gz) or DICOM images in this folder; "
             "check the INPUT argument."
         )
-    stems = [_safe(nifti_stem(p)) for p in files]
+    stems = [safe_id(nifti_stem(p)) for p in files]
     cases = []
     for path, stem in zip(files, stems, strict=True):
         if stems.count(stem) > 1:
             # Same file name in two subfolders: the relative path keeps the ids apart.
             rel = path.relative_to(input_path)
-            stem = _safe("__".join([*rel.parent.parts, nifti_stem(path)]))
+            stem = safe_id("__".join([*rel.parent.parts, nifti_stem(path)]))
         cases.append(Case(stem, path))
     return cases + dicom
+
+
+def is_case_list(path: Path) -> bool:
+    """A CSV or TSV file naming the cases (see ``xaimed.io.caselist``)."""
+    return path.suffix.lower() in {".csv", ".tsv"}
 
 
 def _dicom_cases(path: Path) -> list[Case]:

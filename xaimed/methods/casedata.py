@@ -30,6 +30,8 @@ class CaseData:
     preprocessing: PreprocessingSection
     model_size: tuple[int, int, int] | None = None
     base_dir: Path | None = None
+    # From a case list's mask column; replaces target.mask for this case.
+    mask: Path | None = None
 
     @property
     def spacing_mm(self) -> tuple[float, float, float]:

@@ -1,0 +1,90 @@
+"""Read a case list: a CSV or TSV file with one row per case.
+
+Columns (header row required, names case-insensitive, others ignored): ``case_id``, ``path``
+(a NIfTI file or a folder holding one DICOM study), and optionally ``mask`` (a NIfTI label map
+on the image's grid, used where ``target.region: mask`` needs one) and ``label`` (recorded with
+the outputs). Relative paths start at the list's folder. Rows keep the file's order.
+
+Paths are not opened here: a missing or unreadable entry fails its own case when it is read,
+not the whole run. Problems with the list itself (no such column, duplicate or unusable ids)
+stop the run before anything is done, all reported at once.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from xaimed.errors import InputError
+from xaimed.io.cases import Case, safe_id
+
+REQUIRED = ("case_id", "path")
+
+
+def read_case_list(path: Path) -> list[Case]:
+    """The cases of a case list, in the file's order."""
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.reader(fh, delimiter=delimiter))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(
+            f"case list {path}: cannot be read ({exc}); give a CSV/TSV file."
+        ) from None
+    if not rows:
+        raise InputError(f"case list {path}: the file is empty; it needs a header row.")
+    header = [name.strip().lower() for name in rows[0]]
+    missing = [name for name in REQUIRED if name not in header]
+    if missing:
+        raise InputError(
+            f"case list {path}: no column {', '.join(missing)} in the header {rows[0]}; the "
+            "columns are case_id, path and optionally mask and label."
+        )
+    column = {name: header.index(name) for name in ("case_id", "path", "mask", "label")
+              if name in header}  # fmt: skip
+    base = path.parent
+    cases: list[Case] = []
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    for line, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+
+        def cell(name: str, row: list[str] = row) -> str:
+            index = column.get(name)
+            return row[index].strip() if index is not None and index < len(row) else ""
+
+        case_id, where = cell("case_id"), cell("path")
+        if not case_id or not where:
+            problems.append(f"line {line}: case_id and path must both be given")
+            continue
+        if safe_id(case_id) != case_id:
+            problems.append(
+                f"line {line}: case id {case_id!r} has characters unsafe in file names; use "
+                f"letters, digits, '.', '_' and '-' (e.g. {safe_id(case_id)!r})"
+            )
+            continue
+        if case_id in seen:
+            problems.append(f"line {line}: case id {case_id!r} repeats line {seen[case_id]}")
+            continue
+        seen[case_id] = line
+        mask = cell("mask")
+        cases.append(
+            Case(
+                case_id,
+                _resolve(where, base),
+                format="listed",
+                mask=_resolve(mask, base) if mask else None,
+                label=cell("label") or None,
+            )
+        )
+    if problems:
+        raise InputError(f"case list {path}: " + "; ".join(problems) + ".")
+    if not cases:
+        raise InputError(f"case list {path}: no cases below the header row.")
+    return cases
+
+
+def _resolve(text: str, base: Path) -> Path:
+    path = Path(text).expanduser()
+    return path if path.is_absolute() else base / path

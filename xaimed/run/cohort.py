@@ -1,0 +1,223 @@
+"""A cohort run: the cases of one shard, what is done already, the executor, the manifest.
+
+The parent process alone writes the shard's manifest (``manifest.csv``, or
+``manifest-shard-I-of-N.csv`` when sharded, so no two processes write one file), rewritten
+after every case with the rows in case order whatever order the executor finished them in.
+Work whose completion record matches is not redone; its rows are copied from the record and
+marked ``resumed``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from xaimed.config import Config
+from xaimed.errors import XaimedError
+from xaimed.io.cases import Case, discover_cases
+from xaimed.model import LoadedModel, load_model, resolve_device
+from xaimed.pipeline import CaseOutcome, Explainer, RunResult
+from xaimed.progress import Reporter
+from xaimed.run.executors import Job, run_dask, run_devices, run_serial
+from xaimed.run.logs import LogSetup
+from xaimed.run.options import RunOptions, interrupted_fields
+from xaimed.run.records import read_record, record_path, work_key
+from xaimed.run.signals import StopFlag, stop_on_signals
+from xaimed.writers.atomic import atomic_path
+from xaimed.writers.manifest import write_manifest
+
+log = logging.getLogger("xaimed")
+
+FAIL_FAST = "--fail-fast"
+
+
+def choose_devices(options: RunOptions, config: Config) -> list[str] | None:
+    """One worker per device when asked (``--devices``) or when several GPUs are visible."""
+    if options.devices:
+        return options.devices if len(options.devices) > 1 else None
+    if options.executor == "local" and config.runtime.device in ("auto", "cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count > 1:
+            log.info("%d GPUs visible: one worker process per GPU (--devices to choose)", count)
+            return [f"cuda:{i}" for i in range(count)]
+    return None
+
+
+def plan_jobs(
+    cases: list[Case], config: Config, out_dir: Path, model_sha256: str, overwrite: bool
+) -> list[Job]:
+    """For every case, the methods still to do and the rows of those already done."""
+    keys = {e.output_id: work_key(config, e, model_sha256) for e in config.methods}
+    jobs = []
+    for index, case in enumerate(cases):
+        job = Job(index, case, [])
+        for entry in config.methods:
+            record = None
+            if not overwrite:
+                path = record_path(out_dir, case.case_id, entry.output_id)
+                record = read_record(path, keys[entry.output_id])
+            if record is None:
+                job.todo.append(entry)
+            else:
+                job.done_rows[entry.output_id] = [r | {"resumed": "yes"} for r in record.rows]
+        jobs.append(job)
+    return jobs
+
+
+@dataclass
+class _Collector:
+    """Gathers each case's rows in case order and keeps the manifest current."""
+
+    config: Config
+    result: RunResult
+    reporter: Reporter
+    stop: StopFlag
+    fail_fast: bool
+    by_case: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def rows_of(self, job: Job, outcome: CaseOutcome) -> list[dict[str, Any]]:
+        fresh: dict[str, list[dict[str, Any]]] = {}
+        for row in outcome.rows:
+            fresh.setdefault(row["method"], []).append(row)
+        rows = []
+        for entry in self.config.methods:
+            rows += job.done_rows.get(entry.output_id, []) + fresh.get(entry.output_id, [])
+        return rows
+
+    def done(self, job: Job, outcome: CaseOutcome) -> None:
+        rows = self.rows_of(job, outcome)
+        self.by_case[job.index] = rows
+        self.flush()
+        failed = any(r["status"] == "failed" for r in rows)
+        skipped = sum(1 for r in rows if r.get("resumed"))
+        state = "failed" if failed else "interrupted" if outcome.interrupted else "done"
+        if skipped and not outcome.rows:
+            state = "done earlier (skipped)"
+        self.reporter.case_done(f"case {job.case.case_id}: {state}")
+        if failed and self.fail_fast and not self.stop.requested:
+            log.error("case %s failed and --fail-fast is set: stopping", job.case.case_id)
+            self.stop.set(FAIL_FAST)
+
+    def flush(self) -> None:
+        self.result.rows = [r for i in sorted(self.by_case) for r in self.by_case[i]]
+        write_manifest(self.result.rows, self.result.manifest)
+
+
+def run_cohort(
+    input_path: Path,
+    config: Config,
+    out_dir: Path,
+    options: RunOptions,
+    reporter: Reporter,
+    logs: LogSetup | None = None,
+) -> RunResult:
+    """Run ``config`` on this shard's cases of ``input_path``; see ``xaimed.pipeline.explain``."""
+    if options.executor == "dask" and not options.scheduler:
+        raise XaimedError("--executor dask needs --scheduler ADDRESS (tcp://host:port).")
+    all_cases = discover_cases(input_path)
+    cases = options.shard.select(all_cases)
+    log.info(
+        "%d case(s) in %s; shard %s takes %d", len(all_cases), input_path, options.shard,
+        len(cases),
+    )  # fmt: skip
+    devices = choose_devices(options, config)
+    here = options.executor == "local" and devices is None
+    # Elsewhere the workers load the model on their devices; here it is loaded once on the CPU
+    # so that an unusable model stops the run before any worker starts, and for its hash.
+    model = load_model(
+        config.model, resolve_device(config.runtime.device) if here else torch.device("cpu")
+    )
+    jobs = plan_jobs(cases, config, out_dir, model.sha256, options.overwrite)
+    result = RunResult(out_dir, shard=options.shard)
+    if options.dry_run:
+        result.plan = _plan_table(jobs)
+        return result
+    stop = options.stop or StopFlag()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / "config.json") as tmp:
+        tmp.write_text(json.dumps(config.model_dump(mode="json", by_alias=True), indent=2) + "\n")
+    collector = _Collector(config, result, reporter, stop, options.fail_fast)
+    todo = [job for job in jobs if job.todo]
+    for job in jobs:
+        if not job.todo:
+            collector.by_case[job.index] = collector.rows_of(job, CaseOutcome([]))
+    collector.flush()
+    skipped = len(jobs) - len(todo)
+    if skipped:
+        log.info("%d case(s) done by an earlier run are skipped (--overwrite redoes them)", skipped)
+    reporter.start(sum(len(j.todo) for j in todo), cases=len(todo))
+    with stop_on_signals(stop), warnings.catch_warnings():
+        # Captum warns on every call that it set requires_grad and installed hooks; both are
+        # expected here and would bury the messages that matter.
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"captum\.")
+        _execute(config, out_dir, options, devices, model, todo, collector, reporter, stop, logs)
+    for job in todo:
+        if job.index not in collector.by_case:
+            collector.by_case[job.index] = collector.rows_of(job, _unfinished(job, stop))
+    collector.flush()
+    result.interrupted = stop.requested and stop.signal_name != FAIL_FAST
+    reporter.finish()
+    return result
+
+
+def _execute(
+    config: Config,
+    out_dir: Path,
+    options: RunOptions,
+    devices: list[str] | None,
+    model: LoadedModel,
+    jobs: list[Job],
+    collector: _Collector,
+    reporter: Reporter,
+    stop: StopFlag,
+    logs: LogSetup | None,
+) -> None:
+    if not jobs:
+        return
+    if options.executor == "dask":
+        assert options.scheduler is not None
+        run_dask(config, out_dir, options.scheduler, jobs, collector.done, stop)
+    elif devices is not None:
+        setup = logs or LogSetup(level=logging.getLogger().getEffectiveLevel())
+        run_devices(config, out_dir, devices, jobs, collector.done, stop, setup)
+    else:
+        explainer = Explainer(config, out_dir, reporter=reporter, stop=stop, model=model)
+        run_serial(explainer, jobs, collector.done, stop, prefetch=options.prefetch)
+
+
+def _unfinished(job: Job, stop: StopFlag) -> CaseOutcome:
+    """Rows for a case the run never finished: interrupted by a signal, or not run."""
+    if stop.signal_name == FAIL_FAST:
+        fields = {
+            "status": "not_run",
+            "error_type": "NotRun",
+            "error": "not run: --fail-fast stopped the run after a case failed",
+        }
+    else:
+        fields = interrupted_fields(stop.signal_name or "stop requested")
+    return CaseOutcome(
+        [
+            {"case_id": job.case.case_id, "source": str(job.case.path),
+             "label": job.case.label or "", "method": entry.output_id} | fields
+            for entry in job.todo
+        ],
+        interrupted=stop.signal_name != FAIL_FAST,
+    )  # fmt: skip
+
+
+def _plan_table(jobs: list[Job]) -> list[dict[str, Any]]:
+    return [
+        {
+            "case_id": job.case.case_id,
+            "source": str(job.case.path),
+            "run": [e.output_id for e in job.todo],
+            "skip": sorted(job.done_rows),
+        }
+        for job in jobs
+    ]

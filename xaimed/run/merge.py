@@ -1,0 +1,98 @@
+"""Combine the manifests of a sharded run into one ``manifest.csv`` and summarise the run."""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xaimed.errors import InputError
+from xaimed.writers.manifest import write_manifest
+
+_SHARD = re.compile(r"manifest-shard-(\d+)-of-(\d+)\.csv")
+
+
+@dataclass
+class MergeSummary:
+    """What the merged run did, per case and overall."""
+
+    manifest: Path
+    shards: list[Path]
+    rows: list[dict[str, str]]
+    cases: dict[str, str] = field(default_factory=dict)  # case id -> ok/failed/...
+    case_seconds: dict[str, float] = field(default_factory=dict)
+    missing_shards: list[int] = field(default_factory=list)
+
+    def count(self, state: str) -> int:
+        """Cases in ``state``."""
+        return sum(1 for s in self.cases.values() if s == state)
+
+    @property
+    def total_seconds(self) -> float:
+        """Compute time of all the maps (summed over cases, so over shards too)."""
+        return sum(self.case_seconds.values())
+
+    def slowest(self, n: int = 5) -> list[tuple[str, float]]:
+        """The ``n`` cases that took longest."""
+        return sorted(self.case_seconds.items(), key=lambda kv: -kv[1])[:n]
+
+
+def _case_state(rows: list[dict[str, str]]) -> str:
+    statuses = {r["status"] for r in rows}
+    for state in ("failed", "interrupted", "not_run"):
+        if state in statuses:
+            return state
+    if all(r.get("resumed") == "yes" for r in rows):
+        return "skipped"
+    return "ok"
+
+
+def merge_manifests(run_dir: Path) -> MergeSummary:
+    """Write ``run_dir/manifest.csv`` from its shard manifests, in the cases' original order.
+
+    Shard I of N holds cases I, I+N, I+2N, ... of the unsharded order, so interleaving the
+    shards' cases restores that order. A shard whose manifest is missing is reported.
+    """
+    shards = sorted(
+        (p for p in run_dir.glob("manifest-shard-*-of-*.csv") if _SHARD.fullmatch(p.name)),
+        key=lambda p: int(_SHARD.fullmatch(p.name)[1]),  # type: ignore[index]
+    )
+    if not shards:
+        raise InputError(
+            f"{run_dir}: no shard manifests (manifest-shard-I-of-N.csv); give the --out folder "
+            "of a sharded `xaimed explain` run."
+        )
+    counts = {int(_SHARD.fullmatch(p.name)[2]) for p in shards}  # type: ignore[index]
+    if len(counts) != 1:
+        raise InputError(
+            f"{run_dir}: shard manifests of different shard counts {sorted(counts)}; remove the "
+            "manifests of the older run."
+        )
+    count = counts.pop()
+    present = {int(_SHARD.fullmatch(p.name)[1]): p for p in shards}  # type: ignore[index]
+    per_shard: list[list[list[dict[str, str]]]] = []
+    for index in range(count):
+        cases: dict[str, list[dict[str, str]]] = {}
+        if index in present:
+            with present[index].open(newline="", encoding="utf-8") as fh:
+                for row in csv.DictReader(fh):
+                    cases.setdefault(row["case_id"], []).append(row)
+        per_shard.append(list(cases.values()))
+    rows: list[dict[str, str]] = []
+    summary = MergeSummary(run_dir / "manifest.csv", shards, rows)
+    summary.missing_shards = [i for i in range(count) if i not in present]
+    longest = max(len(s) for s in per_shard)
+    for position in range(longest):
+        for shard_cases in per_shard:
+            if position < len(shard_cases):
+                case_rows = shard_cases[position]
+                rows += case_rows
+                case_id = case_rows[0]["case_id"]
+                summary.cases[case_id] = _case_state(case_rows)
+                # Resumed rows count too: they carry the time the earlier run spent on them.
+                summary.case_seconds[case_id] = sum(
+                    float(r["wall_s"]) for r in case_rows if r.get("wall_s")
+                )
+    write_manifest(rows, summary.manifest)  # type: ignore[arg-type]
+    return summary

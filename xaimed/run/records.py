@@ -1,0 +1,113 @@
+"""Completion records: what makes a case and method count as done, for resuming a run.
+
+A record is written after every output of one case and method (all its targets, the dominant
+map, DICOM series) has been renamed to its final name, so its presence means the work is
+complete. It stores the work key and the manifest rows of that work. A later run skips the work
+only when the record's key equals the key it would write itself and every file the record lists
+is still there with the size it had; anything else (a changed config, model or xaimed version, a
+deleted map) redoes it.
+
+The key covers the whole validated config except the method list (only this method's entry
+counts, so adding a method does not redo the others) and the settings that choose where the work
+runs rather than what it computes (``runtime.device``, ``runtime.threads``): a job requeued onto
+another kind of node resumes instead of starting over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xaimed import __version__
+from xaimed.config import Config, MethodEntry
+from xaimed.writers.atomic import atomic_path
+from xaimed.writers.naming import file_part
+
+RECORD_DIR = ".done"
+# Manifest columns that hold output paths, checked for existence on resume.
+FILE_COLUMNS = ("nifti", "sidecar", "png", "dicom_pm", "dicom_sc")
+
+
+def work_key(config: Config, entry: MethodEntry, model_sha256: str) -> str:
+    """SHA-256 naming one method's work on any case under this config, model and version."""
+    settings = config.model_dump(mode="json", by_alias=True)
+    settings.pop("methods", None)
+    for where in ("device", "threads"):
+        settings.get("runtime", {}).pop(where, None)
+    blob = {
+        "config": settings,
+        "method": entry.model_dump(mode="json", by_alias=True),
+        "model_sha256": model_sha256,
+        "xaimed": __version__,
+    }
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
+
+
+def record_path(out_dir: Path, case_id: str, output_id: str) -> Path:
+    """Where the record of ``output_id`` on ``case_id`` lives."""
+    return out_dir / case_id / RECORD_DIR / f"{file_part(output_id)}.json"
+
+
+@dataclass(frozen=True)
+class Record:
+    """A finished case and method: its key and its manifest rows."""
+
+    key: str
+    rows: list[dict[str, Any]]
+
+
+def _outputs(row: dict[str, Any]) -> list[Path]:
+    paths = []
+    for column in FILE_COLUMNS:
+        value = row.get(column)
+        if value:
+            paths.append(Path(value))
+    return paths
+
+
+def write_record(path: Path, key: str, rows: list[dict[str, Any]]) -> None:
+    """Record the finished work (after every output file is in place)."""
+    sizes = {str(p): p.stat().st_size for row in rows for p in _outputs(row) if p.is_file()}
+    body = {"key": key, "xaimed": __version__, "rows": rows, "sizes": sizes}
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(body, indent=1, default=str) + "\n", encoding="utf-8")
+
+
+def read_record(path: Path, key: str) -> Record | None:
+    """The record at ``path`` when it matches ``key`` and its outputs are intact, else None."""
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(body, dict) or body.get("key") != key:
+        return None
+    sizes: dict[str, int] = body.get("sizes", {})
+    for row in body.get("rows", []):
+        for output in _outputs(row):
+            if output.is_dir():
+                continue
+            if not output.is_file() or sizes.get(str(output)) != output.stat().st_size:
+                return None
+    return Record(key, list(body.get("rows", [])))
+
+
+def clear_stale_temporaries(case_dir: Path) -> int:
+    """Remove temporaries a killed process left in one case's folder; returns how many.
+
+    Only the process that owns a case writes into its folder (shards split by case), so any
+    ``.tmp-*`` file found there before the case starts is left over from a killed run.
+    """
+    removed = 0
+    if not case_dir.is_dir():
+        return 0
+    for tmp in sorted(case_dir.rglob(".tmp-*"), reverse=True):
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        removed += 1
+    return removed
