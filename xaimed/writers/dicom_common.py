@@ -44,11 +44,31 @@ class DerivedSeries:
         return self.method[: LO_MAX - len(suffix)] + suffix
 
 
-def mark_equipment(ds: Dataset) -> None:
-    """Mark ``ds`` as written by xaimed (discovery skips such objects on a rerun)."""
+def mark_equipment(ds: Dataset, source: Dataset) -> None:
+    """Mark ``ds`` as written by xaimed (discovery skips such objects on a rerun).
+
+    Content and instance-creation date and time are the source series' (falling back to its
+    acquisition, then the study's) rather than the time of writing: a rerun, or a run resumed
+    after a kill, then writes byte-identical files, and the map sorts with the images it
+    explains. When the map was made is in the sidecar (``created``).
+    """
     ds.Manufacturer = XAIMED_MANUFACTURER
     ds.ManufacturerModelName = "xaimed"
     ds.SoftwareVersions = __version__
+    for prefix in ("Series", "Acquisition", "Study"):
+        date = str(source.get(f"{prefix}Date", "") or "")
+        if date:
+            time = str(source.get(f"{prefix}Time", "") or "") or "000000"
+            break
+    else:
+        date, time = "19000101", "000000"  # the DICOM convention for an unknown date
+    ds.ContentDate, ds.ContentTime = date, time
+    ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
+    if "DateOfSecondaryCapture" in ds or "TimeOfSecondaryCapture" in ds:
+        ds.DateOfSecondaryCapture, ds.TimeOfSecondaryCapture = date, time
+    for item in ds.get("ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = date + time
 
 
 # Type 2 attributes of the Patient and General Study modules: present in every object, empty

@@ -129,7 +129,15 @@ def build_parametric_map(heatmap: Volume, series: DerivedSeries) -> Dataset:
             for f in frames
         ],
     )
-    mark_equipment(pm)
+    mark_equipment(pm, sources[0])
+    # highdicom draws a random Dimension Organization UID; one derived from the series keeps
+    # rewritten files byte-identical, like every other UID we write.
+    organisation = series.key.instance_uid("pm-dimension-organization")
+    for item in pm.get("DimensionOrganizationSequence", []):
+        item.DimensionOrganizationUID = organisation
+    for item in pm.get("DimensionIndexSequence", []):
+        if "DimensionOrganizationUID" in item:
+            item.DimensionOrganizationUID = organisation
     pm.SeriesDescription = series.series_description("map")
     pm.SharedFunctionalGroupsSequence[0].FrameAnatomySequence = _frame_anatomy(header.datasets[0])
     return pm

@@ -120,7 +120,7 @@ def _first_instance(
         ),
         transfer_syntax_uid=ExplicitVRLittleEndian,
     )
-    mark_equipment(sc)
+    mark_equipment(sc, ref)
     sc.ImageType = ["DERIVED", "SECONDARY"]
     sc.ConversionType = "WSD"
     sc.BurnedInAnnotation = "NO"
