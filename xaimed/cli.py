@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from xaimed import __version__
+from xaimed.run.options import RunOptions
 
 EXIT_OK, EXIT_FAILED_CASES, EXIT_UNUSABLE = 0, 1, 2
 
@@ -138,12 +139,8 @@ def explain(
 ) -> None:
     """Write attribution maps, sidecars, pictures and a manifest for every case."""
     from xaimed.errors import XaimedError
-    from xaimed.pipeline import explain as run_explain
-    from xaimed.progress import LogReporter, RichReporter
-    from xaimed.run.logs import LogSetup, run_log_path
-    from xaimed.run.options import RunOptions
+    from xaimed.run.logs import LogSetup, detach_run_handlers, run_log_path
     from xaimed.run.shard import resolve_shard
-    from xaimed.run.signals import EXIT_INTERRUPTED
 
     _setup_logging(quiet, log_format)
     try:
@@ -165,7 +162,32 @@ def explain(
     if not dry_run:
         log_file = run_log_path(out_dir, options.shard.suffix)
         level = logging.WARNING if quiet else logging.INFO
-        LogSetup(level, log_format, log_file, str(options.shard)).apply()  # type: ignore[arg-type]
+        options.logs = LogSetup(level, log_format, log_file, str(options.shard))  # type: ignore[arg-type]
+        options.logs.apply()
+    try:
+        _explain_and_report(input, config, out_dir, method, device, options, log_file, quiet,
+                            log_format)  # fmt: skip
+    finally:
+        detach_run_handlers()
+
+
+def _explain_and_report(
+    input: Path,
+    config: Path,
+    out_dir: Path,
+    method: list[str] | None,
+    device: str | None,
+    options: RunOptions,
+    log_file: Path | None,
+    quiet: bool,
+    log_format: str,
+) -> None:
+    from xaimed.errors import XaimedError
+    from xaimed.pipeline import explain as run_explain
+    from xaimed.progress import LogReporter, RichReporter
+    from xaimed.run.signals import EXIT_INTERRUPTED
+
+    dry_run = options.dry_run
     fancy = err.is_terminal and not quiet and log_format == "text" and not dry_run
     reporter = RichReporter() if fancy else LogReporter()
     try:

@@ -115,7 +115,6 @@ def run_cohort(
     out_dir: Path,
     options: RunOptions,
     reporter: Reporter,
-    logs: LogSetup | None = None,
 ) -> RunResult:
     """Run ``config`` on this shard's cases of ``input_path``; see ``xaimed.pipeline.explain``."""
     if options.executor == "dask" and not options.scheduler:
@@ -156,7 +155,7 @@ def run_cohort(
         # Captum warns on every call that it set requires_grad and installed hooks; both are
         # expected here and would bury the messages that matter.
         warnings.filterwarnings("ignore", category=UserWarning, module=r"captum\.")
-        _execute(config, out_dir, options, devices, model, todo, collector, reporter, stop, logs)
+        _execute(config, out_dir, options, devices, model, todo, collector, reporter, stop)
     for job in todo:
         if job.index not in collector.by_case:
             collector.by_case[job.index] = collector.rows_of(job, _unfinished(job, stop))
@@ -176,7 +175,6 @@ def _execute(
     collector: _Collector,
     reporter: Reporter,
     stop: StopFlag,
-    logs: LogSetup | None,
 ) -> None:
     if not jobs:
         return
@@ -184,7 +182,7 @@ def _execute(
         assert options.scheduler is not None
         run_dask(config, out_dir, options.scheduler, jobs, collector.done, stop)
     elif devices is not None:
-        setup = logs or LogSetup(level=logging.getLogger().getEffectiveLevel())
+        setup = options.logs or LogSetup(level=logging.getLogger().getEffectiveLevel())
         run_devices(config, out_dir, devices, jobs, collector.done, stop, setup)
     else:
         explainer = Explainer(config, out_dir, reporter=reporter, stop=stop, model=model)

@@ -13,6 +13,7 @@ import os
 import queue
 import signal
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -255,7 +256,7 @@ def run_dask(
 ) -> None:
     """Explain the jobs as tasks on the Dask distributed cluster at ``scheduler``."""
     try:
-        from distributed import Client, wait
+        from distributed import Client
     except ImportError:
         raise XaimedError(
             "--executor dask needs Dask distributed; install it with pip install 'xaimed[dask]'."
@@ -284,10 +285,13 @@ def run_dask(
             if stop.requested:
                 client.cancel(list(pending))
                 break
-            try:
-                done, pending = wait(pending, timeout=1.0, return_when="FIRST_COMPLETED")
-            except TimeoutError:
+            # Polling rather than distributed.wait: that needs a default client, and a short
+            # sleep keeps the loop responsive to a stop request.
+            done = {future for future in pending if future.done()}
+            if not done:
+                time.sleep(0.2)
                 continue
+            pending -= done
             for future in sorted(done, key=lambda f: futures[f].index):
                 job = futures[future]
                 try:

@@ -68,25 +68,37 @@ class LogSetup:
     shard: str = ""
 
     def apply(self) -> None:
-        """Install the handlers on the root logger (replacing earlier ones)."""
+        """Install the handlers on the root logger, replacing those an earlier call installed.
+
+        Handlers others installed (a host application's, pytest's) are left alone.
+        """
         root = logging.getLogger()
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-            handler.close()
+        detach_run_handlers()
         formatter: logging.Formatter = (
             JsonFormatter(self.shard) if self.format == "json" else logging.Formatter(TEXT_FORMAT)
         )
         stream = logging.StreamHandler(sys.stderr)
+        stream._xaimed = True  # type: ignore[attr-defined]
         stream.setFormatter(formatter)
         stream.setLevel(self.level)
         root.addHandler(stream)
         if self.file is not None:
             # Append: worker processes of the same run write to the same file, line by line.
             handler = _RunFileHandler(self.file)
+            handler._xaimed = True  # type: ignore[attr-defined]
             handler.setFormatter(formatter)
             handler.setLevel(min(self.level, logging.INFO))
             root.addHandler(handler)
         root.setLevel(min(self.level, logging.INFO) if self.file is not None else self.level)
+
+
+def detach_run_handlers() -> None:
+    """Remove and close the handlers :meth:`LogSetup.apply` installed (at the end of a run)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_xaimed", False):
+            root.removeHandler(handler)
+            handler.close()
 
 
 def run_log_path(out_dir: Path, shard_suffix: str) -> Path:

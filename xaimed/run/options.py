@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from xaimed.run.logs import LogSetup
 from xaimed.run.shard import Shard
 from xaimed.run.signals import StopFlag
 
@@ -24,7 +25,8 @@ class RunOptions:
     - ``devices``: one worker process per device (``["cuda:0", "cuda:1"]``); None: all visible
       GPUs when runtime.device asks for CUDA and there are several, else this process;
     - ``prefetch``: read and preprocess the next case while the current one is explained;
-    - ``stop``: the flag SIGTERM/SIGINT set (made by the run when None).
+    - ``stop``: the flag SIGTERM/SIGINT set (made by the run when None);
+    - ``logs``: how worker processes log (the CLI passes its own set-up, log file included).
     """
 
     shard: Shard = field(default_factory=Shard)
@@ -36,6 +38,7 @@ class RunOptions:
     devices: list[str] | None = None
     prefetch: bool = True
     stop: StopFlag | None = None
+    logs: LogSetup | None = None
 
 
 def interrupted_fields(cause: str) -> dict[str, Any]:
