@@ -386,3 +386,38 @@ def test_dask_local_cluster_gives_the_serial_results(cohort, reference, tmp_path
 def test_dask_needs_a_reachable_scheduler(cohort, tmp_path):
     code, text = _explain(cohort, tmp_path / "o", "--executor", "dask")
     assert code == 2 and "--executor dask needs --scheduler" in text
+
+
+def test_shard_option_and_slurm_variables_are_checked():
+    from xaimed.errors import XaimedError
+    from xaimed.run.shard import Shard, parse_shard, shard_from_environment
+
+    assert parse_shard(" 2 / 5 ") == Shard(2, 5)
+    assert Shard(1, 3).select(list("abcdefg")) == ["b", "e"]
+    for bad in ("5/5", "1", "-1/3", "a/b", "0/0"):
+        with pytest.raises(XaimedError, match="expected I/N with 0 <= I < N"):
+            parse_shard(bad)
+    assert shard_from_environment({}) is None
+    env = {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "4"}
+    assert shard_from_environment(env) == Shard(1, 4)
+    with pytest.raises(XaimedError, match="outside 0..3"):
+        shard_from_environment(env | {"SLURM_ARRAY_TASK_ID": "9"})
+    with pytest.raises(XaimedError, match="give --shard I/N explicitly"):
+        shard_from_environment(env | {"SLURM_ARRAY_TASK_ID": "x"})
+
+
+def test_merge_reports_missing_shards_and_refuses_mixed_counts(cohort, tmp_path):
+    out = tmp_path / "run"
+    code, _ = _explain(cohort, out, "-m", "saliency", "--shard", "0/3")
+    assert code == 0
+    code, text = _invoke("merge", out)
+    assert code == 1 and "no manifest for shard 1" in text and "no manifest for shard 2" in text
+    # Shard 0 of 3 holds cases 0 and 3 (a and the DICOM study); the merge keeps what exists.
+    merged = [r["case_id"] for r in _manifest(out / "manifest.csv")]
+    assert merged == [r["case_id"] for r in _manifest(out / "manifest-shard-0-of-3.csv")]
+    assert merged[0] == "a" and merged[1].startswith("study-")
+    (out / "manifest-shard-0-of-2.csv").write_text("case_id\n")
+    code, text = _invoke("merge", out)
+    assert code == 2 and "different shard counts [2, 3]" in text
+    code, text = _invoke("merge", tmp_path)
+    assert code == 2 and "no shard manifests" in text
