@@ -400,7 +400,7 @@ def test_shard_option_and_slurm_variables_are_checked():
     assert shard_from_environment({}) is None
     env = {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "4"}
     assert shard_from_environment(env) == Shard(1, 4)
-    with pytest.raises(XaimedError, match="outside 0..3"):
+    with pytest.raises(XaimedError, match=r"outside 0\.\.3"):
         shard_from_environment(env | {"SLURM_ARRAY_TASK_ID": "9"})
     with pytest.raises(XaimedError, match="give --shard I/N explicitly"):
         shard_from_environment(env | {"SLURM_ARRAY_TASK_ID": "x"})
