@@ -421,3 +421,24 @@ def test_merge_reports_missing_shards_and_refuses_mixed_counts(cohort, tmp_path)
     assert code == 2 and "different shard counts [2, 3]" in text
     code, text = _invoke("merge", tmp_path)
     assert code == 2 and "no shard manifests" in text
+
+
+def test_out_of_memory_fails_only_its_case_after_the_engine_retries(cohort, tiny_state, tmp_path):
+    config = yaml.safe_load(cohort["config"].read_text())
+    config["model"]["architecture"] = "tiny_models:MemoryBound"
+    config["methods"] = [{"name": "occlusion", "params": {"window": 6, "stride": 6}}]
+    path = tmp_path / "bound.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "run"
+    code, text = _invoke("explain", cohort["cases"], "-c", path, "-o", out, "-q")
+    assert code == 1
+    rows = {r["case_id"]: r for r in _manifest(out / "manifest.csv")}
+    # c is 18^3 = 5832 voxels, above the bound even alone; the others fit one at a time.
+    assert rows["c"]["status"] == "failed" and rows["c"]["error_type"] == "OutOfMemoryError"
+    assert (
+        rows["c"]["error"].startswith("case c: out of memory") and "crop_pad" in rows["c"]["error"]
+    )
+    ok = [r for r in rows.values() if r["case_id"] != "c"]
+    assert len(ok) == 3 and all(r["status"] == "ok" for r in ok)
+    details = json.loads(Path(rows["a"]["sidecar"]).read_text())["method_details"]
+    assert details["out_of_memory_backoffs"] == 2 and details["batch_size"] == 1

@@ -42,3 +42,20 @@ class FunctionalReLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.relu(self.conv(x)).mean(dim=(2, 3, 4)))
+
+
+class MemoryBound(TinyCNN):
+    """TinyCNN that raises CUDA's out-of-memory error when a forward holds too many voxels.
+
+    Stands in for a device that is too small: batches above the bound must be split, and an
+    input above it on its own cannot run at all.
+    """
+
+    def __init__(self, bound: int = 5500, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.bound = bound
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.numel() > self.bound:
+            raise torch.OutOfMemoryError(f"CUDA out of memory: tried to hold {x.numel()} voxels")
+        return super().forward(x)

@@ -32,5 +32,9 @@ class MethodError(XaimedError):
     """An attribution method cannot run on this model or input as configured."""
 
 
+class OutOfMemoryError(MethodError):
+    """Work does not fit in memory even after the engine's retries with smaller batches."""
+
+
 class OutputError(XaimedError):
     """An output cannot be written."""

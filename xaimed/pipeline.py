@@ -252,7 +252,7 @@ class Explainer:
                     f"case {case.case_id}: out of memory while reading or predicting ({exc}); use "
                     "a smaller input (resample, crop_pad, tiling) or a device with more memory."
                 )
-                return CaseOutcome(self._failed_rows(case, todo, message, "OutOfMemory"))
+                return CaseOutcome(self._failed_rows(case, todo, message, "OutOfMemoryError"))
             message = (
                 f"case {case.case_id}: cannot be read or predicted ({type(exc).__name__}: {exc})"
             )
@@ -502,7 +502,7 @@ class Explainer:
             self._fail(row, case, entry, str(exc), type(exc).__name__, t0)
         except Exception as exc:
             log.debug("method %s failed on %s", entry.output_id, case.case_id, exc_info=True)
-            kind = "OutOfMemory" if is_out_of_memory(exc) else type(exc).__name__
+            kind = "OutOfMemoryError" if is_out_of_memory(exc) else type(exc).__name__
             message = (
                 f"{entry.output_id} failed on case {case.case_id}: {type(exc).__name__}: {exc}"
             )

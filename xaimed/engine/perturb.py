@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from xaimed.errors import MethodError
+from xaimed.errors import OutOfMemoryError
 
 log = logging.getLogger("xaimed")
 
@@ -94,7 +94,7 @@ class Evaluator:
             return self._forward(batch)
         except Exception as exc:
             if is_out_of_memory(exc):
-                raise MethodError(_TOO_BIG.format(exc=exc)) from None
+                raise OutOfMemoryError(_TOO_BIG.format(exc=exc)) from None
             raise
 
     def scores(self, total: int, build: Build, *, label: str = "perturbations") -> torch.Tensor:
@@ -109,7 +109,7 @@ class Evaluator:
             except Exception as exc:
                 if not is_out_of_memory(exc) or self.batch_size == 1:
                     if is_out_of_memory(exc):
-                        raise MethodError(_TOO_BIG.format(exc=exc)) from None
+                        raise OutOfMemoryError(_TOO_BIG.format(exc=exc)) from None
                     raise
                 self._back_off()
                 continue

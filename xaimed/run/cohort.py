@@ -125,6 +125,9 @@ def run_cohort(
         "%d case(s) in %s; shard %s takes %d", len(all_cases), input_path, options.shard,
         len(cases),
     )  # fmt: skip
+    if options.devices and len(options.devices) == 1:
+        config = config.model_copy(deep=True)
+        config.runtime.device = options.devices[0]
     devices = choose_devices(options, config)
     here = options.executor == "local" and devices is None
     # Elsewhere the workers load the model on their devices; here it is loaded once on the CPU
