@@ -431,7 +431,7 @@ def test_out_of_memory_fails_only_its_case_after_the_engine_retries(cohort, tiny
     path.write_text(yaml.safe_dump(config))
     out = tmp_path / "run"
     code, text = _invoke("explain", cohort["cases"], "-c", path, "-o", out, "-q")
-    assert code == 1
+    assert code == 1, text
     rows = {r["case_id"]: r for r in _manifest(out / "manifest.csv")}
     # c is 18^3 = 5832 voxels, above the bound even alone; the others fit one at a time.
     assert rows["c"]["status"] == "failed" and rows["c"]["error_type"] == "OutOfMemoryError"
