@@ -95,10 +95,7 @@ class _Collector:
         self.by_case[job.index] = rows
         self.flush()
         failed = any(r["status"] == "failed" for r in rows)
-        skipped = sum(1 for r in rows if r.get("resumed"))
         state = "failed" if failed else "interrupted" if outcome.interrupted else "done"
-        if skipped and not outcome.rows:
-            state = "done earlier (skipped)"
         self.reporter.case_done(f"case {job.case.case_id}: {state}")
         if failed and self.fail_fast and not self.stop.requested:
             log.error("case %s failed and --fail-fast is set: stopping", job.case.case_id)
