@@ -76,21 +76,27 @@ def make_config(tmp_path: Path, tiny_state: Path) -> Callable[..., Path]:
     """Write a config for the tiny model; keyword arguments replace whole sections."""
 
     def _make(**sections: Any) -> Path:
-        config: dict[str, Any] = {
-            "model": {
-                "architecture": "tiny_models:TinyCNN",
-                "python_path": [str(TESTS)],
-                "weights": str(tiny_state),
-                "classes": ["no", "yes"],
-            },
-            "preprocessing": {"intensity": {"kind": "zscore"}},
-            "methods": [{"name": "saliency"}],
-            "outputs": {"png": False},
-            "runtime": {"device": "cpu", "threads": 1},
-        }
-        config.update(sections)
+        config = tiny_config(tiny_state, **sections)
         path = tmp_path / "config.yaml"
         path.write_text(yaml.safe_dump(config))
         return path
 
     return _make
+
+
+def tiny_config(state: Path, **sections: Any) -> dict[str, Any]:
+    """The config of the tiny model as a dict; keyword arguments replace whole sections."""
+    config: dict[str, Any] = {
+        "model": {
+            "architecture": "tiny_models:TinyCNN",
+            "python_path": [str(TESTS)],
+            "weights": str(state),
+            "classes": ["no", "yes"],
+        },
+        "preprocessing": {"intensity": {"kind": "zscore"}},
+        "methods": [{"name": "saliency"}],
+        "outputs": {"png": False},
+        "runtime": {"device": "cpu", "threads": 1},
+    }
+    config.update(sections)
+    return config

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import TESTS, blob_volume, oblique_affine, write_nifti
+from conftest import TESTS, blob_volume, oblique_affine, tiny_config, write_nifti
 from dicom_helpers import write_study
 from typer.testing import CliRunner
 
@@ -42,24 +42,18 @@ def cohort(tmp_path_factory: pytest.TempPathFactory, tiny_state: Path) -> dict[s
     write_nifti(cases / "c" / "c.nii.gz", blob_volume((18, 18, 18), (5, 9, 9), seed=2),
                 np.diag([2.0, 2.0, 2.0, 1.0]))  # fmt: skip
     write_study(cases / "dicom" / "p1", seed="patient-one", shape=(16, 14, 10))
-    config = {
-        "model": {
-            "architecture": "tiny_models:TinyCNN",
-            "python_path": [str(TESTS)],
-            "weights": str(tiny_state),
-            "classes": ["no", "yes"],
-        },
-        "preprocessing": {"intensity": {"kind": "zscore"}},
-        "target": {"class": 1},
-        "methods": [
+    config = tiny_config(
+        tiny_state,
+        target={"class": 1},
+        methods=[
             {"name": "saliency"},
             {"name": "integrated_gradients", "params": {"steps": 8}},
             {"name": "occlusion", "params": {"window": 6, "stride": 6}},
         ],
-        "outputs": {"png": True},
+        outputs={"png": True},
         # A fixed batch size: the default follows free memory, which differs between processes.
-        "runtime": {"device": "cpu", "threads": 1, "batch_size": 4},
-    }
+        runtime={"device": "cpu", "threads": 1, "batch_size": 4},
+    )
     path = root / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return {"root": root, "cases": cases, "config": path}
