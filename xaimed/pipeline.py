@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import platform
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -227,6 +228,15 @@ class Explainer:
 
         ``loaded`` is the case read ahead of time, or the error reading it raised.
         """
+        with warnings.catch_warnings():
+            # Captum warns on every call that it set requires_grad and installed hooks; both
+            # are expected here and would bury the messages that matter.
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"captum\.")
+            return self._explain_case(case, todo, loaded)
+
+    def _explain_case(
+        self, case: Case, todo: list[MethodEntry], loaded: LoadedCase | Exception | None
+    ) -> CaseOutcome:
         if self.stop.requested:
             cause = self.stop.signal_name or "stop requested"
             return CaseOutcome(

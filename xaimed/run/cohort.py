@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,10 +150,7 @@ def run_cohort(
     if skipped:
         log.info("%d case(s) done by an earlier run are skipped (--overwrite redoes them)", skipped)
     reporter.start(sum(len(j.todo) for j in todo), cases=len(todo))
-    with stop_on_signals(stop), warnings.catch_warnings():
-        # Captum warns on every call that it set requires_grad and installed hooks; both are
-        # expected here and would bury the messages that matter.
-        warnings.filterwarnings("ignore", category=UserWarning, module=r"captum\.")
+    with stop_on_signals(stop):
         _execute(config, out_dir, options, devices, model, todo, collector, reporter, stop)
     for job in todo:
         if job.index not in collector.by_case:
