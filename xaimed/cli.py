@@ -141,6 +141,7 @@ def explain(
     from xaimed.errors import XaimedError
     from xaimed.run.logs import LogSetup, detach_run_handlers, run_log_path
     from xaimed.run.shard import resolve_shard
+    from xaimed.run.signals import StopFlag, stop_on_signals
 
     _setup_logging(quiet, log_format)
     try:
@@ -164,9 +165,12 @@ def explain(
         level = logging.WARNING if quiet else logging.INFO
         options.logs = LogSetup(level, log_format, log_file, str(options.shard))  # type: ignore[arg-type]
         options.logs.apply()
+    # Caught from here on, so a signal during discovery or model loading also ends with 75.
+    options.stop = StopFlag()
     try:
-        _explain_and_report(input, config, out_dir, method, device, options, log_file, quiet,
-                            log_format)  # fmt: skip
+        with stop_on_signals(options.stop):
+            _explain_and_report(input, config, out_dir, method, device, options, log_file,
+                                quiet, log_format)  # fmt: skip
     finally:
         detach_run_handlers()
 
@@ -207,29 +211,51 @@ def _explain_and_report(
     resumed = sum(1 for r in result.rows if r.get("resumed"))
     # Warnings (methods that failed published sanity checks, ...) once per method, after the
     # progress display, so they are not lost among progress lines.
+    say = _Summary(log_format == "json")
     for method_id, warning in dict.fromkeys(
         (row["method"], row["warning"]) for row in result.rows if row.get("warning")
     ):
-        err.print(f"[yellow]warning:[/] {escape(method_id)}: {escape(warning)}", soft_wrap=True)
+        say(logging.WARNING, "warning", f"{method_id}: {warning}")
     # A case that cannot be read fails every method with the same reason: say it once.
     for message in dict.fromkeys(row["error"] for row in failed):
-        err.print(f"[red]failed:[/] {escape(message)}", highlight=False, soft_wrap=True)
+        say(logging.ERROR, "failed", message)
     if not quiet or failed or result.interrupted:
         done_before = f" ({resumed} done earlier, skipped)" if resumed else ""
-        err.print(
+        say(
+            logging.WARNING if failed else logging.INFO,
+            "",
             f"{ok} map(s) written{done_before}, {len(failed)} failed; manifest: "
             f"{result.manifest}; log: {log_file}",
-            highlight=False,
-            soft_wrap=True,
         )
     if result.interrupted:
-        err.print(
-            f"[yellow]interrupted:[/] stopped before all work was done; run the same command "
-            f"again to resume (exit status {EXIT_INTERRUPTED}).",
-            highlight=False,
+        say(
+            logging.WARNING,
+            "interrupted",
+            "stopped before all work was done; run the same command again to resume "
+            f"(exit status {EXIT_INTERRUPTED}).",
         )
         raise typer.Exit(EXIT_INTERRUPTED)
     raise typer.Exit(EXIT_FAILED_CASES if result.failed else EXIT_OK)
+
+
+_SUMMARY_STYLE = {"warning": "yellow", "failed": "red", "interrupted": "yellow"}
+
+
+class _Summary:
+    """End-of-run lines: printed for people (and copied to the run's log file), or, with
+    ``--log-format json``, logged so that stderr stays one JSON object per line."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+
+    def __call__(self, level: int, kind: str, text: str) -> None:
+        line = f"{kind}: {text}" if kind else text
+        if self.as_json:
+            logging.getLogger("xaimed").log(level, line)
+            return
+        logging.getLogger("xaimed.file").log(level, line)
+        label = f"[{_SUMMARY_STYLE[kind]}]{kind}:[/] " if kind else ""
+        err.print(label + escape(text), highlight=False, soft_wrap=True)
 
 
 def _print_plan(plan: list[dict], shard: str) -> None:

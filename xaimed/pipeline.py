@@ -208,9 +208,9 @@ class Explainer:
         self.warned: set[tuple[str, str]] = set()
         self.memory = PeakMeter(self.model.device)
 
-    def work_key(self, entry: MethodEntry) -> str:
-        """The completion-record key of ``entry`` under this config and model."""
-        return work_key(self.config, entry, self.model.sha256)
+    def work_key(self, entry: MethodEntry, case: Case) -> str:
+        """The completion-record key of ``entry`` on ``case`` under this config and model."""
+        return work_key(self.config, entry, self.model.sha256, case)
 
     def load(self, case: Case) -> LoadedCase:
         """Read and preprocess ``case`` (safe to run in a background thread)."""
@@ -288,7 +288,7 @@ class Explainer:
             if all(row["status"] == "ok" for row in entry_rows):
                 write_record(
                     record_path(self.out_dir, case.case_id, entry.output_id),
-                    self.work_key(entry),
+                    self.work_key(entry, case),
                     entry_rows,
                 )
             rows += entry_rows
@@ -310,6 +310,15 @@ class Explainer:
         maps = [row.pop("_heatmap", None) for row in method_rows]
         if len(targets) > 1 and all(m is not None for m in maps):
             method_rows.append(self._write_dominant(case, entry, targets, maps))
+        # One progress step per case and method, whatever the number of targets.
+        failed = [row for row in method_rows if row["status"] != "ok"]
+        if failed:
+            self.reporter.advance(
+                f"{case.case_id} {entry.output_id}: FAILED: {failed[0]['error']}", failed=True
+            )
+        else:
+            wall = sum(float(row.get("wall_s") or 0) for row in method_rows)
+            self.reporter.advance(f"{case.case_id} {entry.output_id}: ok in {wall:.1f} s")
         return method_rows
 
     def _base_row(self, case: Case, entry: MethodEntry) -> dict[str, Any]:
@@ -329,7 +338,9 @@ class Explainer:
                 self._base_row(case, entry)
                 | {"status": "failed", "error": message, "error_type": kind}
             )
-            self.reporter.advance(f"{case.case_id} {entry.output_id}: FAILED: {message}")
+            self.reporter.advance(
+                f"{case.case_id} {entry.output_id}: FAILED: {message}", failed=True
+            )
         return rows
 
     def _interrupted_rows(self, case: Case, entry: MethodEntry, cause: str) -> list[dict[str, Any]]:
@@ -503,9 +514,6 @@ class Explainer:
                 if (entry.output_id, message) not in self.warned:  # once per run, not per case
                     self.warned.add((entry.output_id, message))
                     self.reporter.warn(f"{entry.output_id}: {message}")
-            self.reporter.advance(
-                f"{case.case_id} {entry.output_id} ({target.name}): ok in {wall:.1f} s"
-            )
         except RunInterrupted:
             raise
         except XaimedError as exc:
@@ -525,7 +533,6 @@ class Explainer:
     ) -> None:  # fmt: skip
         row.update(status="failed", error=message, error_type=kind,
                    wall_s=round(time.perf_counter() - t0, 3))  # fmt: skip
-        self.reporter.advance(f"{case.case_id} {entry.output_id}: FAILED: {message}")
 
     def _progress(self, case: Case, line: str) -> None:
         # Long methods report here every few seconds: the place to honour a stop request.

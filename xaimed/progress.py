@@ -22,7 +22,7 @@ class Reporter(Protocol):
 
     def step(self, description: str) -> None: ...
 
-    def advance(self, message: str) -> None: ...
+    def advance(self, message: str, failed: bool = False) -> None: ...
 
     def warn(self, message: str) -> None: ...
 
@@ -58,11 +58,15 @@ class LogReporter:
     def step(self, description: str) -> None:
         self.logger.debug(description)
 
-    def advance(self, message: str) -> None:
+    def advance(self, message: str, failed: bool = False) -> None:
         self.done += 1
+        level = logging.ERROR if failed else logging.INFO
+        if self.total < self.done:  # a worker process sees its cases one at a time
+            self.logger.log(level, "[%d] %s", self.done, message)
+            return
         elapsed = time.monotonic() - self.t0
         eta = elapsed / self.done * (self.total - self.done) if self.done else 0.0
-        self.logger.info("[%d/%d] %s (ETA %.0f s)", self.done, self.total, message, eta)
+        self.logger.log(level, "[%d/%d] %s (ETA %.0f s)", self.done, self.total, message, eta)
 
     def warn(self, message: str) -> None:
         self.logger.warning(message)
@@ -70,6 +74,13 @@ class LogReporter:
     def finish(self) -> None:
         if self.started:
             self.logger.info("done in %.1f s", time.monotonic() - self.t0)
+
+
+def escape(text: str) -> str:
+    """``text`` with rich markup characters escaped (messages may contain brackets)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 
 class RichReporter:
@@ -111,8 +122,10 @@ class RichReporter:
     def step(self, description: str) -> None:
         self.progress.update(self.task, description=description)
 
-    def advance(self, message: str) -> None:
-        self.progress.console.print(message, highlight=False)
+    def advance(self, message: str, failed: bool = False) -> None:
+        self.progress.console.print(
+            f"[red]{escape(message)}[/]" if failed else escape(message), highlight=False
+        )
         self.progress.advance(self.task)
 
     def warn(self, message: str) -> None:

@@ -99,7 +99,7 @@ class TargetReduction(torch.nn.Module):
                 regions = torch.stack([winner == i for i in range(labels)])
         elif self.spec.region == "mask":
             assert self.spec.mask is not None  # checked with the config
-            template = str(case.mask) if case.mask is not None else self.spec.mask
+            template = case.mask if case.mask is not None else self.spec.mask
             mask = torch.from_numpy(case.labels(template, "target.mask") > 0)
             regions = mask.to(inputs.device)[None].expand(labels, *mask.shape)
         else:

@@ -42,7 +42,7 @@ def read_case_list(path: Path) -> list[Case]:
         )
     column = {name: header.index(name) for name in ("case_id", "path", "mask", "label")
               if name in header}  # fmt: skip
-    base = path.parent
+    base = path.parent.resolve()
     cases: list[Case] = []
     problems: list[str] = []
     seen: dict[str, int] = {}

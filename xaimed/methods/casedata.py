@@ -39,14 +39,20 @@ class CaseData:
         spacing = np.linalg.norm(self.prepared.affine[:3, :3], axis=0)
         return (float(spacing[0]), float(spacing[1]), float(spacing[2]))
 
-    def path(self, template: str, key: str) -> Path:
-        """``template`` with ``{case_id}`` filled in, relative to the config's folder."""
-        try:
-            name = template.format(case_id=self.case_id)
-        except (KeyError, IndexError, ValueError):
-            raise InputError(
-                f"{key}: {template!r} may only use the placeholder {{case_id}}; fix the path."
-            ) from None
+    def path(self, template: str | Path, key: str) -> Path:
+        """``template`` with ``{case_id}`` filled in, relative to the config's folder.
+
+        A ``Path`` (from a case list) is taken literally: no placeholder, already absolute.
+        """
+        if isinstance(template, Path):
+            name = str(template)
+        else:
+            try:
+                name = template.format(case_id=self.case_id)
+            except (KeyError, IndexError, ValueError):
+                raise InputError(
+                    f"{key}: {template!r} may only use the placeholder {{case_id}}; fix the path."
+                ) from None
         path = Path(name).expanduser()
         if not path.is_absolute() and self.base_dir is not None:
             path = self.base_dir / path
@@ -57,7 +63,7 @@ class CaseData:
             )
         return path
 
-    def _read(self, template: str, key: str):
+    def _read(self, template: str | Path, key: str):
         from xaimed.io.nifti import read_nifti
 
         volume = read_nifti(self.path(template, key))
@@ -69,7 +75,7 @@ class CaseData:
             )
         return volume
 
-    def labels(self, template: str, key: str) -> np.ndarray:
+    def labels(self, template: str | Path, key: str) -> np.ndarray:
         """An integer label map given on the source grid, on the model's grid (nearest)."""
         volume = self._read(template, key)
         data = np.asarray(volume.array)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,8 @@ FAIL_FAST = "--fail-fast"
 def choose_devices(options: RunOptions, config: Config) -> list[str] | None:
     """One worker per device when asked (``--devices``) or when several GPUs are visible."""
     if options.devices:
+        for device in options.devices:
+            _check_device(device)
         return options.devices if len(options.devices) > 1 else None
     if options.executor == "local" and config.runtime.device in ("auto", "cuda"):
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -48,11 +51,37 @@ def choose_devices(options: RunOptions, config: Config) -> list[str] | None:
     return None
 
 
+def _check_case_ids(cases: list[Case]) -> None:
+    """Case ids name folders next to the run's own files: refuse ids that would clash."""
+    reserved = ("logs", "config.json")
+    clashes = [
+        c.case_id for c in cases if c.case_id in reserved or c.case_id.startswith("manifest")
+    ]
+    if clashes:
+        raise XaimedError(
+            f"case id(s) {', '.join(clashes)} clash with the run's own files (logs/, config.json, "
+            "manifest*.csv); rename those cases (the case list's case_id or the file name)."
+        )
+
+
+def _check_device(device: str) -> None:
+    """Refuse a ``--devices`` entry this machine cannot use, before any worker starts."""
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise XaimedError(f"--devices: {device!r} is not a device; use cpu, cuda or cuda:N.")
+    if device.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.partition(":")[2] or 0)
+        if index >= count:
+            raise XaimedError(
+                f"--devices: {device} does not exist here ({count} CUDA device(s) visible); "
+                "list visible devices only."
+            )
+
+
 def plan_jobs(
     cases: list[Case], config: Config, out_dir: Path, model_sha256: str, overwrite: bool
 ) -> list[Job]:
     """For every case, the methods still to do and the rows of those already done."""
-    keys = {e.output_id: work_key(config, e, model_sha256) for e in config.methods}
     jobs = []
     for index, case in enumerate(cases):
         job = Job(index, case, [])
@@ -60,7 +89,7 @@ def plan_jobs(
             record = None
             if not overwrite:
                 path = record_path(out_dir, case.case_id, entry.output_id)
-                record = read_record(path, keys[entry.output_id])
+                record = read_record(path, work_key(config, entry, model_sha256, case))
             if record is None:
                 job.todo.append(entry)
             else:
@@ -79,6 +108,8 @@ class _Collector:
     stop: StopFlag
     fail_fast: bool
     by_case: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    # Executors other than this process report no per-method progress: count it here.
+    advance_rows: bool = False
 
     def rows_of(self, job: Job, outcome: CaseOutcome) -> list[dict[str, Any]]:
         fresh: dict[str, list[dict[str, Any]]] = {}
@@ -87,12 +118,28 @@ class _Collector:
         rows = []
         for entry in self.config.methods:
             rows += job.done_rows.get(entry.output_id, []) + fresh.get(entry.output_id, [])
-        return rows
+        # The case's place in the unsharded order: what `xaimed merge` sorts by.
+        position = self.result.shard.index + job.index * self.result.shard.count
+        return [{"case_index": position} | row for row in rows]
+
+    def pending(self, job: Job) -> None:
+        """Rows for a case not yet done, so a killed run's manifest still lists it."""
+        rows = [{"case_id": job.case.case_id, "source": str(job.case.path),
+                 "label": job.case.label or "", "method": e.output_id, "status": "pending"}
+                for e in job.todo]  # fmt: skip
+        self.by_case[job.index] = self.rows_of(job, CaseOutcome(rows))
 
     def done(self, job: Job, outcome: CaseOutcome) -> None:
         rows = self.rows_of(job, outcome)
         self.by_case[job.index] = rows
         self.flush()
+        if self.advance_rows:
+            for row in outcome.rows:
+                status = row["status"]
+                line = status if status == "ok" else f"{status}: {row['error']}"
+                self.reporter.advance(
+                    f"{job.case.case_id} {row['method']}: {line}", failed=status == "failed"
+                )
         failed = any(r["status"] == "failed" for r in rows)
         state = "failed" if failed else "interrupted" if outcome.interrupted else "done"
         self.reporter.case_done(f"case {job.case.case_id}: {state}")
@@ -115,7 +162,11 @@ def run_cohort(
     """Run ``config`` on this shard's cases of ``input_path``; see ``xaimed.pipeline.explain``."""
     if options.executor == "dask" and not options.scheduler:
         raise XaimedError("--executor dask needs --scheduler ADDRESS (tcp://host:port).")
+    # Absolute paths: workers elsewhere (Dask) may run in another folder, and records must
+    # find their files from whatever folder a resumed run starts in.
+    input_path, out_dir = input_path.resolve(), out_dir.resolve()
     all_cases = discover_cases(input_path)
+    _check_case_ids(all_cases)
     cases = options.shard.select(all_cases)
     log.info(
         "%d case(s) in %s; shard %s takes %d", len(all_cases), input_path, options.shard,
@@ -141,10 +192,14 @@ def run_cohort(
     with atomic_path(out_dir / "config.json") as tmp:
         tmp.write_text(json.dumps(config.model_dump(mode="json", by_alias=True), indent=2) + "\n")
     collector = _Collector(config, result, reporter, stop, options.fail_fast)
+    collector.advance_rows = options.executor == "dask" or devices is not None
     todo = [job for job in jobs if job.todo]
     for job in jobs:
-        if not job.todo:
+        if job.todo:
+            collector.pending(job)
+        else:
             collector.by_case[job.index] = collector.rows_of(job, CaseOutcome([]))
+    _clear_stale_manifest(result.manifest)
     collector.flush()
     skipped = len(jobs) - len(todo)
     if skipped:
@@ -153,7 +208,7 @@ def run_cohort(
     with stop_on_signals(stop):
         _execute(config, out_dir, options, devices, model, todo, collector, reporter, stop)
     for job in todo:
-        if job.index not in collector.by_case:
+        if any(r["status"] == "pending" for r in collector.by_case[job.index]):
             collector.by_case[job.index] = collector.rows_of(job, _unfinished(job, stop))
     collector.flush()
     result.interrupted = stop.requested and stop.signal_name != FAIL_FAST
@@ -176,13 +231,20 @@ def _execute(
         return
     if options.executor == "dask":
         assert options.scheduler is not None
-        run_dask(config, out_dir, options.scheduler, jobs, collector.done, stop)
+        run_dask(config, out_dir, options.scheduler, model.sha256, jobs, collector.done, stop)
     elif devices is not None:
         setup = options.logs or LogSetup(level=logging.getLogger().getEffectiveLevel())
         run_devices(config, out_dir, devices, jobs, collector.done, stop, setup)
     else:
         explainer = Explainer(config, out_dir, reporter=reporter, stop=stop, model=model)
         run_serial(explainer, jobs, collector.done, stop, prefetch=options.prefetch)
+
+
+def _clear_stale_manifest(manifest: Path) -> None:
+    # A process killed while rewriting its manifest leaves the temporary; only this shard
+    # writes this manifest, so its temporaries are stale.
+    for tmp in manifest.parent.glob(f".tmp-*-{manifest.name}"):
+        tmp.unlink(missing_ok=True)
 
 
 def _unfinished(job: Job, stop: StopFlag) -> CaseOutcome:

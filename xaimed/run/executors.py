@@ -8,10 +8,10 @@ depend on the executor.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +24,7 @@ from xaimed.config import Config, MethodEntry
 from xaimed.errors import XaimedError
 from xaimed.io.cases import Case
 from xaimed.run.logs import LogSetup
+from xaimed.run.options import interrupted_fields
 from xaimed.run.signals import StopFlag, stop_on_signals
 
 log = logging.getLogger("xaimed")
@@ -77,49 +78,68 @@ def run_serial(
 
 
 _AHEAD = 2  # jobs queued per device worker: the one it explains and the one it reads meanwhile
+_RESTARTS = 2  # a device whose worker keeps dying is given up after this many restarts
+_DONE = object()
+
+
+def _reader(explainer: Any, tasks: Any, ready: queue.Queue, stop: StopFlag) -> None:
+    """Worker thread: take the next job and read its case while the last one is explained."""
+    while not stop.requested:
+        try:
+            job = tasks.get(timeout=1.0)
+        except queue.Empty:
+            continue
+        if job is None:
+            break
+        ready.put((job, _load_or_error(explainer, job.case)))
+    ready.put(_DONE)
 
 
 def _device_worker(
     slot: int, config: Config, out_dir: Path, device: str, logs: LogSetup, tasks: Any,
-    results: Any,
+    results: Any, halt: Any,
 ) -> None:  # fmt: skip
-    """Body of a device worker process: explain the jobs it is given until it gets None."""
+    """Body of a device worker process: explain the jobs it is given until it gets None.
+
+    It stops when the parent sets ``halt`` (a stop request, passed on without signalling) or
+    exits, and keeps catching SIGTERM/SIGINT, which a scheduler sends to the whole group: the
+    parent decides how the run ends.
+    """
+    import multiprocessing as mp
+
     from xaimed.pipeline import Explainer
     from xaimed.progress import LogReporter
 
     logs.apply()
     config = config.model_copy(deep=True)
     config.runtime.device = device
-    stop = StopFlag()
-    with stop_on_signals(stop):
+    parent = mp.parent_process()
+    stop = StopFlag(halt, parent_alive=parent.is_alive if parent is not None else None)
+    with stop_on_signals(stop, second_stops_at_once=False):
         try:
-            explainer = Explainer(config, out_dir, reporter=LogReporter(), stop=stop)
-        except XaimedError as exc:
-            results.put(("unusable", slot, str(exc)))
+            reporter = LogReporter()
+            explainer = Explainer(config, out_dir, reporter=reporter, stop=stop)
+        except Exception as exc:
+            results.put(("unusable", slot, f"{device}: {exc}"))
             return
         results.put(("ready", slot, None))
-        pool = ThreadPoolExecutor(1, thread_name_prefix="xaimed-prefetch")
-        unknown = object()
-        following: Any = tasks.get()
-        ahead = pool.submit(_load_or_error, explainer, following.case) if following else None
-        while following is not None and following is not unknown:
-            job, loading = following, ahead
-            try:
-                following = tasks.get_nowait()
-                ahead = (
-                    pool.submit(_load_or_error, explainer, following.case) if following else None
-                )
-            except queue.Empty:
-                following = unknown
-            assert loading is not None
-            outcome = explainer.explain_case(job.case, job.todo, loading.result())
+        ready: queue.Queue = queue.Queue(maxsize=1)
+        thread = threading.Thread(target=_reader, args=(explainer, tasks, ready, stop), daemon=True)
+        thread.start()
+        while (item := ready.get()) is not _DONE:
+            job, loaded = item
+            outcome = explainer.explain_case(job.case, job.todo, loaded)
             results.put(("done", slot, (job.index, outcome)))
-            if following is unknown:
-                following = tasks.get()
-                ahead = (
-                    pool.submit(_load_or_error, explainer, following.case) if following else None
-                )
-        pool.shutdown(cancel_futures=True)
+
+
+@dataclass
+class _Slot:
+    device: str
+    process: Any = None
+    tasks: Any = None
+    held: list[Job] = field(default_factory=list)
+    restarts: int = 0
+    retired: str | None = None  # why this device is no longer used
 
 
 def run_devices(
@@ -134,82 +154,110 @@ def run_devices(
     """Explain the jobs with one worker process per device, each taking the next free job."""
     import multiprocessing as mp
 
-    context = mp.get_context("spawn")  # CUDA cannot be used in a forked child
-    results = context.Queue()
-    waiting = list(jobs)
-    workers: dict[int, tuple[Any, Any]] = {}  # slot -> (process, task queue)
-    busy: dict[int, list[Job]] = {slot: [] for slot in range(len(devices))}
-
-    def start(slot: int) -> None:
-        tasks = context.Queue()
-        process = context.Process(
-            target=_device_worker,
-            args=(slot, config, out_dir, devices[slot], logs, tasks, results),
-            name=f"xaimed-{devices[slot]}",
-        )
-        process.start()
-        workers[slot] = (process, tasks)
-
-    def dispatch(slot: int) -> None:
-        while waiting and not stop.requested and len(busy[slot]) < _AHEAD:
-            job = waiting.pop(0)
-            busy[slot].append(job)
-            workers[slot][1].put(job)
-
-    for slot in range(len(devices)):
-        start(slot)
-    log.info("explaining on %d worker processes: %s", len(devices), ", ".join(devices))
-    forwarded = False
-    try:
-        while any(busy.values()) or (waiting and not stop.requested):
-            if stop.requested and not forwarded:
-                # The scheduler may have signalled this process only: pass it on.
-                forwarded = True
-                for process, _ in workers.values():
-                    if process.is_alive():
-                        os.kill(process.pid, signal.SIGTERM)
-            try:
-                kind, slot, payload = results.get(timeout=0.5)
-            except queue.Empty:
-                _replace_dead(workers, busy, devices, on_done, start, dispatch)
-                continue
-            if kind == "unusable":
-                raise XaimedError(payload)
-            if kind == "ready":
-                dispatch(slot)
-                continue
-            index, outcome = payload
-            job = next(j for j in busy[slot] if j.index == index)
-            busy[slot].remove(job)
-            on_done(job, outcome)
-            dispatch(slot)
-    finally:
-        for process, tasks in workers.values():
-            if process.is_alive():
-                tasks.put(None)
-        for process, _ in workers.values():
-            process.join(timeout=60)
-            if process.is_alive():
-                process.kill()
-
-
-def _replace_dead(workers, busy, devices, on_done, start, dispatch) -> None:
-    """A worker that died (the OOM killer, a crash) fails the cases it held; it is replaced."""
     from xaimed.pipeline import CaseOutcome
 
-    for slot, (process, _) in list(workers.items()):
-        if process.is_alive() or process.exitcode is None:
-            continue
-        lost, busy[slot] = busy[slot], []
-        for job in lost:
-            message = (
-                f"case {job.case.case_id}: the worker process on {devices[slot]} died (exit code "
-                f"{process.exitcode}) while holding it, e.g. killed for memory; lower "
-                "runtime.memory_budget or run this case alone."
-            )
-            log.error(message)
+    context = mp.get_context("spawn")  # CUDA cannot be used in a forked child
+    results = context.Queue()
+    halt = context.Event()
+    waiting = list(jobs)
+    slots = [_Slot(device) for device in devices]
+
+    def start(index: int) -> None:
+        slot = slots[index]
+        slot.tasks = context.Queue()
+        slot.process = context.Process(
+            target=_device_worker,
+            args=(index, config, out_dir, slot.device, logs, slot.tasks, results, halt),
+            name=f"xaimed-{slot.device}",
+        )
+        slot.process.start()
+
+    def dispatch(index: int) -> None:
+        slot = slots[index]
+        while waiting and not stop.requested and len(slot.held) < _AHEAD and not slot.retired:
+            job = waiting.pop(0)
+            slot.held.append(job)
+            slot.tasks.put(job)
+
+    def handle(kind: str, index: int, payload: Any) -> None:
+        slot = slots[index]
+        if kind == "unusable":
+            log.error("worker on %s cannot start: %s", slot.device, payload)
+            slot.retired = str(payload)
+            waiting[:0], slot.held = slot.held, []
+        elif kind == "ready":
+            dispatch(index)
+        else:
+            job_index, outcome = payload
+            job = next((j for j in slot.held if j.index == job_index), None)
+            if job is None:  # its worker was already given up for dead
+                return
+            slot.held.remove(job)
+            on_done(job, outcome)
+            dispatch(index)
+
+    def drain() -> None:
+        while True:
+            try:
+                handle(*results.get_nowait())
+            except queue.Empty:
+                return
+
+    def bury_dead() -> None:
+        for index, slot in enumerate(slots):
+            if slot.retired or slot.process.is_alive():
+                continue
+            drain()  # whatever it sent before dying counts
+            lost, slot.held = slot.held, []
+            for job in lost:
+                if stop.requested:
+                    on_done(job, CaseOutcome(
+                        [r | interrupted_fields(stop.signal_name or "stop requested")
+                         for r in failed_rows(job, "", "")], interrupted=True))  # fmt: skip
+                    continue
+                message = (
+                    f"case {job.case.case_id}: the worker process on {slot.device} died (exit "
+                    f"code {slot.process.exitcode}) while holding it, e.g. killed for memory; "
+                    "lower runtime.memory_budget or run this case alone."
+                )
+                log.error(message)
+                on_done(job, CaseOutcome(failed_rows(job, message, "WorkerDied")))
+            if stop.requested:
+                slot.retired = "stopped"
+            elif slot.restarts >= _RESTARTS:
+                slot.retired = f"its worker died {slot.restarts + 1} times"
+                log.error("giving up on %s: %s", slot.device, slot.retired)
+            else:
+                slot.restarts += 1
+                start(index)
+
+    for index in range(len(slots)):
+        start(index)
+    log.info("explaining on %d worker processes: %s", len(devices), ", ".join(devices))
+    try:
+        while True:
+            if stop.requested:
+                halt.set()
+            active = [s for s in slots if not s.retired]
+            if not any(s.held for s in slots) and (stop.requested or not waiting or not active):
+                break
+            with contextlib.suppress(queue.Empty):
+                handle(*results.get(timeout=0.5))
+            bury_dead()
+        reasons = "; ".join(sorted({s.retired for s in slots if s.retired}))
+        for job in waiting if not stop.requested else []:
+            message = f"case {job.case.case_id}: no device worker could run it ({reasons})."
             on_done(job, CaseOutcome(failed_rows(job, message, "WorkerDied")))
-        start(slot)
+    finally:
+        halt.set()
+        for slot in slots:
+            if slot.process is not None and slot.process.is_alive():
+                slot.tasks.put(None)
+        for slot in slots:
+            if slot.process is not None:
+                slot.process.join(timeout=60)
+                if slot.process.is_alive():
+                    slot.process.kill()
 
 
 def failed_rows(job: Job, message: str, kind: str) -> list[dict[str, Any]]:
@@ -225,11 +273,13 @@ def failed_rows(job: Job, message: str, kind: str) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- Dask
 
 
-_EXPLAINERS: dict[tuple[str, str], Any] = {}
+_EXPLAINERS: dict[tuple[str, str, str], Any] = {}
 _EXPLAINERS_LOCK = threading.Lock()
 
 
-def explain_on_worker(config: Config, out_dir: str, case: Case, todo: list[MethodEntry]) -> Any:
+def explain_on_worker(
+    config: Config, out_dir: str, model_sha256: str, case: Case, todo: list[MethodEntry]
+) -> Any:
     """A Dask task: explain one case with this worker process's (cached) explainer.
 
     The model is loaded once per worker process and kept; the lock makes the tasks of a
@@ -237,7 +287,8 @@ def explain_on_worker(config: Config, out_dir: str, case: Case, todo: list[Metho
     """
     from xaimed.pipeline import Explainer
 
-    key = (config.config_hash(), out_dir)
+    # The model file's hash is in the key: a long-lived worker reloads a changed model.
+    key = (config.config_hash(), out_dir, model_sha256)
     with _EXPLAINERS_LOCK:
         explainer = _EXPLAINERS.get(key)
         if explainer is None:
@@ -250,6 +301,7 @@ def run_dask(
     config: Config,
     out_dir: Path,
     scheduler: str,
+    model_sha256: str,
     jobs: list[Job],
     on_done: OnDone,
     stop: StopFlag,
@@ -275,7 +327,7 @@ def run_dask(
                  len(client.scheduler_info().get("workers", {})))  # fmt: skip
         futures = {
             client.submit(
-                explain_on_worker, config, str(out_dir), job.case, job.todo,
+                explain_on_worker, config, str(out_dir), model_sha256, job.case, job.todo,
                 key=f"xaimed-{job.index}-{job.case.case_id}-{os.getpid()}", pure=False,
             ): job
             for job in jobs

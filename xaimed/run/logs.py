@@ -89,16 +89,21 @@ class LogSetup:
             handler.setFormatter(formatter)
             handler.setLevel(min(self.level, logging.INFO))
             root.addHandler(handler)
+            # "xaimed.file": lines meant for the log file only (what the CLI also prints).
+            to_file = logging.getLogger("xaimed.file")
+            to_file.propagate = False
+            to_file.setLevel(logging.INFO)
+            to_file.addHandler(handler)
         root.setLevel(min(self.level, logging.INFO) if self.file is not None else self.level)
 
 
 def detach_run_handlers() -> None:
     """Remove and close the handlers :meth:`LogSetup.apply` installed (at the end of a run)."""
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if getattr(handler, "_xaimed", False):
-            root.removeHandler(handler)
-            handler.close()
+    for logger in (logging.getLogger(), logging.getLogger("xaimed.file")):
+        for handler in list(logger.handlers):
+            if getattr(handler, "_xaimed", False):
+                logger.removeHandler(handler)
+                handler.close()
 
 
 def run_log_path(out_dir: Path, shard_suffix: str) -> Path:

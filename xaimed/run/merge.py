@@ -40,7 +40,7 @@ class MergeSummary:
 
 def _case_state(rows: list[dict[str, str]]) -> str:
     statuses = {r["status"] for r in rows}
-    for state in ("failed", "interrupted", "not_run"):
+    for state in ("failed", "interrupted", "pending", "not_run"):
         if state in statuses:
             return state
     if all(r.get("resumed") == "yes" for r in rows):
@@ -49,10 +49,11 @@ def _case_state(rows: list[dict[str, str]]) -> str:
 
 
 def merge_manifests(run_dir: Path) -> MergeSummary:
-    """Write ``run_dir/manifest.csv`` from its shard manifests, in the cases' original order.
+    """Write ``run_dir/manifest.csv`` from its shard manifests, in the unsharded case order.
 
-    Shard I of N holds cases I, I+N, I+2N, ... of the unsharded order, so interleaving the
-    shards' cases restores that order. A shard whose manifest is missing is reported.
+    Every row carries its case's place in the unsharded order (``case_index``), so the order
+    is right even when a shard was killed part-way. A shard whose manifest is missing is
+    reported; a killed shard's unfinished cases are ``pending``.
     """
     shards = sorted(
         (p for p in run_dir.glob("manifest-shard-*-of-*.csv") if _SHARD.fullmatch(p.name)),
@@ -71,28 +72,26 @@ def merge_manifests(run_dir: Path) -> MergeSummary:
         )
     count = counts.pop()
     present = {int(_SHARD.fullmatch(p.name)[1]): p for p in shards}  # type: ignore[index]
-    per_shard: list[list[list[dict[str, str]]]] = []
-    for index in range(count):
-        cases: dict[str, list[dict[str, str]]] = {}
-        if index in present:
-            with present[index].open(newline="", encoding="utf-8") as fh:
-                for row in csv.DictReader(fh):
-                    cases.setdefault(row["case_id"], []).append(row)
-        per_shard.append(list(cases.values()))
+    by_case: dict[str, list[dict[str, str]]] = {}
+    for index in sorted(present):
+        with present[index].open(newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                by_case.setdefault(row["case_id"], []).append(row)
     rows: list[dict[str, str]] = []
     summary = MergeSummary(run_dir / "manifest.csv", shards, rows)
     summary.missing_shards = [i for i in range(count) if i not in present]
-    longest = max(len(s) for s in per_shard)
-    for position in range(longest):
-        for shard_cases in per_shard:
-            if position < len(shard_cases):
-                case_rows = shard_cases[position]
-                rows += case_rows
-                case_id = case_rows[0]["case_id"]
-                summary.cases[case_id] = _case_state(case_rows)
-                # Resumed rows count too: they carry the time the earlier run spent on them.
-                summary.case_seconds[case_id] = sum(
-                    float(r["wall_s"]) for r in case_rows if r.get("wall_s")
-                )
+
+    def position(case_rows: list[dict[str, str]]) -> int:
+        text = case_rows[0].get("case_index") or ""
+        return int(text) if text.isdigit() else 1 << 62
+
+    for case_rows in sorted(by_case.values(), key=position):
+        rows += case_rows
+        case_id = case_rows[0]["case_id"]
+        summary.cases[case_id] = _case_state(case_rows)
+        # Resumed rows count too: they carry the time the earlier run spent on them.
+        summary.case_seconds[case_id] = sum(
+            float(r["wall_s"]) for r in case_rows if r.get("wall_s")
+        )
     write_manifest(rows, summary.manifest)  # type: ignore[arg-type]
     return summary

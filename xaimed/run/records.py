@@ -7,10 +7,11 @@ only when the record's key equals the key it would write itself and every file t
 is still there with the size it had; anything else (a changed config, model or xaimed version, a
 deleted map) redoes it.
 
-The key covers the whole validated config except the method list (only this method's entry
-counts, so adding a method does not redo the others) and the settings that choose where the work
-runs rather than what it computes (``runtime.device``, ``runtime.threads``): a job requeued onto
-another kind of node resumes instead of starting over.
+The key covers the case (its source path, size and modification time, its mask and label), the
+whole validated config except the method list (only this method's entry counts, so adding a
+method does not redo the others) and the settings that choose where the work runs rather than
+what it computes (``runtime.device``, ``runtime.threads``): a job requeued onto another kind of
+node resumes instead of starting over.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 from xaimed import __version__
 from xaimed.config import Config, MethodEntry
+from xaimed.io.cases import Case
 from xaimed.writers.atomic import atomic_path
 from xaimed.writers.naming import file_part
 
@@ -32,8 +34,25 @@ RECORD_DIR = ".done"
 FILE_COLUMNS = ("nifti", "sidecar", "png", "dicom_pm", "dicom_sc")
 
 
-def work_key(config: Config, entry: MethodEntry, model_sha256: str) -> str:
-    """SHA-256 naming one method's work on any case under this config, model and version."""
+def case_identity(case: Case) -> dict[str, Any]:
+    """What makes a case the same case on a rerun: its source (path, and size and modification
+    time for a file), its mask and its label (a case list may change any of them)."""
+    identity: dict[str, Any] = {"path": str(case.path), "mask": None, "label": case.label}
+    for key, path in (("source", case.path), ("mask", case.mask)):
+        if path is None:
+            continue
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        # A DICOM study is a folder: its files are not summed here (that would read every
+        # header of a large cohort on each resume); the study id in the case id covers it.
+        identity[key] = [str(path), stat.st_size, stat.st_mtime_ns] if path.is_file() else str(path)
+    return identity
+
+
+def work_key(config: Config, entry: MethodEntry, model_sha256: str, case: Case) -> str:
+    """SHA-256 naming one method's work on ``case`` under this config, model and version."""
     settings = config.model_dump(mode="json", by_alias=True)
     settings.pop("methods", None)
     for where in ("device", "threads"):
@@ -43,6 +62,7 @@ def work_key(config: Config, entry: MethodEntry, model_sha256: str) -> str:
         "method": entry.model_dump(mode="json", by_alias=True),
         "model_sha256": model_sha256,
         "xaimed": __version__,
+        "case": case_identity(case),
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
@@ -69,9 +89,16 @@ def _outputs(row: dict[str, Any]) -> list[Path]:
     return paths
 
 
+def _size(path: Path) -> int:
+    """A file's size; for a folder (a DICOM series), the total size of its files."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+    return path.stat().st_size
+
+
 def write_record(path: Path, key: str, rows: list[dict[str, Any]]) -> None:
     """Record the finished work (after every output file is in place)."""
-    sizes = {str(p): p.stat().st_size for row in rows for p in _outputs(row) if p.is_file()}
+    sizes = {str(p): _size(p) for row in rows for p in _outputs(row) if p.exists()}
     body = {"key": key, "xaimed": __version__, "rows": rows, "sizes": sizes}
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(body, indent=1, default=str) + "\n", encoding="utf-8")
@@ -88,9 +115,7 @@ def read_record(path: Path, key: str) -> Record | None:
     sizes: dict[str, int] = body.get("sizes", {})
     for row in body.get("rows", []):
         for output in _outputs(row):
-            if output.is_dir():
-                continue
-            if not output.is_file() or sizes.get(str(output)) != output.stat().st_size:
+            if not output.exists() or sizes.get(str(output)) != _size(output):
                 return None
     return Record(key, list(body.get("rows", [])))
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
 log = logging.getLogger("xaimed")
 
@@ -28,10 +29,18 @@ class RunInterrupted(Exception):
 
 
 class StopFlag:
-    """Set once a stop is requested; thread-safe."""
+    """Set once a stop is requested; thread-safe.
 
-    def __init__(self) -> None:
-        self._event = threading.Event()
+    ``event`` may be shared with other processes (a ``multiprocessing`` Event): a parent sets it
+    to stop its workers without signalling them. ``parent_alive`` (in a worker) makes the death
+    of the parent process a stop request, so a worker never outlives a killed run.
+    """
+
+    def __init__(
+        self, event: Any | None = None, parent_alive: Callable[[], bool] | None = None
+    ) -> None:
+        self._event = event if event is not None else threading.Event()
+        self._parent_alive = parent_alive
         self.signal_name: str | None = None
 
     def set(self, name: str) -> None:
@@ -43,17 +52,30 @@ class StopFlag:
     @property
     def requested(self) -> bool:
         """True once a stop was requested."""
-        return self._event.is_set()
+        if self._event.is_set():
+            return True
+        if self._parent_alive is not None and not self._parent_alive():
+            self.set("the parent process exited")
+            return True
+        return False
 
     def check(self) -> None:
         """Raise RunInterrupted when a stop was requested (called at safe points)."""
-        if self._event.is_set():
+        if self.requested:
             raise RunInterrupted(self.signal_name or "stop requested")
 
 
+_IMMEDIATE = {signal.SIGTERM: signal.SIG_DFL, signal.SIGINT: signal.default_int_handler}
+
+
 @contextmanager
-def stop_on_signals(flag: StopFlag) -> Iterator[StopFlag]:
-    """Route SIGTERM and SIGINT to ``flag`` for the block (main thread only; else a no-op)."""
+def stop_on_signals(flag: StopFlag, *, second_stops_at_once: bool = True) -> Iterator[StopFlag]:
+    """Route SIGTERM and SIGINT to ``flag`` for the block (main thread only; else a no-op).
+
+    A signal the process was started to ignore (SIGINT of a background job) stays ignored.
+    With ``second_stops_at_once`` the next signal after the first takes its default action;
+    worker processes keep catching (their parent decides when to give up on them).
+    """
     if threading.current_thread() is not threading.main_thread():
         yield flag
         return
@@ -61,18 +83,22 @@ def stop_on_signals(flag: StopFlag) -> Iterator[StopFlag]:
 
     def handler(signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
-        log.warning(
-            "%s received: finishing or discarding the work in flight, then stopping; "
-            "run the same command again to resume (a second %s stops at once)",
-            name,
-            name,
-        )
+        if not flag.requested:
+            log.warning(
+                "%s received: finishing or discarding the work in flight, then stopping; "
+                "run the same command again to resume%s",
+                name,
+                f" (a second {name} stops at once)" if second_stops_at_once else "",
+            )
         flag.set(name)
-        # The next signal of this kind gets the default action (terminate now).
-        signal.signal(signum, previous[signum])
+        if second_stops_at_once:
+            signal.signal(signum, _IMMEDIATE[signal.Signals(signum)])
 
     for signum in (signal.SIGTERM, signal.SIGINT):
-        previous[signum] = signal.getsignal(signum)
+        old = signal.getsignal(signum)
+        if old is signal.SIG_IGN:
+            continue
+        previous[signum] = old
         signal.signal(signum, handler)
     try:
         yield flag

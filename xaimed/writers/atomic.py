@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+
+def temporary_name(name: str) -> str:
+    """``.tmp-<host>-<pid>-<name>``: unique per process even on a file system shared by nodes."""
+    host = re.sub(r"[^A-Za-z0-9]+", "", socket.gethostname())[:32] or "host"
+    return f".tmp-{host}-{os.getpid()}-{name}"
 
 
 @contextmanager
@@ -16,7 +24,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     choose the format from them. A crash never leaves a partial file under the final name.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    tmp = path.with_name(temporary_name(path.name))
     try:
         yield tmp
         os.replace(tmp, path)

@@ -19,6 +19,7 @@ from pydicom.valuerep import DSfloat
 
 from xaimed import __version__
 from xaimed.io.dicom.discovery import XAIMED_MANUFACTURER
+from xaimed.writers.atomic import temporary_name
 from xaimed.writers.uids import DerivationKey, derived_uid
 
 # highdicom logs every module it copies at INFO and warns about source values it merely copies
@@ -119,7 +120,7 @@ def quiet_highdicom() -> Iterator[None]:
 def atomic_folder(path: Path) -> Iterator[Path]:
     """Yield a temporary folder next to ``path``; it replaces ``path`` when the block succeeds."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    tmp = path.with_name(temporary_name(path.name))
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:

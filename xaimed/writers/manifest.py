@@ -1,7 +1,9 @@
 """The run manifest: one row per case, method and target.
 
 ``status`` is ``ok``, ``failed`` (``error_type`` and ``error`` say why), ``interrupted`` (a
-SIGTERM/SIGINT stopped the run first) or ``not_run`` (``--fail-fast`` stopped it). ``resumed`` is
+SIGTERM/SIGINT stopped the run first), ``not_run`` (``--fail-fast`` stopped it) or ``pending``
+(not done yet: the run is going on, or was killed). ``case_index`` is the case's place in the
+unsharded case order. ``resumed`` is
 ``yes`` where the work was done by an earlier run and skipped by this one.
 """
 
@@ -14,10 +16,10 @@ from typing import Any
 from xaimed.writers.atomic import atomic_path
 
 COLUMNS = [
-    "case_id", "source", "label", "method", "target", "status", "error_type", "error", "nifti",
-    "sidecar", "png", "wall_s", "predicted_class", "probability", "forward_passes",
-    "backward_passes", "peak_host_mib", "peak_device_mib", "resumed", "warning", "series_uid",
-    "dicom_pm", "dicom_sc",
+    "case_id", "case_index", "source", "label", "method", "target", "status", "error_type",
+    "error", "nifti", "sidecar", "png", "wall_s", "predicted_class", "probability",
+    "forward_passes", "backward_passes", "peak_host_mib", "peak_device_mib", "resumed",
+    "warning", "series_uid", "dicom_pm", "dicom_sc",
 ]  # fmt: skip
 # Columns that differ between two runs of the same work (compare manifests without them).
 TIMING_COLUMNS = ("wall_s", "peak_host_mib", "peak_device_mib", "resumed")
