@@ -47,14 +47,14 @@ def main() -> None:
     if mode == "kill-between-cases":
         from xaimed.run import cohort
 
-        flush = cohort._Collector.flush
+        done = cohort._Collector.done
 
-        def flush_then_die(self) -> None:
-            flush(self)
-            if self.by_case and hit():
+        def done_then_die(self, job, outcome) -> None:
+            done(self, job, outcome)  # rewrites the manifest
+            if hit():
                 _die()
 
-        cohort._Collector.flush = flush_then_die
+        cohort._Collector.done = done_then_die
     elif mode in ("kill-in-method", "pause-in-method"):
         from xaimed import pipeline
 

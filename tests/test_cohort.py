@@ -436,3 +436,104 @@ def test_out_of_memory_fails_only_its_case_after_the_engine_retries(cohort, tiny
     assert len(ok) == 3 and all(r["status"] == "ok" for r in ok)
     details = json.loads(Path(rows["a"]["sidecar"]).read_text())["method_details"]
     assert details["out_of_memory_backoffs"] == 2 and details["batch_size"] == 1
+
+
+def _wait_for_ok_row(out: Path, child: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    manifest = out / "manifest.csv"
+    while True:
+        assert child.poll() is None and time.monotonic() < deadline, child.communicate()
+        if manifest.exists() and any(r["status"] == "ok" for r in _manifest(manifest)):
+            return
+        time.sleep(0.1)
+
+
+def _group_alive(pgid: int, within: float = 30) -> bool:
+    """Whether any process of the group is still there after ``within`` seconds.
+
+    Workers and multiprocessing's resource tracker exit shortly after their parent does.
+    """
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def _device_child(cohort: dict[str, Path], out: Path) -> subprocess.Popen:
+    args = ["explain", str(cohort["cases"]), "-c", str(cohort["config"]), "-o", str(out), "-q",
+            "--devices", "cpu,cpu"]  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, str(DRIVER), "none", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a batch job has
+    )
+
+
+def test_sigterm_to_the_whole_group_stops_device_workers_cleanly(cohort, reference, tmp_path):
+    out = tmp_path / "run"
+    child = _device_child(cohort, out)
+    _wait_for_ok_row(out, child)
+    os.killpg(child.pid, signal.SIGTERM)  # what scancel and pre-emption do
+    _, stderr = child.communicate(timeout=120)
+    assert child.returncode == EXIT_INTERRUPTED, stderr
+    rows = _manifest(out / "manifest.csv")
+    assert {r["status"] for r in rows} <= {"ok", "interrupted"}, rows
+    assert not any(r["error_type"] == "WorkerDied" for r in rows)
+    assert not _group_alive(child.pid)
+    code, text = _explain(cohort, out)
+    assert code == 0, text
+    assert _outputs(out) == _outputs(reference)
+
+
+def test_device_workers_exit_when_the_parent_is_killed(cohort, reference, tmp_path):
+    out = tmp_path / "run"
+    child = _device_child(cohort, out)
+    _wait_for_ok_row(out, child)
+    child.kill()  # the parent only
+    child.communicate(timeout=30)
+    assert not _group_alive(child.pid, within=60), "device workers outlived their parent"
+    assert "pending" in {r["status"] for r in _manifest(out / "manifest.csv")}
+    code, text = _explain(cohort, out)
+    assert code == 0, text
+    assert _outputs(out) == _outputs(reference)
+
+
+def test_merge_orders_by_case_index_and_reports_a_killed_shard(cohort, reference, tmp_path):
+    out = tmp_path / "run"
+    args = ["explain", str(cohort["cases"]), "-c", str(cohort["config"]), "-o", str(out), "-q",
+            "--shard", "0/2"]  # fmt: skip
+    killed = subprocess.run(
+        [sys.executable, str(DRIVER), "kill-between-cases", "1", *args], capture_output=True
+    )
+    assert killed.returncode == -signal.SIGKILL
+    assert _explain(cohort, out, "--shard", "1/2")[0] == 0
+    code, text = _invoke("merge", out)
+    assert code == 1 and "pending" in text
+    merged = _manifest(out / "manifest.csv")
+    assert [r["case_index"] for r in merged] == sorted(r["case_index"] for r in merged)
+    assert {r["status"] for r in merged if r["case_index"] == "2"} == {"pending"}
+    assert _explain(cohort, out, "--shard", "0/2")[0] == 0
+    assert _invoke("merge", out)[0] == 0
+    assert _rows(_manifest(out / "manifest.csv"), out) == _rows(
+        _manifest(reference / "manifest.csv"), reference
+    )
+
+
+def test_a_changed_case_list_entry_is_redone(cohort, tmp_path):
+    listing = tmp_path / "cases.csv"
+    listing.write_text(f"case_id,path,label\nA,{cohort['cases'] / 'a.nii.gz'},x\n")
+    out = tmp_path / "run"
+    args = ("-c", cohort["config"], "-o", out, "-q", "-m", "saliency")
+    assert _invoke("explain", listing, *args)[0] == 0
+    assert _invoke("explain", listing, *args)[0] == 0
+    assert _manifest(out / "manifest.csv")[0]["resumed"] == "yes"
+    listing.write_text(f"case_id,path,label\nA,{cohort['cases'] / 'b.nii.gz'},y\n")
+    assert _invoke("explain", listing, *args)[0] == 0
+    row = _manifest(out / "manifest.csv")[0]
+    assert row["resumed"] == "" and row["source"].endswith("b.nii.gz") and row["label"] == "y"

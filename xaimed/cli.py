@@ -299,7 +299,7 @@ def merge(
     )
     table.add_column("cases")
     table.add_column("count", justify="right")
-    for state in ("ok", "skipped", "failed", "interrupted", "not_run"):
+    for state in ("ok", "skipped", "failed", "interrupted", "pending", "not_run"):
         table.add_row(state, str(summary.count(state)))
     table.add_row("compute time", f"{summary.total_seconds:.1f} s")
     out.print(table)
@@ -312,7 +312,7 @@ def merge(
     for index in summary.missing_shards:
         err.print(f"[red]missing:[/] no manifest for shard {index}; run it, then merge again.")
     out.print(f"wrote {summary.manifest}")
-    unfinished = summary.count("failed") + summary.count("interrupted") + summary.count("not_run")
+    unfinished = sum(summary.count(s) for s in ("failed", "interrupted", "pending", "not_run"))
     raise typer.Exit(EXIT_FAILED_CASES if unfinished or summary.missing_shards else EXIT_OK)
 
 
