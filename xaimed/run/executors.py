@@ -1,7 +1,7 @@
 """Where cases are explained: in this process, one process per device, or on a Dask cluster.
 
 Every executor takes jobs (a case and the methods it still needs) and hands each finished case's
-outcome to ``on_done`` in the parent, which alone writes the shard's manifest. A job never split
+outcome to ``on_done`` in the parent, which alone writes the shard's manifest. A job is never split
 across processes, and outputs are written by the process that computed them, so results do not
 depend on the executor.
 """
