@@ -18,16 +18,24 @@ the cosine distance to the full coalition and fits a ridge model.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from xaimed.errors import MethodError
 from xaimed.methods.fills import FillSpec, describe_fill, make_fill
 from xaimed.methods.groupings import GridGrouping, GroupingSpec, Size, make_groups, per_axis
 from xaimed.methods.registry import MethodInfo, register
+from xaimed.methods.windows import (
+    ENGINE_DESCRIPTION,
+    Approximate,
+    Engine,
+    boxes_of,
+    refine_drops,
+    window_scores,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -48,6 +56,10 @@ class OcclusionParams(_Params):
     window: Size = Field(8, description="Box size in voxels: one number or one per axis.")
     stride: Size = Field(4, description="Step between boxes in voxels: one number or per axis.")
     baseline: FillSpec = "zero"
+    engine: Engine = Field("plain", description=ENGINE_DESCRIPTION)
+    approximate: Approximate | None = Field(
+        None, description="Opt-in approximations (projective threshold, refinement)."
+    )
 
 
 class GroupParams(_Params):
@@ -55,6 +67,13 @@ class GroupParams(_Params):
 
     grouping: GroupingSpec = Field(default_factory=GridGrouping)
     baseline: FillSpec = "zero"
+
+
+class FeatureAblationParams(GroupParams):
+    """Feature ablation; with a grid grouping its groups are boxes, so the incremental engine
+    applies."""
+
+    engine: Engine = Field("plain", description=ENGINE_DESCRIPTION + " Grid groupings only.")
 
 
 class ShapleyParams(GroupParams):
@@ -146,48 +165,66 @@ def occlusion(ctx: MethodContext, params: OcclusionParams) -> MethodOutput:
     shape = tuple(int(n) for n in x.shape[2:])
     window = per_axis(params.window, "window")
     stride = per_axis(params.stride, "stride")
-    boxes = [
-        tuple(slice(s, min(s + w, n)) for s, w, n in zip(start, window, shape, strict=True))
-        for start in itertools.product(
-            *(window_starts(n, w, s) for n, w, s in zip(shape, window, stride, strict=True))
-        )
-    ]
+    lo, hi = boxes_of(shape, window, stride)  # type: ignore[arg-type]
     fill = make_fill(params.baseline, ctx)
-    evaluator = _evaluator(ctx)
-    reference = evaluator.score(x)[0]
-
-    def build(start: int, stop: int) -> torch.Tensor:
-        batch = x.expand(stop - start, *x.shape[1:]).clone()
-        for row, box in enumerate(boxes[start:stop]):
-            batch[(row, slice(None), *box)] = fill[(0, slice(None), *box)]
-        return batch
-
-    drops = reference - evaluator.scores(len(boxes), build, label="occlusion")
+    approximate = params.approximate
+    threshold = approximate.projective_threshold if approximate is not None else 1.0
+    engine, record = window_scores(
+        ctx, params.engine, fill, method="occlusion", threshold=threshold
+    )
+    refined: dict[str, Any] | None = None
+    if approximate is not None and approximate.refine is not None:
+        drops, refined = refine_drops(
+            engine,
+            shape,
+            lo,
+            hi,
+            approximate.refine,
+            label="occlusion",  # type: ignore[arg-type]
+        )
+    else:
+        drops = engine.reference - engine.scores(lo, hi, label="occlusion")
     total = torch.zeros(shape, dtype=torch.float64, device=x.device)
     covered = torch.zeros(shape, dtype=torch.float64, device=x.device)
-    for drop, box in zip(drops.double(), boxes, strict=True):
+    for drop, a, b in zip(drops.double().tolist(), lo.tolist(), hi.tolist(), strict=True):
+        box = tuple(slice(s, e) for s, e in zip(a, b, strict=True))
         total[box] += drop
         covered[box] += 1
     mean = torch.where(covered > 0, total / covered.clamp(min=1), torch.zeros_like(total))
     attribution = mean.to(x.dtype)[None, None].expand_as(x).clone()
-    details = _details(
-        evaluator,
-        window=list(window),
-        stride=list(stride),
-        windows=len(boxes),
-        baseline=describe_fill(params.baseline),
-        uncovered_voxels=int((covered == 0).sum()),
-    )
+    details = {
+        **engine.record(),
+        **record,
+        "window": list(window),
+        "stride": list(stride),
+        "windows": len(lo),
+        "baseline": describe_fill(params.baseline),
+        "uncovered_voxels": int((covered == 0).sum()),
+    }
+    if approximate is not None:
+        details["approximate"] = {
+            "projective_threshold": threshold
+            if record["engine"] == "incremental"
+            else "not applied (plain engine)",
+            "refine": refined,
+        }
     return _output(attribution, details)
 
 
 # ---------------------------------------------------------------- feature ablation
 
 
-def feature_ablation(ctx: MethodContext, params: GroupParams) -> MethodOutput:
+def feature_ablation(ctx: MethodContext, params: FeatureAblationParams) -> MethodOutput:
     import torch
 
     x = ctx.inputs.detach()
+    if params.engine != "plain" and isinstance(params.grouping, GridGrouping):
+        return _grid_ablation(ctx, params)
+    if params.engine == "incremental":
+        raise MethodError(
+            "feature_ablation with engine: incremental needs grouping kind: grid (its groups "
+            "are boxes); use engine: auto or plain."
+        )
     groups, n_groups, fill, record = _group_setup(ctx, params)
     build_present = _coalitions(x, fill, groups)
     evaluator = _evaluator(ctx)
@@ -199,7 +236,30 @@ def feature_ablation(ctx: MethodContext, params: GroupParams) -> MethodOutput:
         return build_present(present)
 
     drops = reference - evaluator.scores(n_groups, build, label="feature_ablation")
-    details = _details(evaluator, grouping=record, baseline=describe_fill(params.baseline))
+    details = _details(
+        evaluator, grouping=record, baseline=describe_fill(params.baseline), engine="plain"
+    )
+    return _output(_paint(drops, groups, x), details)
+
+
+def _grid_ablation(ctx: MethodContext, params: FeatureAblationParams) -> MethodOutput:
+    """Grid blocks are the windows of an occlusion whose stride is its window, in the same
+    order as the group ids, so they go through the window engines."""
+    x = ctx.inputs.detach()
+    shape = tuple(int(n) for n in x.shape[2:])
+    groups, record = make_groups(params.grouping, ctx)
+    size = per_axis(params.grouping.size, "grouping.size")  # type: ignore[union-attr]
+    size = tuple(min(s, n) for s, n in zip(size, shape, strict=True))
+    lo, hi = boxes_of(shape, size, size)  # type: ignore[arg-type]
+    fill = make_fill(params.baseline, ctx)
+    engine, used = window_scores(ctx, params.engine, fill, method="feature_ablation")
+    drops = engine.reference - engine.scores(lo, hi, label="feature_ablation")
+    details = {
+        **engine.record(),
+        **used,
+        "grouping": record,
+        "baseline": describe_fill(params.baseline),
+    }
     return _output(_paint(drops, groups, x), details)
 
 
@@ -352,7 +412,7 @@ register(
         name="feature_ablation",
         family=FAMILY,
         summary="Score drop when each feature group is replaced by the baseline.",
-        params_model=GroupParams,
+        params_model=FeatureAblationParams,
         run=feature_ablation,
         needs=_GROUPS_NEED,
         cost=lambda p: "1 + one fwd per group",

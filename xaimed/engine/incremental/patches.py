@@ -1,0 +1,168 @@
+"""A batch of windows' activations at one node: only the changed box, the rest is the cache.
+
+``Patch`` holds, for every window of a batch, the values of one feature map inside a box of
+the same size for all windows (at its own position per window); outside the box the map equals
+the unoccluded forward pass, kept in the cache. ``Whole`` holds complete batched values (once a
+box covers the map, or after a node without a box rule). ``Const`` marks values that do not
+depend on the input at all (weights read in ``forward``, constants).
+
+``read`` is the one gather every rule uses: the cached map (padded as the op pads) over a
+region per window, with the patch's values where the region meets the patch's box.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from xaimed.engine.incremental.boxes import Triple
+
+
+@dataclass
+class Patch:
+    """Values (B, C, *size) of a spatial map inside the box at ``lo`` (B, 3), per window."""
+
+    values: torch.Tensor
+    lo: torch.Tensor
+
+    @property
+    def size(self) -> Triple:
+        return tuple(int(n) for n in self.values.shape[2:])  # type: ignore[return-value]
+
+    @property
+    def hi(self) -> torch.Tensor:
+        return self.lo + torch.tensor(self.size, dtype=torch.long)
+
+
+@dataclass
+class Whole:
+    """Complete batched values of a node (a tensor, or what a shape query returns)."""
+
+    value: Any
+
+
+@dataclass
+class Const:
+    """A node that does not depend on the input: its cached value serves every window."""
+
+    value: Any
+
+
+@dataclass
+class PaddedCache:
+    """One node's cached map (1, C, *dims) padded once per padding, flattened for gathers."""
+
+    source: torch.Tensor
+    pads: dict[tuple[Triple, Triple, float], torch.Tensor] = field(default_factory=dict)
+
+    def padded(self, lo: Triple, hi: Triple, value: float) -> torch.Tensor:
+        """The cached map with ``lo``/``hi`` voxels of ``value`` before/after each axis."""
+        key = (lo, hi, value)
+        if key not in self.pads:
+            if any(lo) or any(hi):
+                pad = (lo[2], hi[2], lo[1], hi[1], lo[0], hi[0])
+                self.pads[key] = torch.nn.functional.pad(self.source, pad, value=value)
+            else:
+                self.pads[key] = self.source
+        return self.pads[key]
+
+
+def _axis_index(start: torch.Tensor, extent: int) -> torch.Tensor:
+    """(B, extent): the coordinates start + 0 .. extent-1 of each window along one axis."""
+    return start[:, None] + torch.arange(extent, dtype=torch.long)
+
+
+def _linear(idx: list[torch.Tensor], dims: Triple) -> torch.Tensor:
+    """(B, R0*R1*R2) flat indices into a (D0, D1, D2) volume from per-axis (B, R) indices."""
+    flat = (idx[0][:, :, None, None] * dims[1] + idx[1][:, None, :, None]) * dims[2]
+    flat = flat + idx[2][:, None, None, :]
+    return flat.reshape(flat.shape[0], -1)
+
+
+def gather(volume: torch.Tensor, start: torch.Tensor, extent: Triple) -> torch.Tensor:
+    """(B, C, *extent): the region at ``start`` (B, 3) of a single map ``volume`` (1, C, ...)."""
+    channels, dims = volume.shape[1], tuple(int(n) for n in volume.shape[2:])
+    idx = [_axis_index(start[:, a], extent[a]) for a in range(3)]
+    flat = _linear(idx, dims).to(volume.device)  # type: ignore[arg-type]
+    picked = volume.reshape(channels, -1).index_select(1, flat.reshape(-1))
+    return picked.reshape(channels, len(start), *extent).transpose(0, 1).contiguous()
+
+
+def read(
+    cache: PaddedCache,
+    patch: Patch | None,
+    start: torch.Tensor,
+    extent: Triple,
+    pad_lo: Triple = (0, 0, 0),
+    pad_hi: Triple = (0, 0, 0),
+    pad_value: float = 0.0,
+) -> torch.Tensor:
+    """(B, C, *extent): the node's map as each window sees it, over the region at ``start``
+    (coordinates of the map padded by ``pad_lo``), padding included."""
+    base = gather(cache.padded(pad_lo, pad_hi, pad_value), start, extent)
+    if patch is None:
+        return base
+    size = patch.size
+    inside = None
+    idx = []
+    for a in range(3):
+        rel = _axis_index(start[:, a] - pad_lo[a] - patch.lo[:, a], extent[a])
+        ok = (rel >= 0) & (rel < size[a])
+        idx.append(rel.clamp(0, size[a] - 1))
+        shape = [len(start), 1, 1, 1]
+        shape[a + 1] = extent[a]
+        ok = ok.reshape(shape)
+        inside = ok if inside is None else inside & ok
+    assert inside is not None
+    if not bool(inside.any()):
+        return base
+    batch = len(start)
+    flat = _linear(idx, size)
+    flat = flat + torch.arange(batch, dtype=torch.long)[:, None] * (size[0] * size[1] * size[2])
+    values = patch.values
+    channels = values.shape[1]
+    by_channel = values.transpose(0, 1).reshape(channels, -1)
+    picked = by_channel.index_select(1, flat.reshape(-1).to(values.device))
+    picked = picked.reshape(channels, batch, *extent).transpose(0, 1)
+    mask = inside[:, None].to(values.device)
+    return torch.where(mask, picked.to(base.dtype), base)
+
+
+def whole(cache: torch.Tensor, patch: Patch) -> torch.Tensor:
+    """(B, C, *dims): complete maps, the cached map with each window's patch pasted in."""
+    batch = len(patch.lo)
+    out = cache.expand(batch, *cache.shape[1:]).clone()
+    size = patch.size
+    values = patch.values.to(out.dtype)
+    for b, (i, j, k) in enumerate(patch.lo.tolist()):
+        out[b, :, i : i + size[0], j : j + size[1], k : k + size[2]] = values[b]
+    return out
+
+
+def crop(values: torch.Tensor, offset: torch.Tensor, extent: Triple) -> torch.Tensor:
+    """(B, C, *extent): from each window's map in ``values`` (B, C, ...), the box at its own
+    ``offset`` (B, 3)."""
+    batch, channels = values.shape[:2]
+    dims = tuple(int(n) for n in values.shape[2:])
+    idx = [_axis_index(offset[:, a], extent[a]) for a in range(3)]
+    flat = _linear(idx, dims)  # type: ignore[arg-type]
+    flat = flat + torch.arange(batch, dtype=torch.long)[:, None] * (dims[0] * dims[1] * dims[2])
+    by_channel = values.transpose(0, 1).reshape(channels, -1)
+    picked = by_channel.index_select(1, flat.reshape(-1).to(values.device))
+    return picked.reshape(channels, batch, *extent).transpose(0, 1).contiguous()
+
+
+def box_mask(start: torch.Tensor, extent: Triple, lo: torch.Tensor, hi: torch.Tensor):
+    """(B, 1, *extent) bool: which voxels of the region at ``start`` lie in the box [lo, hi)."""
+    inside = None
+    for a in range(3):
+        coord = _axis_index(start[:, a], extent[a])
+        ok = (coord >= lo[:, a, None]) & (coord < hi[:, a, None])
+        shape = [len(start), 1, 1, 1]
+        shape[a + 1] = extent[a]
+        ok = ok.reshape(shape)
+        inside = ok if inside is None else inside & ok
+    assert inside is not None
+    return inside[:, None]

@@ -1,0 +1,368 @@
+"""Score occlusion windows by recomputing, layer by layer, only what each window changes.
+
+The unoccluded forward pass is recorded once (every node's output, see ``graph.record``). A
+batch of windows then flows through the graph as patches: at each node only the box its
+receptive field makes different is computed, reading the rest of every region it needs from
+the cache, until the box covers the whole map; from there the node's op runs on whole maps, as
+the network does. Global average pooling is updated from the box alone (cached sum - old box
+sum + new box sum). The scores equal those of complete forward passes of the occluded inputs,
+up to floating-point rounding (the same ops on the same values, summed in another order).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import fx
+
+from xaimed.engine.incremental import boxes as bx
+from xaimed.engine.incremental.graph import (
+    ElementwiseRule,
+    GlobalMeanRule,
+    Graph,
+    NoRule,
+    NotIncremental,
+    ShapeRule,
+    SlidingRule,
+    UpsampleRule,
+    call,
+    record,
+    trace,
+)
+from xaimed.engine.incremental.patches import (
+    Const,
+    PaddedCache,
+    Patch,
+    Whole,
+    box_mask,
+    crop,
+    gather,
+    read,
+    whole,
+)
+from xaimed.engine.perturb import ProgressMeter, is_out_of_memory
+from xaimed.errors import MethodError
+
+log = logging.getLogger("xaimed")
+
+# Windows in one batch at most: beyond this the per-op overhead is amortised and only memory
+# grows.
+MAX_WINDOWS = 512
+
+State = Patch | Whole | Const
+
+
+def _triple(shape: Any) -> bx.Triple:
+    return tuple(int(n) for n in shape[-3:])  # type: ignore[return-value]
+
+
+@dataclass
+class IncrementalScorer:
+    """Target scores of occluded copies of ``x``, computed incrementally.
+
+    ``threshold`` below 1 caps every changed box at that fraction of its map per axis (the
+    approximate mode): changes outside the cap are ignored.
+    """
+
+    graph: Graph
+    x: torch.Tensor
+    fill: torch.Tensor
+    target: int
+    batch_size: int
+    autocast_dtype: torch.dtype | None = None
+    threshold: float = 1.0
+    progress: Any = None
+    backoffs: int = 0
+    windows: int = 0
+    batches: int = 0
+    whole_from: dict[str, dict[str, str]] = field(default_factory=dict)
+    _caches: dict[fx.Node, PaddedCache] = field(default_factory=dict)
+    _sums: dict[fx.Node, torch.Tensor] = field(default_factory=dict)
+    _last_use: dict[fx.Node, int] = field(default_factory=dict)
+    _sized: bool = False
+    _state_bytes: int = 0
+
+    def __post_init__(self) -> None:
+        order = {n: i for i, n in enumerate(self.graph.nodes)}
+        for node in self.graph.nodes:
+            for user in node.users:
+                self._last_use[node] = max(self._last_use.get(node, 0), order[user])
+
+    # ------------------------------------------------------------ public
+
+    def scores(self, lo: torch.Tensor, hi: torch.Tensor, *, label: str) -> torch.Tensor:
+        """Target scores (N,) of ``x`` with the boxes ``[lo, hi)`` (N, 3) replaced by the fill."""
+        total = len(lo)
+        meter = ProgressMeter(label, total, self.progress)
+        out: list[torch.Tensor] = []
+        start = 0
+        while start < total:
+            stop = min(total, start + self.batch_size)
+            try:
+                out.append(self._batch(lo[start:stop], hi[start:stop]))
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                if self.batch_size == 1:
+                    raise MethodError(
+                        f"one occlusion window does not fit in memory on this device ({exc}); "
+                        "use a smaller input or runtime.device: cpu."
+                    ) from None
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                self.batch_size = max(1, self.batch_size // 2)
+                self.backoffs += 1
+                log.info("out of memory: retrying with batches of %d windows", self.batch_size)
+                continue
+            self._grow_batch(stop - start)
+            meter.advance(stop - start)
+            self.windows += stop - start
+            start = stop
+        return torch.cat(out) if out else torch.empty(0)
+
+    def record(self) -> dict[str, Any]:
+        """What the sidecar says about the incremental computation."""
+        return {
+            "windows_computed": self.windows,
+            "batches": self.batches,
+            "windows_per_batch": self.batch_size,
+            "out_of_memory_backoffs": self.backoffs,
+            "cache_forwards": 1,
+            "whole_maps_from": [{"node": name, **about} for name, about in self.whole_from.items()],
+        }
+
+    # ------------------------------------------------------------ batches
+
+    def _grow_batch(self, batch: int) -> None:
+        """After the first batch, take as many windows at once as fit where full forward
+        passes would: a window's patches are far smaller than a whole forward pass."""
+        if self._sized or self.backoffs:
+            return
+        self._sized = True
+        full = sum(
+            v.numel() * v.element_size()
+            for n, v in self.graph.cache.items()
+            if n in self.graph.depends and isinstance(v, torch.Tensor)
+        )
+        per_window = max(1, self._state_bytes // max(1, batch))
+        self.batch_size = int(
+            min(MAX_WINDOWS, max(self.batch_size, self.batch_size * full // per_window))
+        )
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.x.device.type, dtype=self.autocast_dtype)
+
+    def _batch(self, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        self.batches += 1
+        self._state_bytes = 0
+        env: dict[fx.Node, State] = {}
+        graph = self.graph
+        result: Any = None
+        with torch.no_grad(), self._autocast():
+            for index, node in enumerate(graph.nodes):
+                if node.op == "output":
+                    result = self._as_whole(node.args[0], env)  # type: ignore[arg-type]
+                    break
+                if node not in graph.depends:
+                    continue
+                if node is graph.input_node:
+                    state: State = self._input(lo, hi)
+                else:
+                    state = self._step(node, env)
+                env[node] = state
+                if isinstance(state, Patch | Whole) and isinstance(
+                    getattr(state, "values", getattr(state, "value", None)), torch.Tensor
+                ):
+                    tensor = state.values if isinstance(state, Patch) else state.value
+                    self._state_bytes += tensor.numel() * tensor.element_size()
+                for arg in node.all_input_nodes:
+                    if self._last_use.get(arg, -1) <= index:
+                        env.pop(arg, None)
+        return result.reshape(result.shape[0], -1)[:, self.target].float()
+
+    # ------------------------------------------------------------ states
+
+    def _state(self, node: fx.Node, env: dict[fx.Node, State]) -> State:
+        return env[node] if node in self.graph.depends else Const(self.graph.cache[node])
+
+    def _cache(self, node: fx.Node) -> PaddedCache:
+        if node not in self._caches:
+            self._caches[node] = PaddedCache(self.graph.cache[node])
+        return self._caches[node]
+
+    def _as_whole(self, node: fx.Node, env: dict[fx.Node, State]) -> Any:
+        state = self._state(node, env)
+        if isinstance(state, Patch):
+            return whole(self.graph.cache[node], state)
+        return state.value
+
+    def _finish(self, values: torch.Tensor, start: torch.Tensor, dims: bx.Triple) -> State:
+        """A patch, or whole maps once the box covers the map."""
+        if _triple(values.shape) == dims:
+            return Whole(values)
+        return Patch(values, start)
+
+    def _input(self, lo: torch.Tensor, hi: torch.Tensor) -> State:
+        dims = _triple(self.x.shape)
+        start, extent = bx.uniform(lo, hi, dims)
+        inside = box_mask(start, extent, lo, hi).to(self.x.device)
+        values = torch.where(
+            inside, gather(self.fill, start, extent), gather(self.x, start, extent)
+        )
+        return self._finish(values, start, dims)
+
+    def _step(self, node: fx.Node, env: dict[fx.Node, State]) -> State:
+        graph = self.graph
+        rule = graph.rules[node]
+        inputs = [n for n in node.all_input_nodes if n in graph.depends]
+        states = [env[n] for n in inputs]
+        patched = all(isinstance(s, Patch) for s in states)
+        if isinstance(rule, ShapeRule) and patched:
+            stand_in = {n: _stand_in(graph.cache[n], len(states[0].lo)) for n in inputs}  # type: ignore[union-attr]
+            return Whole(self._call(node, lambda n: stand_in.get(n, graph.cache[n])))
+        if not patched or isinstance(rule, NoRule | ShapeRule):
+            if isinstance(rule, NoRule) and any(isinstance(s, Patch) for s in states):
+                self._note_whole(node, rule.reason)
+            return Whole(self._call(node, lambda n: self._as_whole(n, env)))
+        patches: dict[fx.Node, Patch] = dict(zip(inputs, states, strict=True))  # type: ignore[arg-type]
+        if isinstance(rule, SlidingRule):
+            return self._sliding(node, rule, inputs[0], patches[inputs[0]])
+        if isinstance(rule, GlobalMeanRule):
+            return self._global_mean(node, inputs[0], patches[inputs[0]])
+        if isinstance(rule, UpsampleRule):
+            return self._upsample(node, rule, inputs[0], patches[inputs[0]])
+        assert isinstance(rule, ElementwiseRule)
+        return self._elementwise(node, patches)
+
+    def _call(self, node: fx.Node, value_of) -> Any:
+        args = fx.node.map_arg(node.args, value_of)
+        kwargs = fx.node.map_arg(node.kwargs, value_of)
+        return call(self.graph.module, node, args, kwargs)  # type: ignore[arg-type]
+
+    def _note_whole(self, node: fx.Node, reason: str) -> None:
+        if node.name in self.whole_from:
+            return
+        op = self.graph.describe(node)
+        self.whole_from[node.name] = {"op": op, "reason": reason}
+        log.info(
+            "incremental occlusion: %s (%s) has no changed-box rule (%s); from there on whole "
+            "maps are computed, as the plain engine does",
+            node.name,
+            op,
+            reason,
+        )
+
+    # ------------------------------------------------------------ rules
+
+    def _sliding(self, node: fx.Node, rule: SlidingRule, source: fx.Node, patch: Patch) -> State:
+        dims = _triple(self.graph.cache[node].shape)
+        lo, hi = bx.reach(patch.lo, patch.hi, rule.op, dims)
+        lo, hi = bx.cap(lo, hi, dims, self.threshold)
+        start, extent = bx.uniform(lo, hi, dims)
+        region_start, region_extent = bx.region(start, extent, rule.op)
+        values = read(
+            self._cache(source),
+            patch,
+            region_start,
+            region_extent,
+            rule.op.pad,
+            rule.pad_hi,
+            rule.pad_value,
+        )
+        return self._finish(rule.run(values), start, dims)
+
+    def _elementwise(self, node: fx.Node, patches: dict[fx.Node, Patch]) -> State:
+        dims = _triple(self.graph.cache[node].shape)
+        boxes = [(p.lo, p.hi) for p in patches.values()]
+        start, extent = bx.uniform(*bx.union(boxes), dims)
+        aligned = {
+            n: p.values
+            if p.size == extent and torch.equal(p.lo, start)
+            else read(self._cache(n), p, start, extent)
+            for n, p in patches.items()
+        }
+        out = self._call(node, lambda n: aligned[n] if n in aligned else self.graph.cache[n])
+        return self._finish(out, start, dims)
+
+    def _global_mean(self, node: fx.Node, source: fx.Node, patch: Patch) -> State:
+        cached = self.graph.cache[source]
+        if source not in self._sums:
+            self._sums[source] = cached.double().sum(dim=(2, 3, 4))  # (1, C)
+        old = gather(cached, patch.lo, patch.size).double().sum(dim=(2, 3, 4))
+        new = patch.values.double().sum(dim=(2, 3, 4))
+        mean = (self._sums[source] + new - old) / math.prod(_triple(cached.shape))
+        like = self.graph.cache[node]
+        return Whole(mean.to(like.dtype).reshape(len(patch.lo), *like.shape[1:]))
+
+    def _upsample(self, node: fx.Node, rule: UpsampleRule, source: fx.Node, patch: Patch) -> State:
+        dims = _triple(self.graph.cache[node].shape)
+        src_dims = _triple(self.graph.cache[source].shape)
+        r = torch.tensor(rule.scale, dtype=torch.long)
+        linear = rule.mode != "nearest"
+        margin = 2 if linear else 0
+        # Linear interpolation reads the neighbours on both sides: one more input voxel.
+        lo, hi = bx.clip(patch.lo * r - r * int(linear), patch.hi * r + r * int(linear), dims)
+        lo, hi = bx.cap(lo, hi, dims, self.threshold)
+        start, extent = bx.uniform(lo, hi, dims)
+        # Input region with a margin, so that the clamping of the interpolation at the region's
+        # edges never reaches an output voxel we keep (it matches the map's own at its border).
+        in_lo = torch.div(start, r, rounding_mode="floor") - margin
+        in_hi = -torch.div(-(start + torch.tensor(extent)), r, rounding_mode="floor") + margin
+        in_lo, in_hi = bx.clip(in_lo, in_hi, src_dims)
+        in_start, in_extent = bx.uniform(in_lo, in_hi, src_dims)
+        values = read(self._cache(source), patch, in_start, in_extent)
+        kwargs: dict[str, Any] = {"scale_factor": rule.scale, "mode": rule.mode}
+        if linear:
+            kwargs["align_corners"] = False
+        up = torch.nn.functional.interpolate(values, **kwargs)
+        return self._finish(crop(up, start - in_start * r, extent), start, dims)
+
+
+def _stand_in(cached: torch.Tensor, batch: int) -> torch.Tensor:
+    """A tensor with the batched shape of a node's maps, without memory, for shape queries."""
+    return cached.expand(batch, *cached.shape[1:])
+
+
+def build_scorer(
+    network: torch.nn.Module,
+    x: torch.Tensor,
+    fill: torch.Tensor,
+    *,
+    target: int,
+    batch_size: int,
+    autocast_dtype: torch.dtype | None,
+    threshold: float = 1.0,
+    progress: Any = None,
+) -> IncrementalScorer:
+    """Trace ``network``, record its unoccluded forward pass on ``x`` and return the scorer
+    (raises NotIncremental, with the reason, when the network cannot be handled at all)."""
+    module = trace(network)
+    context = (
+        nullcontext()
+        if autocast_dtype is None
+        else torch.autocast(device_type=x.device.type, dtype=autocast_dtype)
+    )
+    with context:
+        graph = record(module, x)
+    users = [u for u in graph.input_node.users if u.op != "output"]
+    if users and all(isinstance(graph.rules.get(u), NoRule) for u in users):
+        first = users[0]
+        reason = graph.rules[first].reason  # type: ignore[union-attr]
+        raise NotIncremental(f"its first op, {first.name} ({graph.describe(first)}), {reason}")
+    return IncrementalScorer(
+        graph,
+        x,
+        fill,
+        target,
+        batch_size,
+        autocast_dtype=autocast_dtype,
+        threshold=threshold,
+        progress=progress,
+    )
