@@ -46,7 +46,7 @@ from xaimed.engine.incremental.patches import (
     whole,
 )
 from xaimed.engine.perturb import ProgressMeter, is_out_of_memory
-from xaimed.errors import MethodError
+from xaimed.errors import OutOfMemoryError
 
 log = logging.getLogger("xaimed")
 
@@ -109,7 +109,7 @@ class IncrementalScorer:
                 if not is_out_of_memory(exc):
                     raise
                 if self.batch_size == 1:
-                    raise MethodError(
+                    raise OutOfMemoryError(
                         f"one occlusion window does not fit in memory on this device ({exc}); "
                         "use a smaller input or runtime.device: cpu."
                     ) from None
