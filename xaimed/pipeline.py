@@ -41,7 +41,13 @@ from xaimed.preprocess import Prepared, prepare
 from xaimed.progress import LogReporter, Reporter
 from xaimed.run.memory import PeakMeter
 from xaimed.run.options import RunOptions, interrupted_fields
-from xaimed.run.records import clear_stale_temporaries, record_path, work_key, write_record
+from xaimed.run.records import (
+    WorkKeys,
+    case_identity,
+    clear_stale_temporaries,
+    record_path,
+    write_record,
+)
 from xaimed.run.shard import Shard
 from xaimed.run.signals import RunInterrupted, StopFlag
 from xaimed.target import Prediction, Target, predict, resolve_targets
@@ -207,10 +213,7 @@ class Explainer:
         self.batch_sizes: dict[tuple[int, ...], int] = {}
         self.warned: set[tuple[str, str]] = set()
         self.memory = PeakMeter(self.model.device)
-
-    def work_key(self, entry: MethodEntry, case: Case) -> str:
-        """The completion-record key of ``entry`` on ``case`` under this config and model."""
-        return work_key(self.config, entry, self.model.sha256, case)
+        self.keys = WorkKeys(config, self.model.sha256)
 
     def load(self, case: Case) -> LoadedCase:
         """Read and preprocess ``case`` (safe to run in a background thread)."""
@@ -276,6 +279,7 @@ class Explainer:
                 fixed=self.config.runtime.batch_size,
             )
         rows: list[dict[str, Any]] = []
+        identity = case_identity(case)
         for position, entry in enumerate(todo):
             try:
                 self.stop.check()
@@ -288,7 +292,7 @@ class Explainer:
             if all(row["status"] == "ok" for row in entry_rows):
                 write_record(
                     record_path(self.out_dir, case.case_id, entry.output_id),
-                    self.work_key(entry, case),
+                    self.keys.key(entry, identity),
                     entry_rows,
                 )
             rows += entry_rows

@@ -27,7 +27,7 @@ from xaimed.progress import Reporter
 from xaimed.run.executors import Job, run_dask, run_devices, run_serial
 from xaimed.run.logs import LogSetup
 from xaimed.run.options import RunOptions, interrupted_fields
-from xaimed.run.records import read_record, record_path, work_key
+from xaimed.run.records import WorkKeys, case_identity, read_record, record_path
 from xaimed.run.signals import StopFlag, stop_on_signals
 from xaimed.writers.atomic import atomic_path
 from xaimed.writers.manifest import write_manifest
@@ -82,14 +82,16 @@ def plan_jobs(
     cases: list[Case], config: Config, out_dir: Path, model_sha256: str, overwrite: bool
 ) -> list[Job]:
     """For every case, the methods still to do and the rows of those already done."""
+    keys = WorkKeys(config, model_sha256)
     jobs = []
     for index, case in enumerate(cases):
         job = Job(index, case, [])
+        identity = None if overwrite else case_identity(case)
         for entry in config.methods:
             record = None
-            if not overwrite:
+            if identity is not None:
                 path = record_path(out_dir, case.case_id, entry.output_id)
-                record = read_record(path, work_key(config, entry, model_sha256, case))
+                record = read_record(path, keys.key(entry, identity))
             if record is None:
                 job.todo.append(entry)
             else:

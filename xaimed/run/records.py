@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,29 +43,40 @@ def case_identity(case: Case) -> dict[str, Any]:
         if path is None:
             continue
         try:
-            stat = path.stat()
+            info = path.stat()
         except OSError:
             continue
         # A DICOM study is a folder: its files are not summed here (that would read every
         # header of a large cohort on each resume); the study id in the case id covers it.
-        identity[key] = [str(path), stat.st_size, stat.st_mtime_ns] if path.is_file() else str(path)
+        is_file = stat.S_ISREG(info.st_mode)
+        identity[key] = [str(path), info.st_size, info.st_mtime_ns] if is_file else str(path)
     return identity
 
 
-def work_key(config: Config, entry: MethodEntry, model_sha256: str, case: Case) -> str:
-    """SHA-256 naming one method's work on ``case`` under this config, model and version."""
-    settings = config.model_dump(mode="json", by_alias=True)
-    settings.pop("methods", None)
-    for where in ("device", "threads"):
-        settings.get("runtime", {}).pop(where, None)
-    blob = {
-        "config": settings,
-        "method": entry.model_dump(mode="json", by_alias=True),
-        "model_sha256": model_sha256,
-        "xaimed": __version__,
-        "case": case_identity(case),
-    }
-    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
+class WorkKeys:
+    """Completion-record keys: SHA-256 of a method's settings (config, model, version; made once
+    per method) and of the case's identity."""
+
+    def __init__(self, config: Config, model_sha256: str) -> None:
+        settings = config.model_dump(mode="json", by_alias=True)
+        settings.pop("methods", None)
+        for where in ("device", "threads"):
+            settings.get("runtime", {}).pop(where, None)
+        self._common = {"config": settings, "model_sha256": model_sha256, "xaimed": __version__}
+        self._methods: dict[str, str] = {}
+
+    def _method(self, entry: MethodEntry) -> str:
+        key = self._methods.get(entry.output_id)
+        if key is None:
+            blob = self._common | {"method": entry.model_dump(mode="json", by_alias=True)}
+            key = hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
+            self._methods[entry.output_id] = key
+        return key
+
+    def key(self, entry: MethodEntry, identity: dict[str, Any]) -> str:
+        """The key of ``entry``'s work on the case whose :func:`case_identity` is ``identity``."""
+        blob = {"method": self._method(entry), "case": identity}
+        return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
 
 def record_path(out_dir: Path, case_id: str, output_id: str) -> Path:
