@@ -76,7 +76,6 @@ class RunResult:
     shard: Shard = field(default_factory=Shard)
     interrupted: bool = False
     plan: list[dict[str, Any]] = field(default_factory=list)
-    log_file: Path | None = None
 
     @property
     def manifest(self) -> Path:
@@ -85,13 +84,8 @@ class RunResult:
 
     @property
     def failed(self) -> list[dict[str, Any]]:
-        """Rows whose work did not succeed (failed, interrupted or not run)."""
-        return [r for r in self.rows if r["status"] not in ("ok",)]
-
-    @property
-    def failed_cases(self) -> list[str]:
-        """Ids of the cases with at least one failed row, in run order."""
-        return list(dict.fromkeys(r["case_id"] for r in self.rows if r["status"] == "failed"))
+        """Rows whose work did not succeed (failed, interrupted, pending or not run)."""
+        return [r for r in self.rows if r["status"] != "ok"]
 
 
 @dataclass

@@ -3,8 +3,8 @@
 Neither torch nor the standard library reports a per-interval peak of host memory: ``ru_maxrss``
 is the process's lifetime peak. Linux resets the peak resident set (VmHWM) when 5 is written to
 ``/proc/self/clear_refs``, so the peak of each method can be read afterwards. Where that is not
-possible (other systems, restricted containers) the lifetime peak is reported instead and the
-record says so. On CUDA the allocator's own peak statistics are used.
+possible (other systems, restricted containers) the lifetime peak is reported instead (the
+README says so). On CUDA the allocator's own peak statistics are used.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ class PeakMemory:
 
     host_mib: float | None = None
     device_mib: float | None = None
-    host_is_lifetime: bool = False
 
 
 def _vm_hwm_kib() -> int | None:
@@ -67,7 +66,6 @@ class PeakMeter:
             scale = 1 if sys.platform == "darwin" else 1024
             peak.host_mib = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
                                   / 2**20, 1)  # fmt: skip
-            peak.host_is_lifetime = True
         if self.device.type == "cuda":
             peak.device_mib = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
         return peak
