@@ -20,6 +20,39 @@ sys.path.insert(0, str(TESTS))
 from tiny_models import TinyCNN  # noqa: E402
 
 
+def run_method(
+    name: str,
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    *,
+    context: dict[str, Any] | None = None,
+    target: int = 1,
+    batch_size: int = 4,
+    seed: int = 0,
+    **params: Any,
+):
+    """Run method ``name`` on ``x`` through a pass-counting wrapper, as the pipeline does.
+
+    ``context`` adds MethodContext fields (is_script, case, progress); ``params`` are the
+    method's parameters. Returns (attribution, details, pass count).
+    """
+    from xaimed.engine.counting import CountingModel
+    from xaimed.methods import registry
+    from xaimed.methods.context import MethodContext, MethodOutput
+
+    info = registry.find(name)
+    counting = CountingModel(model)
+    ctx = MethodContext(
+        model=counting, inputs=x, target=target, seed=seed, batch_size=batch_size,
+        device=x.device, **(context or {}),
+    )  # fmt: skip
+    out = info.run(ctx, info.params_model.model_validate(params))
+    if isinstance(out, torch.Tensor):
+        out = MethodOutput(out)
+    assert out.attribution.shape == x.shape
+    return out.attribution.detach(), out.details, counting.count
+
+
 def oblique_affine(spacing=(1.5, 2.0, 3.0), axcodes="LPS", angle=0.2) -> np.ndarray:
     """An affine with anisotropic spacing, a rotation and a non-RAS axis order."""
     flips = {"R": 1, "L": -1, "A": 1, "P": -1, "S": 1, "I": -1}

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import run_method
 from tiny_models import FunctionalReLU, LinearModel, TinyCNN
 
 from xaimed.engine.batching import bytes_per_sample, choose_batch_size
-from xaimed.engine.counting import CountingModel
 from xaimed.errors import MethodError
 from xaimed.methods import registry
-from xaimed.methods.context import MethodContext
 
 SHAPE = (8, 8, 8)
 
@@ -24,20 +23,11 @@ def _linear() -> LinearModel:
 
 
 def _run(name, model, x, *, target=1, batch_size=4, seed=0, is_script=False, **params):
-    info = registry.find(name)
-    counting = CountingModel(model)
-    ctx = MethodContext(
-        model=counting,
-        inputs=x,
-        target=target,
-        seed=seed,
-        batch_size=batch_size,
-        device=x.device,
-        is_script=is_script,
-    )
-    out = info.run(ctx, info.params_model.model_validate(params))
-    assert out.shape == x.shape
-    return out.detach(), counting.count
+    attribution, _, count = run_method(
+        name, model, x, context={"is_script": is_script}, target=target,
+        batch_size=batch_size, seed=seed, **params,
+    )  # fmt: skip
+    return attribution, count
 
 
 @pytest.fixture

@@ -5,16 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import oblique_affine
+from conftest import oblique_affine, run_method
 from tiny_models import LinearModel, TinyCNN
 
 from xaimed.config import PreprocessingSection
-from xaimed.engine.counting import CountingModel
 from xaimed.engine.perturb import Evaluator, ProgressMeter
 from xaimed.errors import MethodError
-from xaimed.methods import registry
 from xaimed.methods.casedata import CaseData
-from xaimed.methods.context import MethodContext
 from xaimed.methods.groupings import grid_labels
 from xaimed.preprocess import prepare
 
@@ -38,21 +35,10 @@ def _linear(shape=SHAPE) -> LinearModel:
 
 
 def _run(name, model, x, *, target=1, batch_size=4, seed=0, case=None, progress=None, **params):
-    info = registry.find(name)
-    counting = CountingModel(model)
-    ctx = MethodContext(
-        model=counting,
-        inputs=x,
-        target=target,
-        seed=seed,
-        batch_size=batch_size,
-        device=x.device,
-        case=case,
-        progress=progress,
-    )
-    out = info.run(ctx, info.params_model.model_validate(params))
-    assert out.attribution.shape == x.shape
-    return out.attribution.detach(), out.details, counting.count
+    return run_method(
+        name, model, x, context={"case": case, "progress": progress}, target=target,
+        batch_size=batch_size, seed=seed, **params,
+    )  # fmt: skip
 
 
 def _close(ours: torch.Tensor, theirs: torch.Tensor) -> None:
