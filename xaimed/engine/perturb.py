@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
@@ -99,29 +100,63 @@ class Evaluator:
 
     def scores(self, total: int, build: Build, *, label: str = "perturbations") -> torch.Tensor:
         """Target scores of the ``total`` perturbed inputs that ``build(start, stop)`` makes."""
-        meter = ProgressMeter(label, total, self.progress)
-        out: list[torch.Tensor] = []
-        start = 0
-        while start < total:
-            stop = min(total, start + self.batch_size)
-            try:
-                out.append(self._forward(build(start, stop)))
-            except Exception as exc:
-                if not is_out_of_memory(exc) or self.batch_size == 1:
-                    if is_out_of_memory(exc):
-                        raise OutOfMemoryError(_TOO_BIG.format(exc=exc)) from None
-                    raise
-                self._back_off()
-                continue
-            meter.advance(stop - start)
-            self.samples += stop - start
-            start = stop
-        return torch.cat(out) if out else torch.empty(0)
 
-    def _back_off(self) -> None:
-        # Free what the failed batch left in the CUDA cache before retrying smaller.
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        self.batch_size = max(1, self.batch_size // 2)
-        self.backoffs += 1
-        log.info("out of memory: retrying with batches of %d", self.batch_size)
+        def counted(n: int) -> None:
+            self.samples += n
+
+        return run_batches(
+            self,
+            total,
+            lambda start, stop: self._forward(build(start, stop)),
+            ProgressMeter(label, total, self.progress),
+            too_big=_TOO_BIG,
+            after=counted,
+        )
+
+
+class Batched(Protocol):
+    """What :func:`run_batches` adjusts: the batch size, and how often it was halved."""
+
+    batch_size: int
+    backoffs: int
+
+
+def run_batches(
+    owner: Batched,
+    total: int,
+    step: Callable[[int, int], torch.Tensor],
+    meter: ProgressMeter,
+    *,
+    too_big: str,
+    unit: str = "",
+    after: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """Concatenated ``step(start, stop)`` over ``range(total)`` in batches of ``owner.batch_size``.
+
+    On an out-of-memory error the batch size is halved (``owner.backoffs`` counts it) and the
+    same batch retried; at a batch of one it raises OutOfMemoryError with ``too_big`` (its
+    ``{exc}`` filled in). ``after(n)`` runs after each batch of ``n`` items.
+    """
+    out: list[torch.Tensor] = []
+    start = 0
+    while start < total:
+        stop = min(total, start + owner.batch_size)
+        try:
+            out.append(step(start, stop))
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            if owner.batch_size == 1:
+                raise OutOfMemoryError(too_big.format(exc=exc)) from None
+            # Free what the failed batch left in the CUDA cache before retrying smaller.
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            owner.batch_size = max(1, owner.batch_size // 2)
+            owner.backoffs += 1
+            log.info("out of memory: retrying with batches of %d%s", owner.batch_size, unit)
+            continue
+        if after is not None:
+            after(stop - start)
+        meter.advance(stop - start)
+        start = stop
+    return torch.cat(out) if out else torch.empty(0)

@@ -45,8 +45,7 @@ from xaimed.engine.incremental.patches import (
     read,
     whole,
 )
-from xaimed.engine.perturb import ProgressMeter, is_out_of_memory
-from xaimed.errors import OutOfMemoryError
+from xaimed.engine.perturb import ProgressMeter, run_batches
 
 log = logging.getLogger("xaimed")
 
@@ -98,32 +97,21 @@ class IncrementalScorer:
     def scores(self, lo: torch.Tensor, hi: torch.Tensor, *, label: str) -> torch.Tensor:
         """Target scores (N,) of ``x`` with the boxes ``[lo, hi)`` (N, 3) replaced by the fill."""
         total = len(lo)
-        meter = ProgressMeter(label, total, self.progress)
-        out: list[torch.Tensor] = []
-        start = 0
-        while start < total:
-            stop = min(total, start + self.batch_size)
-            try:
-                out.append(self._batch(lo[start:stop], hi[start:stop]))
-            except Exception as exc:
-                if not is_out_of_memory(exc):
-                    raise
-                if self.batch_size == 1:
-                    raise OutOfMemoryError(
-                        f"one occlusion window does not fit in memory on this device ({exc}); "
-                        "use a smaller input or runtime.device: cpu."
-                    ) from None
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                self.batch_size = max(1, self.batch_size // 2)
-                self.backoffs += 1
-                log.info("out of memory: retrying with batches of %d windows", self.batch_size)
-                continue
-            self._grow_batch(stop - start)
-            meter.advance(stop - start)
-            self.windows += stop - start
-            start = stop
-        return torch.cat(out) if out else torch.empty(0)
+
+        def counted(n: int) -> None:
+            self._grow_batch(n)
+            self.windows += n
+
+        return run_batches(
+            self,
+            total,
+            lambda start, stop: self._batch(lo[start:stop], hi[start:stop]),
+            ProgressMeter(label, total, self.progress),
+            too_big="one occlusion window does not fit in memory on this device ({exc}); use a "
+            "smaller input or runtime.device: cpu.",
+            unit=" windows",
+            after=counted,
+        )
 
     def record(self) -> dict[str, Any]:
         """What the sidecar says about the incremental computation."""
