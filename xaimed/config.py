@@ -29,6 +29,8 @@ from pydantic import (
 )
 
 from xaimed.errors import ConfigError
+from xaimed.pacs.settings import PacsSection, ServerSettings, StoreSettings
+from xaimed.units import parse_bytes
 
 Vec3 = tuple[float, float, float]
 Size3 = tuple[int, int, int]
@@ -284,6 +286,9 @@ class OutputsSection(Strict):
         True, description="DICOM inputs: RGB Secondary Captures, one per source slice."
     )
     overlay: OverlaySection = Field(default_factory=OverlaySection)
+    store: StoreSettings | None = Field(
+        None, description="DICOM inputs: store the derived series into the source study."
+    )
 
 
 class DicomSelect(Strict):
@@ -440,6 +445,7 @@ class Config(Strict):
     dicom: DicomSection = Field(default_factory=DicomSection)
     tiling: TilingSection | None = None
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
+    pacs: PacsSection | None = None
     # Folder of the config file: per-case paths in method parameters resolve against it.
     _base_dir: Path | None = PrivateAttr(None)
 
@@ -466,31 +472,18 @@ class Config(Strict):
                     f"target.class {target!r} is not 'predicted', 'all', an index or one of "
                     f"model.classes {names}{hint}"
                 )
+        store = self.outputs.store
+        if store is not None and store.server == "source" and self.pacs is None:
+            raise ValueError(
+                "outputs.store.server is 'source' but there is no pacs section; give "
+                "pacs.server or a server under outputs.store.server"
+            )
         return self
 
     def config_hash(self) -> str:
         """SHA-256 of the validated config (defaults included), stable across key order."""
         blob = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
-
-
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # fmt: skip
-
-
-def parse_bytes(value: str | int) -> int:
-    """Parse ``2GB``, ``512MiB`` or a number of bytes."""
-    if isinstance(value, int):
-        if value <= 0:
-            raise ValueError(f"memory budget must be positive, got {value}")
-        return value
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", value)
-    if not match or match.group(2).lower() not in _UNITS:
-        raise ValueError(f"expected a size like '2GB' or '512MiB', got {value!r}")
-    size = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
-    if size <= 0:
-        raise ValueError(f"memory budget must be positive, got {value!r}")
-    return size
 
 
 def _suggest(word: str, candidates: typing.Iterable[str]) -> str:
@@ -604,6 +597,26 @@ def _resolve_evaluate_paths(section: EvaluateSection, base_dir: Path) -> None:
     section.agreement.checkpoints = [_resolve(p, base_dir) for p in section.agreement.checkpoints]
 
 
+def _resolve_server_paths(server: Any, base_dir: Path) -> None:
+    # Credentials files and TLS material, like every path, start at the config's folder.
+    if isinstance(server, ServerSettings):
+        file = server.credentials.file
+        server.credentials.file = file and _resolve(file, base_dir)
+        if server.tls is not None:
+            for name in ("ca_bundle", "client_cert", "client_key"):
+                value = getattr(server.tls, name)
+                setattr(server.tls, name, value and _resolve(value, base_dir))
+
+
+def _resolve_pacs_paths(config: Config, base_dir: Path) -> None:
+    if config.pacs is not None:
+        _resolve_server_paths(config.pacs.server, base_dir)
+        cache = config.pacs.cache.folder
+        config.pacs.cache.folder = cache and _resolve(cache, base_dir)
+    if config.outputs.store is not None:
+        _resolve_server_paths(config.outputs.store.server, base_dir)
+
+
 def _section_problems(data: dict[str, Any], base_dir: Path, check_files: bool) -> list[str]:
     """Problems of the model files and method parameters, found section by section.
 
@@ -647,6 +660,7 @@ def parse_config(data: Any, base_dir: Path, *, check_files: bool = True) -> Conf
         raise ConfigError(f"invalid config: {len(problems)} problem(s)", problems) from None
     _resolve_model_paths(config.model, base_dir)
     _resolve_evaluate_paths(config.evaluate, base_dir)
+    _resolve_pacs_paths(config, base_dir)
     config._base_dir = base_dir
     problems = _method_problems(config) + (_file_problems(config.model) if check_files else [])
     if problems:

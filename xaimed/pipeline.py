@@ -37,6 +37,8 @@ from xaimed.methods.casedata import CaseData
 from xaimed.methods.context import MethodContext, MethodOutput
 from xaimed.methods.postprocess import is_identity, postprocess
 from xaimed.model import LoadedModel, load_model, resolve_device
+from xaimed.pacs.source import PacsSource
+from xaimed.pacs.store import output_files, store_for_run
 from xaimed.preprocess import Prepared, prepare
 from xaimed.progress import LogReporter, Reporter
 from xaimed.run.memory import PeakMeter
@@ -208,9 +210,14 @@ class Explainer:
         self.warned: set[tuple[str, str]] = set()
         self.memory = PeakMeter(self.model.device)
         self.keys = WorkKeys(config, self.model.sha256)
+        # Studies on a DICOM server are retrieved when read; derived series stored back.
+        self.pacs = PacsSource.for_run(config, out_dir)
+        self.store = store_for_run(config) if config.outputs.store is not None else None
 
     def load(self, case: Case) -> LoadedCase:
         """Read and preprocess ``case`` (safe to run in a background thread)."""
+        if case.format == "pacs" and self.pacs is not None:
+            case = self.pacs.resolve(case)
         volume = read_case(case, self.config)
         prepared = prepare(
             volume, self.config.preprocessing, model_size=self.config.model.input_size
@@ -229,7 +236,11 @@ class Explainer:
             # Captum warns on every call that it set requires_grad and installed hooks; both
             # are expected here and would bury the messages that matter.
             warnings.filterwarnings("ignore", category=UserWarning, module=r"captum\.")
-            return self._explain_case(case, todo, loaded)
+            try:
+                return self._explain_case(case, todo, loaded)
+            finally:
+                if case.format == "pacs" and self.pacs is not None:
+                    self.pacs.release(case)
 
     def _explain_case(
         self, case: Case, todo: list[MethodEntry], loaded: LoadedCase | Exception | None
@@ -322,7 +333,7 @@ class Explainer:
     def _base_row(self, case: Case, entry: MethodEntry) -> dict[str, Any]:
         return {
             "case_id": case.case_id,
-            "source": str(case.path),
+            "source": case.source,
             "label": case.label or "",
             "method": entry.output_id,
         }
@@ -497,6 +508,11 @@ class Explainer:
                     )
                 )
                 record["source"]["dicom"] = dicom_source_record(prepared.source)
+                if self.store is not None:
+                    stored = self.store.store(output_files(row), case_id=case.case_id)
+                    # What is on the server, not what this run sent: the same on every rerun.
+                    record["stored"] = {k: v for k, v in stored.items() if k != "sent"}
+                    row["stored"] = "yes"
             record["warnings"] += prepared.source.meta.get("warnings", [])
             row["sidecar"] = str(write_sidecar(record, case_dir / f"{stem}.json"))
             row["_heatmap"] = heatmap
@@ -556,7 +572,7 @@ class Explainer:
             "case_id": case.case_id,
             "label": case.label,
             "source": {
-                "path": str(case.path),
+                "path": case.source,
                 "shape": list(prepared.source.array.shape),
                 "affine_ras": prepared.source.affine.round(6).tolist(),
                 "axcodes": prepared.source.axcodes,

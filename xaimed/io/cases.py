@@ -15,7 +15,8 @@ from xaimed.io.nifti import is_nifti, nifti_stem
 class Case:
     """One study to explain: an id safe for file names, and where its image is.
 
-    ``format`` is ``"nifti"`` or ``"dicom"``; a DICOM case carries its ``study`` (a
+    ``format`` is ``"nifti"``, ``"dicom"`` or ``"pacs"`` (a study on a DICOM server, with its
+    ``study_uid``, retrieved into ``path`` when it is read); a DICOM case carries its ``study`` (a
     ``xaimed.io.dicom.DicomStudy``: its series, headers only) and ``path`` is the study's folder.
     A case from a case list is ``"listed"`` until it is read: its path is only looked at then,
     so a missing or corrupt entry fails that case, not the run. ``mask`` and ``label`` come from
@@ -28,6 +29,17 @@ class Case:
     study: Any = None
     mask: Path | None = None
     label: str | None = None
+    study_uid: str | None = None
+    remote: str | None = None
+
+    @property
+    def source(self) -> str:
+        """Where the case comes from, for the manifest and sidecar: its path, or for a study on
+        a DICOM server (``format`` ``"pacs"``, read into ``path`` when needed) the server and
+        the Study Instance UID."""
+        if self.study_uid is not None and self.remote is not None:
+            return f"{self.remote}/studies/{self.study_uid}"
+        return str(self.path)
 
 
 def safe_id(name: str) -> str:

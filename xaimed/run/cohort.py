@@ -20,9 +20,11 @@ from typing import Any
 import torch
 
 from xaimed.config import Config
-from xaimed.errors import XaimedError
+from xaimed.errors import ConfigError, XaimedError
 from xaimed.io.cases import Case, discover_cases
 from xaimed.model import LoadedModel, load_model, resolve_device
+from xaimed.pacs.source import PacsSource, is_pacs_input, remote_cases
+from xaimed.pacs.store import store_for_run
 from xaimed.pipeline import CaseOutcome, Explainer, RunResult
 from xaimed.progress import Reporter
 from xaimed.run.executors import Job, run_dask, run_devices, run_serial
@@ -129,7 +131,7 @@ class _Collector:
 
     def pending(self, job: Job) -> None:
         """Rows for a case not yet done, so a killed run's manifest still lists it."""
-        rows = [{"case_id": job.case.case_id, "source": str(job.case.path),
+        rows = [{"case_id": job.case.case_id, "source": job.case.source,
                  "label": job.case.label or "", "method": e.output_id, "status": "pending"}
                 for e in job.todo]  # fmt: skip
         self.by_case[job.index] = self.rows_of(job, CaseOutcome(rows))
@@ -181,8 +183,22 @@ def run_cohort(
         raise XaimedError("--executor dask needs --scheduler ADDRESS (tcp://host:port).")
     # Absolute paths: workers elsewhere (Dask) may run in another folder, and records must
     # find their files from whatever folder a resumed run starts in.
-    input_path, out_dir = input_path.resolve(), out_dir.resolve()
-    all_cases = discover_cases(input_path)
+    out_dir = out_dir.resolve()
+    pacs = PacsSource.for_run(config, out_dir)
+    if pacs is not None:
+        pacs.check()
+    if config.outputs.store is not None and not options.dry_run:
+        store_for_run(config).check()
+    if is_pacs_input(input_path):
+        if pacs is None:
+            raise ConfigError(
+                "INPUT pacs: lists the studies of pacs.query on pacs.server, but the config has "
+                "no pacs section; add one."
+            )
+        all_cases = pacs.query_cases()
+    else:
+        input_path = input_path.resolve()
+        all_cases = remote_cases(discover_cases(input_path), pacs)
     _check_case_ids(all_cases)
     cases = options.shard.select(all_cases)
     log.info(
@@ -276,7 +292,7 @@ def _unfinished(job: Job, stop: StopFlag) -> CaseOutcome:
         fields = interrupted_fields(stop.signal_name or "stop requested")
     return CaseOutcome(
         [
-            {"case_id": job.case.case_id, "source": str(job.case.path),
+            {"case_id": job.case.case_id, "source": job.case.source,
              "label": job.case.label or "", "method": entry.output_id} | fields
             for entry in job.todo
         ],
@@ -288,7 +304,7 @@ def _plan_table(jobs: list[Job]) -> list[dict[str, Any]]:
     return [
         {
             "case_id": job.case.case_id,
-            "source": str(job.case.path),
+            "source": job.case.source,
             "run": [e.output_id for e in job.todo],
             "skip": sorted(job.done_rows),
         }

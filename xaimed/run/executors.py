@@ -263,7 +263,7 @@ def run_devices(
 def failed_rows(job: Job, message: str, kind: str) -> list[dict[str, Any]]:
     """Manifest rows failing every method a job still had to do."""
     return [
-        {"case_id": job.case.case_id, "source": str(job.case.path),
+        {"case_id": job.case.case_id, "source": job.case.source,
          "label": job.case.label or "", "method": entry.output_id, "status": "failed",
          "error": message, "error_type": kind}
         for entry in job.todo

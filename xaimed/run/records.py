@@ -38,8 +38,10 @@ FILE_COLUMNS = ("nifti", "sidecar", "png", "dicom_pm", "dicom_sc")
 def case_identity(case: Case) -> dict[str, Any]:
     """What makes a case the same case on a rerun: its source (path, and size and modification
     time for a file), its mask and its label (a case list may change any of them)."""
-    identity: dict[str, Any] = {"path": str(case.path), "mask": None, "label": case.label}
-    for key, path in (("source", case.path), ("mask", case.mask)):
+    identity: dict[str, Any] = {"path": case.source, "mask": None, "label": case.label}
+    # A study on a DICOM server is known by its UID (and server); its cache folder says nothing.
+    source = None if case.format == "pacs" else case.path
+    for key, path in (("source", source), ("mask", case.mask)):
         if path is None:
             continue
         try:
@@ -60,6 +62,10 @@ class WorkKeys:
     def __init__(self, config: Config, model_sha256: str) -> None:
         settings = config.model_dump(mode="json", by_alias=True)
         settings.pop("methods", None)
+        # Where studies come from and how they are cached does not change the maps.
+        settings.pop("pacs", None)
+        if settings.get("outputs", {}).get("store") is None:
+            settings.get("outputs", {}).pop("store", None)
         for where in ("device", "threads"):
             settings.get("runtime", {}).pop(where, None)
         self._common = {"config": settings, "model_sha256": model_sha256, "xaimed": __version__}

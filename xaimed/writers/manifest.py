@@ -19,7 +19,7 @@ COLUMNS = [
     "case_id", "case_index", "source", "label", "method", "target", "status", "error_type",
     "error", "nifti", "sidecar", "png", "wall_s", "predicted_class", "probability",
     "forward_passes", "backward_passes", "peak_host_mib", "peak_device_mib", "resumed",
-    "warning", "series_uid", "dicom_pm", "dicom_sc",
+    "warning", "series_uid", "dicom_pm", "dicom_sc", "stored",
 ]  # fmt: skip
 # Columns that differ between two runs of the same work (compare manifests without them).
 TIMING_COLUMNS = ("wall_s", "peak_host_mib", "peak_device_mib", "resumed")
