@@ -152,12 +152,6 @@ def _output(attribution: torch.Tensor, details: dict[str, Any]) -> MethodOutput:
 # ---------------------------------------------------------------- occlusion
 
 
-def window_starts(size: int, window: int, stride: int) -> list[int]:
-    """Start of every window along one axis: multiples of the stride, Captum's count."""
-    window = min(window, size)
-    return [i * stride for i in range(math.ceil((size - window) / stride) + 1)]
-
-
 def occlusion(ctx: MethodContext, params: OcclusionParams) -> MethodOutput:
     import torch
 

@@ -187,6 +187,12 @@ def window_scores(
     return PlainWindows(ctx, fill), record | {"engine": "plain"}
 
 
+def window_starts(size: int, window: int, stride: int) -> list[int]:
+    """Start of every window along one axis: multiples of the stride, Captum's count."""
+    window = min(window, size)
+    return [i * stride for i in range(math.ceil((size - window) / stride) + 1)]
+
+
 def boxes_of(
     shape: tuple[int, int, int], window: tuple[int, int, int], stride: tuple[int, int, int]
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -194,8 +200,6 @@ def boxes_of(
     import itertools
 
     import torch
-
-    from xaimed.methods.perturbation import window_starts
 
     starts = list(
         itertools.product(
