@@ -20,6 +20,7 @@ from xaimed.config import load_config
 from xaimed.errors import ConfigError
 from xaimed.evaluate.runner import evaluate
 from xaimed.evaluate.session import build_scorer, open_case, reexplain
+from xaimed.io.case import Case
 from xaimed.model import load_model
 from xaimed.pipeline import explain
 from xaimed.progress import LogReporter
@@ -138,7 +139,7 @@ def test_reexplaining_reproduces_the_stored_map(study):
     config = load_config(study / "config.yaml")
     loaded = load_model(config.model, torch.device("cpu"))
     scorer = build_scorer(loaded.module, config, is_script=False)
-    case = open_case("a", study / "images" / "a.nii.gz", config, scorer, loaded.device)
+    case = open_case(Case("a", study / "images" / "a.nii.gz"), config, scorer, loaded.device)
     for entry in config.methods:
         stored = nib.load(study / "run" / "a" / f"a_{entry.output_id}.nii.gz").get_fdata()
         again = reexplain(scorer, case, entry, 1, config)
@@ -203,7 +204,7 @@ def test_source_maps_go_back_onto_the_model_grid_for_the_curves(study):
     config = load_config(study / "config.yaml")
     loaded = load_model(config.model, torch.device("cpu"))
     scorer = build_scorer(loaded.module, config, is_script=False)
-    case = open_case("a", study / "images" / "a.nii.gz", config, scorer, loaded.device)
+    case = open_case(Case("a", study / "images" / "a.nii.gz"), config, scorer, loaded.device)
     rng = np.random.default_rng(0)
     on_model = ndimage.gaussian_filter(rng.normal(size=case.inputs.shape[2:]), 2.0)
     on_source = case.prepared.invert_map(on_model[None]).array

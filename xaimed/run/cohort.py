@@ -1,8 +1,9 @@
 """A cohort run: the cases of one shard, what is done already, the executor, the manifest.
 
 The parent process alone writes the shard's manifest (``manifest.csv``, or
-``manifest-shard-I-of-N.csv`` when sharded, so no two processes write one file), rewritten
-after every case with the rows in case order whatever order the executor finished them in.
+``manifest-shard-I-of-N.csv`` when sharded, so no two processes write one file), with the rows
+in case order whatever order the executor finished them in; it is rewritten as cases finish, at
+most once per 20 times its last write took (see ``_Collector.flush``).
 Work whose completion record matches is not redone; its rows are copied from the record and
 marked ``resumed``.
 """
@@ -21,15 +22,17 @@ import torch
 
 from xaimed.config import Config
 from xaimed.errors import XaimedError
-from xaimed.io.cases import Case, discover_cases
+from xaimed.io.case import Case
+from xaimed.io.cases import discover_cases
 from xaimed.model import LoadedModel, load_model, resolve_device
-from xaimed.pipeline import CaseOutcome, Explainer, RunResult
 from xaimed.progress import Reporter
 from xaimed.run.executors import Job, run_dask, run_devices, run_serial
 from xaimed.run.logs import LogSetup
 from xaimed.run.options import RunOptions, interrupted_fields
 from xaimed.run.records import WorkKeys, case_identity, read_record, record_path
+from xaimed.run.result import RunResult
 from xaimed.run.signals import StopFlag, stop_on_signals
+from xaimed.run.worker import CaseOutcome, Explainer
 from xaimed.writers.atomic import atomic_path
 from xaimed.writers.manifest import write_manifest
 

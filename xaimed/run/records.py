@@ -26,7 +26,7 @@ from typing import Any
 
 from xaimed import __version__
 from xaimed.config import Config, MethodEntry
-from xaimed.io.cases import Case
+from xaimed.io.case import Case
 from xaimed.writers.atomic import atomic_path
 from xaimed.writers.naming import file_part
 
