@@ -34,7 +34,7 @@ from xaimed.run.result import RunResult
 from xaimed.run.signals import StopFlag, stop_on_signals
 from xaimed.run.worker import CaseOutcome, Explainer
 from xaimed.writers.atomic import atomic_path
-from xaimed.writers.manifest import write_manifest
+from xaimed.writers.manifest import ManifestRow, case_row, write_manifest
 
 log = logging.getLogger("xaimed")
 
@@ -99,7 +99,9 @@ def plan_jobs(
             if record is None:
                 job.todo.append(entry)
             else:
-                job.done_rows[entry.output_id] = [r | {"resumed": "yes"} for r in record.rows]
+                job.done_rows[entry.output_id] = [
+                    ManifestRow(**r) | ManifestRow(resumed="yes") for r in record.rows
+                ]
         jobs.append(job)
     return jobs
 
@@ -113,14 +115,14 @@ class _Collector:
     reporter: Reporter
     stop: StopFlag
     fail_fast: bool
-    by_case: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    by_case: dict[int, list[ManifestRow]] = field(default_factory=dict)
     # Executors other than this process report no per-method progress: count it here.
     advance_rows: bool = False
     _last_flush: float = 0.0
     _flush_cost: float = 0.0
 
-    def rows_of(self, job: Job, outcome: CaseOutcome) -> list[dict[str, Any]]:
-        fresh: dict[str, list[dict[str, Any]]] = {}
+    def rows_of(self, job: Job, outcome: CaseOutcome) -> list[ManifestRow]:
+        fresh: dict[str, list[ManifestRow]] = {}
         for row in outcome.rows:
             fresh.setdefault(row["method"], []).append(row)
         rows = []
@@ -128,13 +130,11 @@ class _Collector:
             rows += job.done_rows.get(entry.output_id, []) + fresh.get(entry.output_id, [])
         # The case's place in the unsharded order: what `xaimed merge` sorts by.
         position = self.result.shard.index + job.index * self.result.shard.count
-        return [{"case_index": position} | row for row in rows]
+        return [ManifestRow(case_index=position) | row for row in rows]
 
     def pending(self, job: Job) -> None:
         """Rows for a case not yet done, so a killed run's manifest still lists it."""
-        rows = [{"case_id": job.case.case_id, "source": str(job.case.path),
-                 "label": job.case.label or "", "method": e.output_id, "status": "pending"}
-                for e in job.todo]  # fmt: skip
+        rows = [case_row(job.case, e.output_id, status="pending") for e in job.todo]
         self.by_case[job.index] = self.rows_of(job, CaseOutcome(rows))
 
     def done(self, job: Job, outcome: CaseOutcome) -> None:
@@ -278,13 +278,9 @@ def _unfinished(job: Job, stop: StopFlag) -> CaseOutcome:
     else:
         fields = interrupted_fields(stop.signal_name or "stop requested")
     return CaseOutcome(
-        [
-            {"case_id": job.case.case_id, "source": str(job.case.path),
-             "label": job.case.label or "", "method": entry.output_id} | fields
-            for entry in job.todo
-        ],
+        [case_row(job.case, entry.output_id, **fields) for entry in job.todo],
         interrupted=stop.signal_name != FAIL_FAST,
-    )  # fmt: skip
+    )
 
 
 def _plan_table(jobs: list[Job]) -> list[dict[str, Any]]:

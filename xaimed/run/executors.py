@@ -28,6 +28,7 @@ from xaimed.run.logs import LogSetup
 from xaimed.run.options import interrupted_fields
 from xaimed.run.signals import StopFlag, stop_on_signals
 from xaimed.run.worker import CaseOutcome, Explainer
+from xaimed.writers.manifest import ManifestRow, case_row
 
 log = logging.getLogger("xaimed")
 
@@ -39,7 +40,7 @@ class Job:
     index: int
     case: Case
     todo: list[MethodEntry]
-    done_rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    done_rows: dict[str, list[ManifestRow]] = field(default_factory=dict)
 
 
 OnDone = Callable[[Job, CaseOutcome], None]
@@ -210,9 +211,10 @@ def run_devices(
             lost, slot.held = slot.held, []
             for job in lost:
                 if stop.requested:
-                    on_done(job, CaseOutcome(
-                        [r | interrupted_fields(stop.signal_name or "stop requested")
-                         for r in failed_rows(job, "", "")], interrupted=True))  # fmt: skip
+                    cause = stop.signal_name or "stop requested"
+                    rows = [case_row(job.case, e.output_id, **interrupted_fields(cause))
+                            for e in job.todo]  # fmt: skip
+                    on_done(job, CaseOutcome(rows, interrupted=True))
                     continue
                 message = (
                     f"case {job.case.case_id}: the worker process on {slot.device} died (exit "
@@ -259,14 +261,12 @@ def run_devices(
                     slot.process.kill()
 
 
-def failed_rows(job: Job, message: str, kind: str) -> list[dict[str, Any]]:
+def failed_rows(job: Job, message: str, kind: str) -> list[ManifestRow]:
     """Manifest rows failing every method a job still had to do."""
     return [
-        {"case_id": job.case.case_id, "source": str(job.case.path),
-         "label": job.case.label or "", "method": entry.output_id, "status": "failed",
-         "error": message, "error_type": kind}
+        case_row(job.case, entry.output_id, status="failed", error=message, error_type=kind)
         for entry in job.todo
-    ]  # fmt: skip
+    ]
 
 
 # ---------------------------------------------------------------- Dask

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from xaimed.run.shard import Shard
+from xaimed.writers.manifest import ManifestRow
 
 
 @dataclass
@@ -18,7 +19,7 @@ class RunResult:
     """
 
     out_dir: Path
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[ManifestRow] = field(default_factory=list)
     shard: Shard = field(default_factory=Shard)
     interrupted: bool = False
     plan: list[dict[str, Any]] = field(default_factory=list)
@@ -29,6 +30,6 @@ class RunResult:
         return self.out_dir / f"manifest{self.shard.suffix}.csv"
 
     @property
-    def failed(self) -> list[dict[str, Any]]:
+    def failed(self) -> list[ManifestRow]:
         """Rows whose work did not succeed (failed, interrupted, pending or not run)."""
         return [r for r in self.rows if r["status"] != "ok"]

@@ -14,7 +14,6 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -50,6 +49,7 @@ from xaimed.run.signals import RunInterrupted, StopFlag
 from xaimed.target import Prediction, Target, predict, resolve_targets
 from xaimed.volume import Volume
 from xaimed.writers.dicom_outputs import dicom_source_record, write_dicom_outputs
+from xaimed.writers.manifest import ManifestRow, case_row
 from xaimed.writers.naming import file_part
 from xaimed.writers.nifti import write_label_map, write_nifti_map
 from xaimed.writers.png import write_overlay_png
@@ -62,7 +62,7 @@ log = logging.getLogger("xaimed")
 class CaseOutcome:
     """The rows of one case's work, and whether a stop request cut it short."""
 
-    rows: list[dict[str, Any]]
+    rows: list[ManifestRow]
     interrupted: bool = False
 
 
@@ -157,7 +157,7 @@ class Explainer:
                 fixed=self.config.runtime.batch_size,
             )
         opened = opened.sized(self.batch_sizes[shape])
-        rows: list[dict[str, Any]] = []
+        rows: list[ManifestRow] = []
         identity = case_identity(case)
         for position, entry in enumerate(todo):
             try:
@@ -178,13 +178,12 @@ class Explainer:
 
     def _run_entry(
         self, opened: OpenCase, prediction: Prediction, entry: MethodEntry, targets: list[Target]
-    ) -> list[dict[str, Any]]:
+    ) -> list[ManifestRow]:
         case = opened.case
-        method_rows = [
-            self._run_method(opened, prediction, entry, target, targets) for target in targets
-        ]
-        maps = [row.pop("_heatmap", None) for row in method_rows]
-        if len(targets) > 1 and all(m is not None for m in maps):
+        done = [self._run_method(opened, prediction, entry, target, targets) for target in targets]
+        method_rows = [row for row, _ in done]
+        maps = [heatmap for _, heatmap in done if heatmap is not None]
+        if len(targets) > 1 and len(maps) == len(targets):
             method_rows.append(self._write_dominant(case, entry, targets, maps))
         # One progress step per case and method, whatever the number of targets.
         failed = [row for row in method_rows if row["status"] != "ok"]
@@ -197,30 +196,21 @@ class Explainer:
             self.reporter.advance(f"{case.case_id} {entry.output_id}: ok in {wall:.1f} s")
         return method_rows
 
-    def _base_row(self, case: Case, entry: MethodEntry) -> dict[str, Any]:
-        return {
-            "case_id": case.case_id,
-            "source": str(case.path),
-            "label": case.label or "",
-            "method": entry.output_id,
-        }
-
     def _failed_rows(
         self, case: Case, todo: list[MethodEntry], message: str, kind: str
-    ) -> list[dict[str, Any]]:
+    ) -> list[ManifestRow]:
         rows = []
         for entry in todo:
             rows.append(
-                self._base_row(case, entry)
-                | {"status": "failed", "error": message, "error_type": kind}
+                case_row(case, entry.output_id, status="failed", error=message, error_type=kind)
             )
             self.reporter.advance(
                 f"{case.case_id} {entry.output_id}: FAILED: {message}", failed=True
             )
         return rows
 
-    def _interrupted_rows(self, case: Case, entry: MethodEntry, cause: str) -> list[dict[str, Any]]:
-        return [self._base_row(case, entry) | interrupted_fields(cause)]
+    def _interrupted_rows(self, case: Case, entry: MethodEntry, cause: str) -> list[ManifestRow]:
+        return [case_row(case, entry.output_id, **interrupted_fields(cause))]
 
     def _predict(self, opened: OpenCase) -> Prediction:
         case, inputs = opened.case, opened.inputs
@@ -246,7 +236,7 @@ class Explainer:
 
     def _write_dominant(
         self, case: Case, entry: MethodEntry, targets: list[Target], maps: list[Volume]
-    ) -> dict[str, Any]:
+    ) -> ManifestRow:
         """The dominant-class label map: for each voxel, the class with the largest attribution."""
         stem = f"{case.case_id}_{file_part(entry.output_id)}_dominant"
         labels = {i: t.name for i, t in enumerate(targets)}
@@ -258,9 +248,10 @@ class Explainer:
         )  # fmt: skip
         record = dominant_sidecar(case, entry, labels)
         sidecar = write_sidecar(record, self.out_dir / case.case_id / f"{stem}.json")
-        return self._base_row(case, entry) | {
-            "target": "dominant", "status": "ok", "nifti": str(path), "sidecar": str(sidecar),
-        }  # fmt: skip
+        return case_row(
+            case, entry.output_id, target="dominant", status="ok", nifti=str(path),
+            sidecar=str(sidecar),
+        )  # fmt: skip
 
     def _run_method(
         self,
@@ -269,16 +260,18 @@ class Explainer:
         entry: MethodEntry,
         target: Target,
         targets: list[Target],
-    ) -> dict[str, Any]:
+    ) -> tuple[ManifestRow, Volume | None]:
+        """The row of ``entry`` on one target, and its map when it succeeded."""
         case, prepared = opened.case, opened.prepared
         info = registry.find(entry.name)
         assert info is not None  # the config validator checked the name
-        row: dict[str, Any] = self._base_row(case, entry) | {
-            "target": target.name,
-            "predicted_class": prediction.name_of(prediction.predicted),
-            "probability": round(prediction.probabilities[target.index], 6),
-            "warning": info.warning or "",
-        }
+        row = case_row(
+            case, entry.output_id, target=target.name,
+            predicted_class=prediction.name_of(prediction.predicted),
+            probability=round(prediction.probabilities[target.index], 6),
+            warning=info.warning or "",
+        )  # fmt: skip
+        written: Volume | None = None
         stem = f"{case.case_id}_{file_part(entry.output_id)}"
         if len(targets) > 1:
             stem += f"_{file_part(target.name)}"
@@ -344,7 +337,7 @@ class Explainer:
                 record["source"]["dicom"] = dicom_source_record(prepared.source)
             record["warnings"] += prepared.source.meta.get("warnings", [])
             row["sidecar"] = str(write_sidecar(record, case_dir / f"{stem}.json"))
-            row["_heatmap"] = heatmap
+            written = heatmap
             row.update(
                 status="ok",
                 wall_s=round(wall, 3),
@@ -368,10 +361,10 @@ class Explainer:
                 f"{entry.output_id} failed on case {case.case_id}: {type(exc).__name__}: {exc}"
             )
             self._fail(row, case, entry, message, kind, t0)
-        return row
+        return row, written
 
     def _fail(
-        self, row: dict[str, Any], case: Case, entry: MethodEntry, message: str, kind: str,
+        self, row: ManifestRow, case: Case, entry: MethodEntry, message: str, kind: str,
         t0: float,
     ) -> None:  # fmt: skip
         row.update(status="failed", error=message, error_type=kind,
