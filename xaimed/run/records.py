@@ -30,10 +30,9 @@ from xaimed.io.case import Case
 from xaimed.writers.atomic import atomic_path
 from xaimed.writers.manifest import ManifestRow
 from xaimed.writers.naming import file_part
+from xaimed.writers.outputs import FILE_COLUMNS
 
 RECORD_DIR = ".done"
-# Manifest columns that hold output paths, checked for existence on resume.
-FILE_COLUMNS = ("nifti", "sidecar", "png", "dicom_pm", "dicom_sc")
 
 
 def case_identity(case: Case) -> dict[str, Any]:

@@ -48,11 +48,12 @@ from xaimed.run.sidecars import (
 from xaimed.run.signals import RunInterrupted, StopFlag
 from xaimed.target import Prediction, Target, predict, resolve_targets
 from xaimed.volume import Volume
-from xaimed.writers.dicom_outputs import dicom_source_record, write_dicom_outputs
-from xaimed.writers.manifest import ManifestRow, case_row
+from xaimed.writers.base import MapOutput
+from xaimed.writers.dicom_outputs import dicom_source_record, is_dicom, series_uid
+from xaimed.writers.manifest import ManifestRow, case_row, check_row
 from xaimed.writers.naming import file_part
-from xaimed.writers.nifti import write_label_map, write_nifti_map
-from xaimed.writers.png import write_overlay_png
+from xaimed.writers.nifti import write_label_map
+from xaimed.writers.outputs import WRITERS
 from xaimed.writers.sidecar import write_sidecar
 
 log = logging.getLogger("xaimed")
@@ -288,22 +289,6 @@ class Explainer:
             wall = time.perf_counter() - t0
             peak = self.memory.stop()
             passes = self.counting.count
-            if self.config.outputs.nifti:
-                suffix = ".nii.gz" if self.config.outputs.compress else ".nii"
-                row["nifti"] = str(
-                    write_nifti_map(heatmap, case_dir / f"{stem}{suffix}", method=entry.output_id)
-                )
-            if self.config.outputs.png:
-                title = (
-                    f"{case.case_id} · {entry.output_id} · target {target.name} · predicted "
-                    f"{prediction.name_of(prediction.predicted)} "
-                    f"(p={prediction.probabilities[prediction.predicted]:.2f}) · {RESEARCH_NOTE}"
-                )
-                row["png"] = str(
-                    write_overlay_png(
-                        prepared.source, heatmap, case_dir / f"{stem}.png", title=title
-                    )
-                )
             record = method_sidecar(
                 case=case, prepared=prepared, prediction=prediction, entry=entry, info=info,
                 params=params, target=target, heatmap=heatmap, wall=wall, config=self.config,
@@ -316,27 +301,36 @@ class Explainer:
             record["method_details"] = details
             record["warnings"] = warnings_
             row["warning"] = " | ".join(warnings_)
-            if prepared.source.source.format == "dicom":
-                row.update(
-                    write_dicom_outputs(
-                        prepared.source,
-                        heatmap,
-                        case_dir,
-                        stem,
-                        outputs=self.config.outputs,
-                        method=entry.output_id,
-                        params={
-                            "params": record["method"]["params"],
-                            "postprocess": record["method"]["postprocess"],
-                            "preprocessing": self.config.preprocessing.model_dump(mode="json"),
-                        },
-                        target=target.name,
-                        model_sha256=self.model.sha256,
-                    )
-                )
+            if is_dicom(prepared.source):
+                row["series_uid"] = series_uid(prepared.source)
                 record["source"]["dicom"] = dicom_source_record(prepared.source)
             record["warnings"] += prepared.source.meta.get("warnings", [])
-            row["sidecar"] = str(write_sidecar(record, case_dir / f"{stem}.json"))
+            out = MapOutput(
+                source=prepared.source,
+                heatmap=heatmap,
+                case_dir=case_dir,
+                stem=stem,
+                method=entry.output_id,
+                target=target.name,
+                title=(
+                    f"{case.case_id} · {entry.output_id} · target {target.name} · predicted "
+                    f"{prediction.name_of(prediction.predicted)} "
+                    f"(p={prediction.probabilities[prediction.predicted]:.2f}) · {RESEARCH_NOTE}"
+                ),
+                outputs=self.config.outputs,
+                derivation={
+                    "params": record["method"]["params"],
+                    "postprocess": record["method"]["postprocess"],
+                    "preprocessing": self.config.preprocessing.model_dump(mode="json"),
+                },
+                model_sha256=self.model.sha256,
+                sidecar=record,
+            )
+            for writer in WRITERS:
+                if writer.wanted(out):
+                    written_columns = writer.write(out)
+                    check_row(written_columns)
+                    row.update(written_columns)  # type: ignore[typeddict-item]
             written = heatmap
             row.update(
                 status="ok",
