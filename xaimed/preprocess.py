@@ -27,6 +27,7 @@ from xaimed.config import (
     ResampleStep,
 )
 from xaimed.errors import InputError
+from xaimed.geometry import Geometry
 from xaimed.volume import Volume
 
 
@@ -192,6 +193,11 @@ class Prepared:
     array: np.ndarray  # (C, I, J, K) float32, the model's input without the batch axis
     affine: np.ndarray  # of the model's input grid, RAS+
     steps: list[Applied]
+
+    @property
+    def geometry(self) -> Geometry:
+        """The model's input grid (spatial axes of ``array``, without channels)."""
+        return Geometry.of(self.array.shape[1:], self.affine)
 
     def records(self) -> list[dict[str, Any]]:
         """What was done, for the sidecar."""

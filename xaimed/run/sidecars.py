@@ -96,8 +96,8 @@ def method_sidecar(
         "config_sha256": config.config_hash(),
         "preprocessing": prepared.records(),
         "native_map": {
-            "shape": list(prepared.array.shape[1:]),
-            "spacing_mm": np.linalg.norm(prepared.affine[:3, :3], axis=0).round(6).tolist(),
+            "shape": list(prepared.geometry.shape),
+            "spacing_mm": np.asarray(prepared.geometry.spacing).round(6).tolist(),
         },
         "map": {
             "min": float(data.min()),
