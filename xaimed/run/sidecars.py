@@ -61,7 +61,8 @@ def method_sidecar(
     batch_size: int,
     software: dict[str, str],
 ) -> dict[str, Any]:
-    """The sidecar of one map: source, method, target, prediction, model, preprocessing, cost."""
+    """The sidecar contents (the audit record) of one map: source, method, target, prediction,
+    model, preprocessing, cost."""
     data = heatmap.array
     return {
         "note": RESEARCH_NOTE,

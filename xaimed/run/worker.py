@@ -247,8 +247,8 @@ class Explainer:
             maps[0].with_array(dominant), self.out_dir / case.case_id / f"{stem}{suffix}",
             labels={i: targets[i].name for i in labels},
         )  # fmt: skip
-        record = dominant_sidecar(case, entry, labels)
-        sidecar = write_sidecar(record, self.out_dir / case.case_id / f"{stem}.json")
+        audit = dominant_sidecar(case, entry, labels)
+        sidecar = write_sidecar(audit, self.out_dir / case.case_id / f"{stem}.json")
         return case_row(
             case, entry.output_id, target="dominant", status="ok", nifti=str(path),
             sidecar=str(sidecar),
@@ -289,7 +289,7 @@ class Explainer:
             wall = time.perf_counter() - t0
             peak = self.memory.stop()
             passes = self.counting.count
-            record = method_sidecar(
+            audit = method_sidecar(
                 case=case, prepared=prepared, prediction=prediction, entry=entry, info=info,
                 params=params, target=target, heatmap=heatmap, wall=wall, config=self.config,
                 model=self.model, reduction=self.reduction, passes=self.counting.count.as_dict(),
@@ -298,13 +298,13 @@ class Explainer:
             warnings_ = [info.warning] if info.warning else []
             details = dict(result.details)
             warnings_ += details.pop("warnings", [])
-            record["method_details"] = details
-            record["warnings"] = warnings_
+            audit["method_details"] = details
+            audit["warnings"] = warnings_
             row["warning"] = " | ".join(warnings_)
             if is_dicom(prepared.source):
                 row["series_uid"] = series_uid(prepared.source)
-                record["source"]["dicom"] = dicom_source_record(prepared.source)
-            record["warnings"] += prepared.source.meta.get("warnings", [])
+                audit["source"]["dicom"] = dicom_source_record(prepared.source)
+            audit["warnings"] += prepared.source.meta.get("warnings", [])
             out = MapOutput(
                 source=prepared.source,
                 heatmap=heatmap,
@@ -319,12 +319,12 @@ class Explainer:
                 ),
                 outputs=self.config.outputs,
                 derivation={
-                    "params": record["method"]["params"],
-                    "postprocess": record["method"]["postprocess"],
+                    "params": audit["method"]["params"],
+                    "postprocess": audit["method"]["postprocess"],
                     "preprocessing": self.config.preprocessing.model_dump(mode="json"),
                 },
                 model_sha256=self.model.sha256,
-                sidecar=record,
+                sidecar=audit,
             )
             for writer in WRITERS:
                 if writer.wanted(out):
