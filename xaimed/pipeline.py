@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from xaimed import __version__
-from xaimed.config import Config, MethodEntry, load_config
+from xaimed.config import Config, MethodEntry, load_config, with_overrides
 from xaimed.engine.batching import choose_batch_size
 from xaimed.engine.counting import CountingModel
 from xaimed.engine.perturb import is_out_of_memory
@@ -120,28 +120,13 @@ def _software() -> dict[str, str]:
     }
 
 
-def _methods(config: Config, names: list[str] | None) -> list[MethodEntry]:
-    if not names:
-        return config.methods
-    unknown = [n for n in names if registry.find(n) is None]
-    if unknown:
-        raise XaimedError(
-            f"--method {', '.join(unknown)}: unknown method; `xaimed methods` lists them."
-        )
-    return [MethodEntry(name=n) for n in dict.fromkeys(names)]
-
-
 def run_config(
     config: Config | str | Path, methods: list[str] | None = None, device: str | None = None
 ) -> Config:
-    """The config a run uses: loaded, with ``--method`` and ``--device`` applied."""
+    """The config a run uses: loaded, and with ``--method`` / ``--device`` a new validated one."""
     if not isinstance(config, Config):
         config = load_config(config)
-    config = config.model_copy(deep=True)
-    config.methods = _methods(config, methods)
-    if device is not None:
-        config.runtime.device = device
-    return config
+    return with_overrides(config, methods=methods, device=device)
 
 
 def explain(
@@ -411,8 +396,7 @@ class Explainer:
         target: Target,
         targets: list[Target],
     ) -> dict[str, Any]:
-        info = registry.find(entry.name)
-        assert info is not None  # the config validator checked the name
+        info = registry.method(entry.name)
         row: dict[str, Any] = self._base_row(case, entry) | {
             "target": target.name,
             "predicted_class": prediction.name_of(prediction.predicted),
@@ -427,7 +411,7 @@ class Explainer:
         self.counting.reset()
         self.memory.start()
         try:
-            params = info.params_model.model_validate(entry.params)
+            params = entry.settings
             seed_everything(self.config.runtime.seed)
             context = MethodContext(
                 model=self.counting,
@@ -548,8 +532,7 @@ class Explainer:
         heatmap: Any,
         wall: float,
     ) -> dict[str, Any]:
-        info = registry.find(entry.name)
-        assert info is not None
+        info = registry.method(entry.name)
         data = heatmap.array
         return {
             "note": RESEARCH_NOTE,

@@ -128,7 +128,7 @@ def reexplain(
     info = registry.find(entry.name)
     if info is None:
         raise MethodError(f"method {entry.name!r} of the run is not registered in this xaimed.")
-    params = info.params_model.model_validate(entry.params)
+    params = entry.settings
     seed = config.runtime.seed
     seed_everything(seed)
     context = MethodContext(

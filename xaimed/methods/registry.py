@@ -75,6 +75,14 @@ def find(name: str) -> MethodInfo | None:
     return _REGISTRY.get(name)
 
 
+def method(name: str) -> MethodInfo:
+    """The method registered as ``name``, for a name a validated config holds."""
+    info = _REGISTRY.get(name)
+    if info is None:
+        raise RuntimeError(f"method {name!r} is not registered; configs are validated against it")
+    return info
+
+
 def names() -> list[str]:
     """All registered method names, in registration order."""
     return list(_REGISTRY)

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from xaimed.config import Config
+from xaimed.config import Config, with_overrides
 from xaimed.errors import XaimedError
 from xaimed.io.cases import Case, discover_cases
 from xaimed.model import LoadedModel, load_model, resolve_device
@@ -190,8 +190,7 @@ def run_cohort(
         len(cases),
     )  # fmt: skip
     if options.devices and len(options.devices) == 1:
-        config = config.model_copy(deep=True)
-        config.runtime.device = options.devices[0]
+        config = with_overrides(config, device=options.devices[0])
     devices = choose_devices(options, config)
     here = options.executor == "local" and devices is None
     # Elsewhere the workers load the model on their devices; here it is loaded once on the CPU

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xaimed.config import Config, MethodEntry
+from xaimed.config import Config, MethodEntry, with_overrides
 from xaimed.errors import XaimedError
 from xaimed.io.cases import Case
 from xaimed.run.logs import LogSetup
@@ -111,8 +111,7 @@ def _device_worker(
     from xaimed.progress import LogReporter
 
     logs.apply()
-    config = config.model_copy(deep=True)
-    config.runtime.device = device
+    config = with_overrides(config, device=device)
     parent = mp.parent_process()
     stop = StopFlag(halt, parent_alive=parent.is_alive if parent is not None else None)
     with stop_on_signals(stop, second_stops_at_once=False):
