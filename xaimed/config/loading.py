@@ -3,8 +3,8 @@
 YAML is read with a safe loader (tags never build objects) under limits: the file's size, and
 the number of values once aliases are expanded, since a few nested aliases expand to billions of
 values (a "billion laughs" file) that validation would then walk. Relative paths resolve against
-the config file's folder during validation. Command-line overrides (``--method``, ``--device``) never change a config:
-:func:`with_overrides` validates a new one.
+the config file's folder during validation. Command-line overrides (``--method``, ``--device``)
+never change a config: :func:`with_overrides` validates a new one.
 """
 
 from __future__ import annotations
