@@ -174,7 +174,7 @@ def test_cli_errors_are_one_line_without_traceback(study, args, message):
 
 def test_sanity_methods_must_be_methods_of_the_run(study, tmp_path):
     config = load_config(study / "config.yaml")
-    config.evaluate.sanity.methods = ["lime"]
+    config = updated(config, {"evaluate": {"sanity": {"methods": ["lime"]}}})
     with pytest.raises(ConfigError, match="not a method of this run") as info:
         evaluate(study / "run", config, out_dir=tmp_path)
     assert info.value.problems[0].startswith("evaluate.sanity.methods: 'lime'")

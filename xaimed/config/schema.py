@@ -99,6 +99,21 @@ class ModelSection(Strict):
             raise ValueError("`weights` needs `architecture` (the class the state dict belongs to)")
         return self
 
+    @model_validator(mode="after")
+    def _allowed_architecture(self, info: ValidationInfo) -> ModelSection:
+        # Loading checks the class (importing torch only here, for configs that name one); a
+        # config built in code is checked when the model is built.
+        if self.architecture is not None and (info.context or {}).get("check_files"):
+            from xaimed.architecture import import_architecture
+
+            try:
+                import_architecture(self.architecture, self.python_path)
+            except ValueError as exc:
+                raise PydanticCustomError(
+                    NESTED, "architecture refused", {"problems": [f"architecture: {exc}"]}
+                ) from None
+        return self
+
 
 class ChannelsStep(Strict):
     """How the source's channels become the model's input channels."""

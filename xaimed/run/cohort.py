@@ -246,7 +246,8 @@ def _execute(
     if not jobs:
         return
     if options.executor == "dask":
-        assert options.scheduler is not None
+        if options.scheduler is None:  # refused at the start of run_cohort
+            raise RuntimeError("--executor dask without --scheduler")
         run_dask(config, out_dir, options.scheduler, model.sha256, jobs, collector.done, stop)
     elif devices is not None:
         setup = options.logs or LogSetup(level=logging.getLogger().getEffectiveLevel())
