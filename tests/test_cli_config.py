@@ -107,6 +107,9 @@ def test_an_output_path_that_cannot_be_a_folder_is_exit_2(tmp_path, case, make_c
         result, text = _invoke("explain", case, "-c", make_config(), "-o", out)
         assert result.exit_code == 2
         assert _one_sentence(text) == expected
+        result, text = _invoke("evaluate", tmp_path / "run", "-o", out)
+        assert result.exit_code == 2
+        assert _one_sentence(text) == expected
 
 
 def test_a_rerun_that_skipped_everything_says_nothing_was_written(tmp_path, case, make_config):

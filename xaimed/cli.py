@@ -218,13 +218,7 @@ def _explain_and_report(
         # The run's own files (manifest, records, logs) could not be written: nothing can go
         # on. Per-case write failures are failed rows, not this.
         reporter.finish()
-        where = exc.filename or out_dir
-        _print_problems(
-            XaimedError(
-                f"{where}: cannot write the run's files ({exc.strerror or exc}); check the --out "
-                "folder (space, permissions) and run again."
-            )
-        )
+        _print_problems(_write_failure(exc, out_dir))
         raise typer.Exit(EXIT_UNUSABLE) from None
     if dry_run:
         _print_plan(result.plan, str(options.shard))
@@ -260,6 +254,15 @@ def _explain_and_report(
         )
         raise typer.Exit(EXIT_INTERRUPTED)
     raise typer.Exit(EXIT_FAILED_CASES if result.failed else EXIT_OK)
+
+
+def _write_failure(exc: OSError, out_dir: Path) -> Exception:
+    from xaimed.errors import OutputError
+
+    return OutputError(
+        f"{exc.filename or out_dir}: cannot write the run's files ({exc.strerror or exc}); "
+        "check the output folder (space, permissions) and run again."
+    )
 
 
 _SUMMARY_STYLE = {"warning": "yellow", "failed": "red", "interrupted": "yellow"}
@@ -364,12 +367,18 @@ def evaluate(
     """Evaluate a run's maps: localisation, faithfulness, sanity, robustness, agreement."""
     from xaimed.errors import XaimedError
     from xaimed.evaluate.runner import evaluate as run_evaluate
+    from xaimed.run.outdir import check_out_dir
 
     _setup_logging(quiet)
     try:
+        if out_dir is not None:
+            check_out_dir(out_dir)
         result = run_evaluate(run_dir, config, out_dir=out_dir, metrics=metric, device=device)
     except XaimedError as exc:
         _print_problems(exc)
+        raise typer.Exit(EXIT_UNUSABLE) from None
+    except OSError as exc:
+        _print_problems(_write_failure(exc, out_dir or run_dir))
         raise typer.Exit(EXIT_UNUSABLE) from None
     for method_id, warning in result.summary.get("warnings", {}).items():
         err.print(f"[yellow]warning:[/] {escape(method_id)}: {escape(warning)}", soft_wrap=True)
