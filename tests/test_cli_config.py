@@ -5,9 +5,11 @@ arbitrary code; no `assert` guards anything in the package."""
 from __future__ import annotations
 
 import ast
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -254,3 +256,39 @@ def test_no_assert_statements_in_the_package():
         if isinstance(node, ast.Assert)
     ]
     assert found == []
+
+
+@pytest.mark.parametrize("command", ["validate", "explain"])
+def test_sigterm_stops_loading_and_validation(command, tmp_path, tiny_state, case):
+    """A config whose validation takes long (its architecture module is slow to import) still
+    ends promptly on SIGTERM, before anything is written."""
+    (tmp_path / "slow_net.py").write_text(
+        "import time\ntime.sleep(60)\nfrom tiny_models import TinyCNN\n"
+    )
+    config = tmp_path / "slow.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model": {
+                    "architecture": "slow_net:TinyCNN",
+                    "python_path": [str(tmp_path), str(Path(__file__).parent)],
+                    "weights": str(tiny_state),
+                },
+                "methods": ["saliency"],
+            }
+        )
+    )
+    args = ["validate", str(config)]
+    if command == "explain":
+        args = ["explain", str(case), "-c", str(config), "-o", str(tmp_path / "out")]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "xaimed", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    time.sleep(3)  # xaimed is importing slow_net by now
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    finally:
+        process.kill()
+    assert process.returncode == -signal.SIGTERM
+    assert not (tmp_path / "out").exists()
