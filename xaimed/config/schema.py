@@ -31,6 +31,7 @@ from xaimed.config.base import PositiveInt, Strict
 from xaimed.config.paths import base_dir_of, resolve_path
 from xaimed.config.problems import NESTED, render, suggest
 from xaimed.evaluate.settings import EvaluateSection
+from xaimed.methods import registry
 
 Vec3 = tuple[float, float, float]
 Size3 = tuple[int, int, int]
@@ -273,8 +274,6 @@ class MethodEntry(Strict):
     @field_validator("name")
     @classmethod
     def _known_method(cls, value: str) -> str:
-        from xaimed.methods import registry
-
         if registry.find(value) is None:
             raise ValueError(f"unknown method {value!r}{suggest(value, registry.names())} "
                              "(`xaimed methods` lists them)")  # fmt: skip
@@ -289,8 +288,6 @@ class MethodEntry(Strict):
 
     @model_validator(mode="after")
     def _valid_params(self) -> MethodEntry:
-        from xaimed.methods import registry
-
         info = registry.find(self.name)
         if info is None:  # unreachable: the name validator refused it
             raise RuntimeError(f"method {self.name!r} passed validation but is not registered")
