@@ -177,7 +177,7 @@ def with_overrides(
 
     if not methods and device is None:
         return config
-    data = config.model_dump(mode="python", by_alias=True)
+    changes: dict[str, Any] = {}
     if methods:
         unknown = [name for name in methods if registry.find(name) is None]
         if unknown:
@@ -186,14 +186,13 @@ def with_overrides(
                 f"--method {name!r}: unknown method{suggest(name, registry.names())} "
                 "(`xaimed methods` lists them)."
             )
-        data["methods"] = [MethodEntry(name=name) for name in dict.fromkeys(methods)]
+        changes["methods"] = [MethodEntry(name=name) for name in dict.fromkeys(methods)]
     if device is not None:
-        data["runtime"]["device"] = device
+        changes["runtime"] = {"device": device}
     try:
-        return Config.model_validate(data, context={"base_dir": config.base_dir})
-    except ValidationError as exc:
-        problems = render(exc, Config)
-        if device is not None:
-            problems = [p.replace("runtime.device:", "--device:", 1) for p in problems]
+        return updated(config, changes)
+    except ConfigError as exc:
+        # Only the overrides can be wrong: the config itself was valid.
+        problems = [p.replace("runtime.device:", "--device:", 1) for p in exc.problems]
         summary = problems[0] if len(problems) == 1 else "invalid overrides"
         raise ConfigError(summary, problems) from None
