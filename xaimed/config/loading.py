@@ -114,6 +114,8 @@ def _parse_yaml(path: Path, text: str) -> Any:
 def parse_config(data: Any, base_dir: Path, *, check_files: bool = True) -> Config:
     """Validate a config mapping; relative paths resolve against ``base_dir``.
 
+    With ``check_files`` the environment is checked too: the model files exist and
+    ``model.architecture`` is an ``nn.Module`` class (which imports torch and that module).
     Raises ConfigError listing every problem, each prefixed with its key path.
     """
     if not isinstance(data, dict):
