@@ -140,14 +140,11 @@ def attribute(
     ``case`` must be :meth:`OpenCase.sized`. Raises MethodError for an unknown method or a map
     that is not finite; other exceptions of the runner propagate.
     """
-    info = registry.find(entry.name)
-    if info is None:
-        raise MethodError(
-            f"method {entry.name!r} is not registered in this xaimed; `xaimed methods` lists them."
-        )
+    # The config validated the name and parameters at load (entry.settings).
+    info = registry.method(entry.name)
     if case.batch_size is None:
         raise ValueError("attribute() needs a sized case (OpenCase.sized)")
-    params = info.params_model.model_validate(entry.params)
+    params = entry.settings
     seed_everything(seed)
     x = case.inputs if inputs is None else inputs
     context = MethodContext(

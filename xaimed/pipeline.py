@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from xaimed.config import Config, MethodEntry, load_config
-from xaimed.errors import XaimedError
-from xaimed.methods import registry
+from xaimed.config import Config, load_config, with_overrides
 from xaimed.progress import LogReporter, Reporter
 from xaimed.run.options import RunOptions
 from xaimed.run.result import RunResult
@@ -21,28 +19,13 @@ from xaimed.run.result import RunResult
 __all__ = ["RunResult", "explain", "run_config"]
 
 
-def _methods(config: Config, names: list[str] | None) -> list[MethodEntry]:
-    if not names:
-        return config.methods
-    unknown = [n for n in names if registry.find(n) is None]
-    if unknown:
-        raise XaimedError(
-            f"--method {', '.join(unknown)}: unknown method; `xaimed methods` lists them."
-        )
-    return [MethodEntry(name=n) for n in dict.fromkeys(names)]
-
-
 def run_config(
     config: Config | str | Path, methods: list[str] | None = None, device: str | None = None
 ) -> Config:
-    """The config a run uses: loaded, with ``--method`` and ``--device`` applied."""
+    """The config a run uses: loaded, and with ``--method`` / ``--device`` a new validated one."""
     if not isinstance(config, Config):
         config = load_config(config)
-    config = config.model_copy(deep=True)
-    config.methods = _methods(config, methods)
-    if device is not None:
-        config.runtime.device = device
-    return config
+    return with_overrides(config, methods=methods, device=device)
 
 
 def explain(

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from xaimed.casepath import OpenCase
-from xaimed.config import Config, EvaluateSection, MethodEntry, load_config
+from xaimed.config import Config, EvaluateSection, MethodEntry, load_config, with_overrides
 from xaimed.errors import ConfigError, InputError, XaimedError
 from xaimed.evaluate import agreement, faithfulness, localisation, robustness, sanity
 from xaimed.evaluate.masks import read_mask
@@ -125,7 +125,7 @@ def _manifest(run_dir: Path) -> list[dict[str, str]]:
 
 def _config(run_dir: Path, config: Config | str | Path | None) -> Config:
     if isinstance(config, Config):
-        return config.model_copy(deep=True)
+        return config
     if config is None:
         config = run_dir / "config.json"
         if not config.is_file():
@@ -164,9 +164,7 @@ def evaluate(
     if not run.is_dir():
         raise InputError(f"{run}: no such run folder; give the folder `xaimed explain` wrote.")
     rows = _manifest(run)
-    cfg = _config(run, config)
-    if device is not None:
-        cfg.runtime.device = device
+    cfg = with_overrides(_config(run, config), device=device)
     settings = cfg.evaluate
     chosen = tuple(metrics or settings.metrics)
     unknown = [m for m in chosen if m not in ALL_METRICS]

@@ -39,6 +39,12 @@ ENGINE_DESCRIPTION = (
 )
 
 
+def window_starts(size: int, window: int, stride: int) -> list[int]:
+    """Start of every window along one axis: multiples of the stride, Captum's count."""
+    window = min(window, size)
+    return [i * stride for i in range(math.ceil((size - window) / stride) + 1)]
+
+
 class Refine(BaseModel):
     """Coarse windows first; fine windows only where the coarse map is strong."""
 
@@ -185,12 +191,6 @@ def window_scores(
         else:
             return scorer, record | {"engine": "incremental"}
     return PlainWindows(ctx, fill), record | {"engine": "plain"}
-
-
-def window_starts(size: int, window: int, stride: int) -> list[int]:
-    """Start of every window along one axis: multiples of the stride, Captum's count."""
-    window = min(window, size)
-    return [i * stride for i in range(math.ceil((size - window) / stride) + 1)]
 
 
 def boxes_of(

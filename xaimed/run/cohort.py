@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from xaimed.config import Config
+from xaimed.config import Config, with_overrides
 from xaimed.errors import XaimedError
 from xaimed.io.case import Case
 from xaimed.io.cases import discover_cases
@@ -193,8 +193,7 @@ def run_cohort(
         len(cases),
     )  # fmt: skip
     if options.devices and len(options.devices) == 1:
-        config = config.model_copy(deep=True)
-        config.runtime.device = options.devices[0]
+        config = with_overrides(config, device=options.devices[0])
     devices = choose_devices(options, config)
     here = options.executor == "local" and devices is None
     # Elsewhere the workers load the model on their devices; here it is loaded once on the CPU
@@ -250,7 +249,8 @@ def _execute(
     if not jobs:
         return
     if options.executor == "dask":
-        assert options.scheduler is not None
+        if options.scheduler is None:  # refused at the start of run_cohort
+            raise RuntimeError("--executor dask without --scheduler")
         run_dask(config, out_dir, options.scheduler, model.sha256, jobs, collector.done, stop)
     elif devices is not None:
         setup = options.logs or LogSetup(level=logging.getLogger().getEffectiveLevel())

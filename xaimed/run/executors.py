@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from xaimed.casepath import OpenCase
-from xaimed.config import Config, MethodEntry
+from xaimed.config import Config, MethodEntry, with_overrides
 from xaimed.errors import XaimedError
 from xaimed.io.case import Case
 from xaimed.run.logs import LogSetup
@@ -113,8 +113,7 @@ def _device_worker(
     from xaimed.progress import LogReporter
 
     logs.apply()
-    config = config.model_copy(deep=True)
-    config.runtime.device = device
+    config = with_overrides(config, device=device)
     parent = mp.parent_process()
     stop = StopFlag(halt, parent_alive=parent.is_alive if parent is not None else None)
     with stop_on_signals(stop, second_stops_at_once=False):

@@ -264,8 +264,7 @@ class Explainer:
     ) -> tuple[ManifestRow, Volume | None]:
         """The row of ``entry`` on one target, and its map when it succeeded."""
         case, prepared = opened.case, opened.prepared
-        info = registry.find(entry.name)
-        assert info is not None  # the config validator checked the name
+        info = registry.method(entry.name)  # the config validated the name at load
         row = case_row(
             case, entry.output_id, target=target.name,
             predicted_class=prediction.name_of(prediction.predicted),
