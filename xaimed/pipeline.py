@@ -494,6 +494,7 @@ class Explainer:
                         },
                         target=target.name,
                         model_sha256=self.model.sha256,
+                        sidecar=record,
                     )
                 )
                 record["source"]["dicom"] = dicom_source_record(prepared.source)
