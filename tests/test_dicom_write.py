@@ -9,7 +9,7 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from dicom_helpers import VENDOR, dciodvfy_errors, needs_vendor, write_study
+from dicom_helpers import VENDOR, dciodvfy_errors, write_study
 
 from xaimed.io.dicom import map_on_source_planes, read_dicom_series, scan_dicom
 from xaimed.volume import Volume
@@ -183,7 +183,6 @@ def test_resampled_source_writes_outputs_on_the_source_planes(tmp_path):
     assert dciodvfy_errors(pm) == [] and dciodvfy_errors(scs[0]) == []
 
 
-@needs_vendor
 @pytest.mark.parametrize(
     "name",
     ["philips_enhanced/anatomical/001", "siemens_multiframe/anatomical/001",
