@@ -82,7 +82,7 @@ def write_overlay_png(base: Volume, heatmap: Volume, path: Path, *, title: str) 
             vmax=vmax,
             origin="lower",
             aspect=aspect,
-            alpha=0.75,
+            alpha=0.6,
             interpolation="nearest",
         )
         if name != "sagittal":
