@@ -73,12 +73,13 @@ def test_explain_dicom_studies_writes_every_output(tmp_path, studies, make_confi
         # The sidecar names what was written, with the UIDs in the files.
         pm = pydicom.dcmread(row["dicom_pm"])
         written = sidecar["dicom_outputs"]
-        assert written["parametric_map"]["path"] == row["dicom_pm"]
+        here = Path(row["sidecar"]).parent
+        assert here / written["parametric_map"]["path"] == Path(row["dicom_pm"])
         assert written["parametric_map"]["sop_instance_uid"] == pm.SOPInstanceUID
         assert written["parametric_map"]["series_instance_uid"] == pm.SeriesInstanceUID
         assert written["parametric_map"]["sop_class_uid"] == pm.SOPClassUID
         assert written["parametric_map"]["content_description"] == pm.ContentDescription
-        assert written["secondary_capture"]["path"] == row["dicom_sc"]
+        assert here / written["secondary_capture"]["path"] == Path(row["dicom_sc"])
         sc_files = [pydicom.dcmread(p) for p in scs]
         assert written["secondary_capture"]["sop_instance_uids"] == [
             ds.SOPInstanceUID for ds in sc_files

@@ -55,7 +55,8 @@ def test_first_run_explains_nifti_and_dicom_in_one_command(tmp_path):
     for row in dicom:
         assert Path(row["dicom_pm"]).is_file() and any(Path(row["dicom_sc"]).iterdir())
         sidecar = json.loads(Path(row["sidecar"]).read_text())
-        assert sidecar["dicom_outputs"]["parametric_map"]["path"] == row["dicom_pm"]
+        written = Path(row["sidecar"]).parent / sidecar["dicom_outputs"]["parametric_map"]["path"]
+        assert written == Path(row["dicom_pm"])
     # case03 and its DICOM export are the same image: the same prediction.
     by_case = {r["case_id"]: r for r in rows}
     assert by_case["case03"]["predicted_class"] == by_case["dicom-case03"]["predicted_class"]

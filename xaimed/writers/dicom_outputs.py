@@ -57,7 +57,8 @@ def write_dicom_outputs(
     ``params`` is everything besides method, target and model that shapes the map (method
     parameters, post-processing, preprocessing): it enters the UIDs, so a rerun of the same
     explanation writes the same UIDs and a changed one writes new series. ``sidecar`` (the map's
-    sidecar record, when given) gets ``dicom_outputs``, the paths and UIDs of what was written,
+    sidecar record, when given) gets ``dicom_outputs``, the paths (relative to the case folder)
+    and UIDs of what was written,
     and the pydicom and highdicom versions under ``software``.
     """
     header: DicomHeader = source.source.header
@@ -77,7 +78,9 @@ def write_dicom_outputs(
         path = write_parametric_map(heatmap, case_dir / f"{stem}_pm.dcm", series)
         row["dicom_pm"] = str(path)
         written["parametric_map"] = {
-            "path": str(path),
+            # Relative to the sidecar's folder: a moved run folder stays consistent, and a
+            # resumed run writes the same sidecar as an uninterrupted one.
+            "path": path.name,
             "sop_class_uid": PARAMETRIC_MAP_STORAGE,
             "series_instance_uid": key.series_uid("pm"),
             "series_number": key.series_number("pm"),
@@ -90,7 +93,7 @@ def write_dicom_outputs(
         row["dicom_sc"] = str(folder)
         uids = secondary_capture_uids(heatmap, series)
         written["secondary_capture"] = {
-            "path": str(folder),
+            "path": folder.name,
             "sop_class_uid": SECONDARY_CAPTURE_STORAGE,
             "series_instance_uid": key.series_uid("sc"),
             "series_number": key.series_number("sc"),
