@@ -5,15 +5,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydicom.uid import ParametricMapStorage, SecondaryCaptureImageStorage
+
 from xaimed import __version__
 from xaimed.io.dicom.reader import DicomHeader
 from xaimed.volume import Volume
 from xaimed.writers.base import MapOutput
 from xaimed.writers.dicom_common import DerivedSeries
 from xaimed.writers.dicom_pm import write_parametric_map
-from xaimed.writers.dicom_sc import write_secondary_captures
+from xaimed.writers.dicom_sc import secondary_capture_uids, write_secondary_captures
 from xaimed.writers.overlay import OverlayStyle
 from xaimed.writers.uids import DerivationKey
+
+PARAMETRIC_MAP_STORAGE = str(ParametricMapStorage)
+SECONDARY_CAPTURE_STORAGE = str(SecondaryCaptureImageStorage)
+
+PARAMETRIC_MAP_STORAGE = str(ParametricMapStorage)
+SECONDARY_CAPTURE_STORAGE = str(SecondaryCaptureImageStorage)
 
 
 def dicom_source_record(volume: Volume) -> dict[str, Any]:
@@ -57,12 +65,21 @@ def derived_series(out: MapOutput) -> DerivedSeries:
     return DerivedSeries(
         key=key,
         method=out.method,
+        target=out.target,
         description=(
             f"{out.method} attribution map for output '{out.target}' computed by xaimed "
             f"{__version__} (model sha256 {out.model_sha256[:16]}); research use, not for "
             "diagnosis"
         ),
     )
+
+
+def _record(out: MapOutput, kind: str, written: dict[str, Any]) -> None:
+    """Add what a DICOM writer wrote to the map's sidecar (written after every other output):
+    ``dicom_outputs.<kind>`` and the versions of the libraries that wrote it."""
+    out.sidecar.setdefault("dicom_outputs", {})[kind] = written
+    # A new dict: the software record may be shared between maps.
+    out.sidecar["software"] = {**out.sidecar.get("software", {}), **dicom_software()}
 
 
 class ParametricMapWriter:
@@ -76,9 +93,21 @@ class ParametricMapWriter:
         return is_dicom(out.source) and out.outputs.parametric_map
 
     def write(self, out: MapOutput) -> dict[str, str]:
-        """``<stem>_pm.dcm``."""
-        path = write_parametric_map(out.heatmap, out.case_dir / f"{out.stem}_pm.dcm",
-                                    derived_series(out))  # fmt: skip
+        """``<stem>_pm.dcm``; its path (relative to the sidecar's folder) and UIDs go into the
+        sidecar."""
+        series = derived_series(out)
+        path = write_parametric_map(out.heatmap, out.case_dir / f"{out.stem}_pm.dcm", series)
+        key = series.key
+        _record(out, "parametric_map", {
+            # Relative: a moved run folder stays consistent, and a resumed run writes the same
+            # sidecar as an uninterrupted one.
+            "path": path.name,
+            "sop_class_uid": PARAMETRIC_MAP_STORAGE,
+            "series_instance_uid": key.series_uid("pm"),
+            "series_number": key.series_number("pm"),
+            "sop_instance_uid": key.instance_uid("pm"),
+            "content_description": series.content_description(),
+        })  # fmt: skip
         return {"dicom_pm": str(path)}
 
 
@@ -93,8 +122,26 @@ class SecondaryCaptureWriter:
         return is_dicom(out.source) and out.outputs.secondary_capture
 
     def write(self, out: MapOutput) -> dict[str, str]:
-        """The folder ``<stem>_sc/``."""
+        """The folder ``<stem>_sc/``; its UIDs go into the sidecar."""
+        series = derived_series(out)
         style = OverlayStyle(**out.outputs.overlay.model_dump())
         folder = write_secondary_captures(out.source, out.heatmap, out.case_dir / f"{out.stem}_sc",
-                                          derived_series(out), style)  # fmt: skip
+                                          series, style)  # fmt: skip
+        key = series.key
+        _record(out, "secondary_capture", {
+            "path": folder.name,
+            "sop_class_uid": SECONDARY_CAPTURE_STORAGE,
+            "series_instance_uid": key.series_uid("sc"),
+            "series_number": key.series_number("sc"),
+            # Files IM0001.dcm ... in this order: one per source plane, in source order.
+            "sop_instance_uids": secondary_capture_uids(out.heatmap, series),
+        })  # fmt: skip
         return {"dicom_sc": str(folder)}
+
+
+def dicom_software() -> dict[str, str]:
+    """Versions of the libraries that wrote the DICOM objects."""
+    import highdicom
+    import pydicom
+
+    return {"pydicom": pydicom.__version__, "highdicom": highdicom.__version__}
