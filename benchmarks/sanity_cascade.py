@@ -35,6 +35,7 @@ from xaimed.config import MethodEntry, load_config
 from xaimed.engine.scoring import build_scorer
 from xaimed.evaluate.sanity import randomised_cascade
 from xaimed.evaluate.session import like, open_case, reexplain
+from xaimed.io.case import Case
 from xaimed.evaluate.similarity import spearman, ssim
 from xaimed.model import load_model
 from xaimed.writers.display import foreground_mask
@@ -64,7 +65,7 @@ def main() -> None:
     results: list[dict] = []
     start = time.perf_counter()
     for path in sorted((ROOT / "sample_data" / "images").glob("*.nii.gz")):
-        case = open_case(path.name[:6], path, config, scorer, torch.device("cpu"))
+        case = open_case(Case(path.name[:6], path), config, scorer, torch.device("cpu"))
         with torch.no_grad():
             target = int(scorer.counting(case.inputs).argmax())
         body = foreground_mask(case.prepared.source.array)
