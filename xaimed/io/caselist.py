@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 
 from xaimed.errors import InputError
-from xaimed.io.cases import Case, safe_id
+from xaimed.io.case import Case, safe_id
 
 REQUIRED = ("case_id",)
 SOURCES = ("path", "study_uid")
@@ -82,7 +82,7 @@ def read_case_list(path: Path) -> list[Case]:
             Case(
                 case_id,
                 _resolve(where, base) if where else Path(study_uid),
-                format="listed" if where else "pacs",
+                format=None if where else "pacs",
                 mask=_resolve(mask, base) if mask else None,
                 label=cell("label") or None,
                 study_uid=study_uid or None,

@@ -10,23 +10,26 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from xaimed.config.base import Strict
+from xaimed.config.paths import resolve_path
 from xaimed.units import parse_bytes
 
 AET = Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[ -~]*[!-~][ -~]*$")]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
-class TlsSettings(_Strict):
+class TlsSettings(Strict):
     """TLS for DICOMweb (https) or DIMSE: a CA bundle to trust, and a client certificate."""
 
     ca_bundle: Path | None = Field(None, description="PEM file of the CAs to trust.")
     client_cert: Path | None = Field(None, description="PEM client certificate.")
     client_key: Path | None = Field(None, description="PEM key of the client certificate.")
+
+    @field_validator("ca_bundle", "client_cert", "client_key")
+    @classmethod
+    def _relative(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else resolve_path(value, info)
 
     @model_validator(mode="after")
     def _pair(self) -> TlsSettings:
@@ -35,7 +38,7 @@ class TlsSettings(_Strict):
         return self
 
 
-class CredentialSettings(_Strict):
+class CredentialSettings(Strict):
     """Where the server's credentials are: environment variables or a file, never the YAML.
 
     ``auth: basic`` reads a user name and password, ``bearer`` a token. From the environment,
@@ -47,8 +50,13 @@ class CredentialSettings(_Strict):
     env_prefix: str = Field("XAIMED_PACS", pattern=r"^[A-Z_][A-Z0-9_]*$")
     file: Path | None = Field(None, description="YAML/JSON file with username/password or token.")
 
+    @field_validator("file")
+    @classmethod
+    def _relative(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else resolve_path(value, info)
 
-class ServerSettings(_Strict):
+
+class ServerSettings(Strict):
     """A DICOM server: DICOMweb (``url``) or DIMSE (``host``, ``port``, ``called_aet``)."""
 
     protocol: Literal["dicomweb", "dimse"]
@@ -106,7 +114,7 @@ class ServerSettings(_Strict):
         return f"{self.called_aet}@{self.host}:{self.port}"
 
 
-class QuerySettings(_Strict):
+class QuerySettings(Strict):
     """Which studies of the server a run explains (INPUT ``pacs:``)."""
 
     modality: str | None = Field(None, description="Modality in the study, e.g. CT or MR.")
@@ -136,7 +144,7 @@ class QuerySettings(_Strict):
         return value
 
 
-class CacheSettings(_Strict):
+class CacheSettings(Strict):
     """Where retrieved studies are kept while their case runs."""
 
     folder: Path | None = Field(
@@ -146,6 +154,11 @@ class CacheSettings(_Strict):
         "20GB", description="Size limit; the oldest finished studies are removed beyond it."
     )
     keep: bool = Field(False, description="Keep a study after its case is done (for reruns).")
+
+    @field_validator("folder")
+    @classmethod
+    def _relative(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else resolve_path(value, info)
 
     @field_validator("max_size")
     @classmethod
@@ -159,7 +172,7 @@ class CacheSettings(_Strict):
         return parse_bytes(self.max_size)
 
 
-class PacsSection(_Strict):
+class PacsSection(Strict):
     """The DICOM server cases come from (case lists with `study_uid`, or INPUT `pacs:`)."""
 
     server: ServerSettings
@@ -167,7 +180,7 @@ class PacsSection(_Strict):
     cache: CacheSettings = Field(default_factory=CacheSettings)
 
 
-class StoreSettings(_Strict):
+class StoreSettings(Strict):
     """Store each DICOM case's Parametric Map and Secondary Captures into its source study."""
 
     server: ServerSettings | Literal["source"] = Field(
