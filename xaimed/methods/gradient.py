@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from xaimed.engine.seeding import seed_everything
 from xaimed.errors import MethodError
-from xaimed.methods.baselines import BaselineSpec, make_baseline
+from xaimed.methods.fills import FillSpec, make_fill
 from xaimed.methods.registry import MethodInfo, register
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ class NoParams(Params):
 class IntegratedGradientsParams(Params):
     """Integrated gradients along the straight path from a baseline to the input."""
 
-    baseline: BaselineSpec = "zero"
+    baseline: FillSpec = "zero"
     steps: Annotated[int, Field(ge=2, le=10_000)] = 50
     integration: Literal["gausslegendre", "riemann_trapezoid", "riemann_middle"] = "gausslegendre"
     internal_batch_size: Annotated[int, Field(ge=1)] | None = None
@@ -59,13 +59,13 @@ class NoiseTunnelParams(Params):
 class DeepLiftParams(Params):
     """DeepLift (rescale rule) against a baseline."""
 
-    baseline: BaselineSpec = "zero"
+    baseline: FillSpec = "zero"
 
 
 class GradientShapParams(Params):
     """GradientShap: expected gradients over noisy points between baselines and the input."""
 
-    baselines: list[BaselineSpec] = Field(default_factory=lambda: ["zero", "min"], min_length=1)
+    baselines: list[FillSpec] = Field(default_factory=lambda: ["zero", "min"], min_length=1)
     samples: Annotated[int, Field(ge=1, le=10_000)] = 20
     noise: Annotated[float, Field(ge=0)] = Field(
         0.1, description="Noise standard deviation as a fraction of the input's value range."
@@ -115,7 +115,7 @@ def integrated_gradients(ctx: MethodContext, params: IntegratedGradientsParams) 
 
     return IntegratedGradients(ctx.model).attribute(
         ctx.inputs,
-        baselines=make_baseline(params.baseline, ctx.inputs),
+        baselines=make_fill(params.baseline, ctx),
         target=ctx.target,
         n_steps=params.steps,
         method=params.integration,
@@ -165,7 +165,7 @@ def deeplift(ctx: MethodContext, params: DeepLiftParams) -> torch.Tensor:
 
     _require_module(ctx, "deeplift")
     return DeepLift(ctx.model).attribute(
-        ctx.inputs, baselines=make_baseline(params.baseline, ctx.inputs), target=ctx.target
+        ctx.inputs, baselines=make_fill(params.baseline, ctx), target=ctx.target
     )
 
 
@@ -173,7 +173,7 @@ def gradient_shap(ctx: MethodContext, params: GradientShapParams) -> torch.Tenso
     import torch
     from captum.attr import GradientShap
 
-    baselines = torch.cat([make_baseline(b, ctx.inputs) for b in params.baselines])
+    baselines = torch.cat([make_fill(b, ctx) for b in params.baselines])
     stdev = params.noise * _value_range(ctx.inputs)
     # Captum's GradientShap sends all samples through the model at once; split them into
     # batches and weight each batch's mean by its size, which gives the same expectation.
