@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from xaimed.errors import MethodError
-from xaimed.methods.fills import FillSpec, describe_fill, make_fill
+from xaimed.methods.fills import FILL_DEFAULT, BlurFill, FillSpec, describe_fill, make_fill
 from xaimed.methods.groupings import GridGrouping, GroupingSpec, Size, make_groups, per_axis
 from xaimed.methods.registry import MethodInfo, register
 from xaimed.methods.windows import (
@@ -55,7 +55,7 @@ class OcclusionParams(_Params):
 
     window: Size = Field(8, description="Box size in voxels: one number or one per axis.")
     stride: Size = Field(4, description="Step between boxes in voxels: one number or per axis.")
-    baseline: FillSpec = "zero"
+    baseline: FillSpec = Field(default_factory=BlurFill, description=FILL_DEFAULT)
     engine: Engine = Field("plain", description=ENGINE_DESCRIPTION)
     approximate: Approximate | None = Field(
         None, description="Opt-in approximations (projective threshold, refinement)."
@@ -66,7 +66,7 @@ class GroupParams(_Params):
     """Methods over feature groups."""
 
     grouping: GroupingSpec = Field(default_factory=GridGrouping)
-    baseline: FillSpec = "zero"
+    baseline: FillSpec = Field(default_factory=BlurFill, description=FILL_DEFAULT)
 
 
 class FeatureAblationParams(GroupParams):
