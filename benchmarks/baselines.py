@@ -160,7 +160,7 @@ def measure(
     if not (folder / "run" / "manifest.csv").is_file():  # an earlier run's maps are reused
         _run(["explain", str(folder / "images"), "--config", str(cfg_path),
               "--out", str(folder / "run"), "--quiet"])  # fmt: skip
-    timings["explain_s"] = time.perf_counter() - started
+        timings["explain_s"] = time.perf_counter() - started
     rows: list[dict[str, str]] = []
     for deletion in deletions:
         started = time.perf_counter()
@@ -179,7 +179,7 @@ def measure(
         if not (out / "metrics.csv").is_file():
             _run(["evaluate", str(folder / "run"), "--config", str(eval_cfg), "--out", str(out),
                   "--quiet", *[a for m in metrics for a in ("--metric", m)]])  # fmt: skip
-        timings[f"evaluate_{deletion}_s"] = time.perf_counter() - started
+            timings[f"evaluate_{deletion}_s"] = time.perf_counter() - started
         with (out / "metrics.csv").open(encoding="utf-8") as fh:
             for row in csv.DictReader(fh):
                 if row["metric"] in ("deletion_auc", "insertion_auc"):

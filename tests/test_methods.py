@@ -173,3 +173,13 @@ def test_every_method_has_a_cost_and_a_family():
         assert "fwd" in info.cost(info.params_model())
     with pytest.raises(ValueError, match="registered twice"):
         registry.register(registry.find("saliency"))
+
+
+def test_gradient_baseline_defaults_are_the_measured_ones_and_dump_for_the_sidecar():
+    # benchmarks/baselines.py chose these; the sidecar records params.model_dump(mode="json").
+    blur = {"kind": "blur", "sigma_mm": 8.0}
+    for name in ("integrated_gradients", "deeplift"):
+        params = registry.find(name).params_model.model_validate({})
+        assert params.model_dump(mode="json")["baseline"] == blur
+    shap = registry.find("gradient_shap").params_model.model_validate({})
+    assert shap.model_dump(mode="json")["baselines"] == ["zero"]
