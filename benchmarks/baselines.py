@@ -30,7 +30,7 @@ their mean rank) and both studies; the lowest wins. Pointing game is shown, not 
 Writes ``benchmarks/results/baselines.json`` and prints the README's tables.
 
     .venv/bin/python scripts/make_mni_study.py     # once: builds runs/mni-study
-    .venv/bin/python benchmarks/baselines.py       # about 10 minutes on 2 shared cores
+    .venv/bin/python benchmarks/baselines.py --deletion min   # ~25 min on 2 shared cores
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ lesion, and writes:
 
 It prints the model's accuracy on the evaluation subjects and exits non-zero below 7/8.
 
-    .venv/bin/python scripts/make_mni_study.py               # about 3 minutes on 2 cores
+    .venv/bin/python scripts/make_mni_study.py   # 13 min on 2 cores shared with 7 other jobs
 """
 
 from __future__ import annotations
