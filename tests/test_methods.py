@@ -48,7 +48,7 @@ def test_input_x_gradient_and_integrated_gradients_are_x_times_w_for_linear(x):
     expected = x[0, 0] * model.weight[1].detach()
     attr, _ = _run("input_x_gradient", model, x)
     torch.testing.assert_close(attr[0, 0], expected)
-    attr, count = _run("integrated_gradients", model, x, steps=10)
+    attr, count = _run("integrated_gradients", model, x, steps=10, baseline="zero")
     torch.testing.assert_close(attr[0, 0], expected, rtol=1e-5, atol=1e-6)
     assert count.forward == 10 and count.backward == 10
 
@@ -108,6 +108,28 @@ def test_deeplift_on_linear_equals_x_minus_baseline_times_w(x):
     torch.testing.assert_close(
         attr[0, 0], xp[0, 0] * model[1].weight[1].detach(), rtol=1e-5, atol=1e-6
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("integrated_gradients", {"steps": 4, "baseline": {"kind": "blur", "sigma_mm": 2.0}}),
+        (
+            "gradient_shap",
+            {"samples": 3, "noise": 0.0, "baselines": [{"kind": "blur", "sigma_mm": 2.0}]},
+        ),
+    ],
+)
+def test_gradient_methods_take_a_blurred_baseline(name, params, x):
+    # Linear model: the attribution is (x - baseline) * w, the baseline being x blurred with
+    # sigma 2 mm (2 voxels: without a case the grid is taken as 1 mm).
+    from scipy import ndimage
+
+    model = _linear()
+    attr, _ = _run(name, model, x, **params)
+    blurred = ndimage.gaussian_filter(x[0, 0].numpy(), 2.0, mode="nearest")
+    expected = (x[0, 0] - torch.from_numpy(blurred)) * model.weight[1].detach()
+    torch.testing.assert_close(attr[0, 0], expected, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["guided_backprop", "deconvolution", "deeplift"])
@@ -218,3 +240,13 @@ def test_every_method_has_a_cost_and_a_family():
         assert "fwd" in info.cost(info.params_model())
     with pytest.raises(ValueError, match="registered twice"):
         registry.register(registry.find("saliency"))
+
+
+def test_gradient_baseline_defaults_are_the_measured_ones_and_dump_for_the_sidecar():
+    # benchmarks/baselines.py chose these; the sidecar records params.model_dump(mode="json").
+    blur = {"kind": "blur", "sigma_mm": 8.0}
+    for name in ("integrated_gradients", "deeplift"):
+        params = registry.find(name).params_model.model_validate({})
+        assert params.model_dump(mode="json")["baseline"] == blur
+    shap = registry.find("gradient_shap").params_model.model_validate({})
+    assert shap.model_dump(mode="json")["baselines"] == ["zero"]

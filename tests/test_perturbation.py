@@ -95,7 +95,9 @@ def test_occlusion_windows_are_clipped_at_the_border_never_wrapped():
     weight[0, 0, 15] = 1.0
     model = _Weighted(weight)
     x = torch.ones(1, 1, *SHAPE)
-    attr, details, _ = _run("occlusion", model, x, target=0, window=(5, 16, 16), stride=(4, 16, 16))
+    attr, details, _ = _run(
+        "occlusion", model, x, target=0, window=(5, 16, 16), stride=(4, 16, 16), baseline=0.0
+    )
     assert details["windows"] == 4  # starts 0, 4, 8, 12
     assert float(attr[0, 0, :4].abs().max()) == 0.0
     assert float(attr[0, 0, 15].min()) > 0
@@ -176,13 +178,15 @@ def test_kernel_shap_and_lime_recover_an_additive_model_exactly(x):
     contribution = (x[0, 0] * model.weight[1].detach()).flatten()
     per_group = torch.zeros(8).index_add_(0, groups.flatten(), contribution)
     expected = per_group[groups][None, None]
-    shap, _, count = _run("kernel_shap", model, x, grouping=grid, samples=40)
+    shap, _, count = _run("kernel_shap", model, x, grouping=grid, samples=40, baseline="zero")
     torch.testing.assert_close(shap, expected, rtol=1e-4, atol=1e-4)
     assert count.forward == 42
-    lime_map, details, _ = _run("lime", model, x, grouping=grid, samples=64, alpha=0.0)
+    lime_map, details, _ = _run(
+        "lime", model, x, grouping=grid, samples=64, alpha=0.0, baseline="zero"
+    )
     torch.testing.assert_close(lime_map, expected, rtol=1e-4, atol=1e-4)
     assert details["intercept"] == pytest.approx(0.0, abs=1e-4)
-    sv, _, _ = _run("shapley_sampling", model, x, grouping=grid, samples=2)
+    sv, _, _ = _run("shapley_sampling", model, x, grouping=grid, samples=2, baseline="zero")
     torch.testing.assert_close(sv, expected, rtol=1e-4, atol=1e-4)
 
 

@@ -433,6 +433,7 @@ def _write(ev: _Evaluation) -> None:
         confidence=settings.confidence,
         threshold=settings.sanity.spearman_threshold,
         warnings=warnings,
+        seed=ev.config.runtime.seed,
     )
     result.summary["failures"] = result.failures
     write_metrics_csv(result.rows, result.metrics_csv)

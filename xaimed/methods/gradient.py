@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from xaimed.engine.seeding import seed_everything
 from xaimed.errors import MethodError
-from xaimed.methods.baselines import make_baseline
+from xaimed.methods.fills import make_fill
 from xaimed.methods.params import (
     DeepLiftParams,
     GradientShapParams,
@@ -77,7 +77,7 @@ def integrated_gradients(ctx: MethodContext, params: IntegratedGradientsParams) 
 
     return IntegratedGradients(ctx.model).attribute(
         ctx.inputs,
-        baselines=make_baseline(params.baseline, ctx.inputs),
+        baselines=make_fill(params.baseline, ctx),
         target=ctx.target,
         n_steps=params.steps,
         method=params.integration,
@@ -127,7 +127,7 @@ def deeplift(ctx: MethodContext, params: DeepLiftParams) -> torch.Tensor:
 
     _require_module(ctx, "deeplift")
     return DeepLift(ctx.model).attribute(
-        ctx.inputs, baselines=make_baseline(params.baseline, ctx.inputs), target=ctx.target
+        ctx.inputs, baselines=make_fill(params.baseline, ctx), target=ctx.target
     )
 
 
@@ -135,7 +135,7 @@ def gradient_shap(ctx: MethodContext, params: GradientShapParams) -> torch.Tenso
     import torch
     from captum.attr import GradientShap
 
-    baselines = torch.cat([make_baseline(b, ctx.inputs) for b in params.baselines])
+    baselines = torch.cat([make_fill(b, ctx) for b in params.baselines])
     stdev = params.noise * _value_range(ctx.inputs)
     # Captum's GradientShap sends all samples through the model at once; split them into
     # batches and weight each batch's mean by its size, which gives the same expectation.

@@ -12,10 +12,15 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from xaimed.methods.baselines import BaselineSpec
-from xaimed.methods.fills import FillSpec
+from xaimed.methods.fills import FILL_DEFAULT, BlurFill, FillSpec
 from xaimed.methods.groupings import GridGrouping, GroupingSpec, Size
 from xaimed.methods.windows import ENGINE_DESCRIPTION, Approximate, Engine
+
+# Defaults chosen by measurement (benchmarks/baselines.py, README "Defaults chosen by
+# measurement"): against a blurred copy, the path from baseline to input adds the image's detail
+# (a lesion) rather than the whole head's contrast against a constant, which put integrated
+# gradients' strongest voxels on the head's outline; GradientShap did best with [zero].
+BASELINE_DEFAULT = "Reference input; default: a blurred copy of the image, sigma 8 mm."
 
 
 class Params(BaseModel):
@@ -34,7 +39,7 @@ class NoParams(Params):
 class IntegratedGradientsParams(Params):
     """Integrated gradients along the straight path from a baseline to the input."""
 
-    baseline: BaselineSpec = "zero"
+    baseline: FillSpec = Field(default_factory=BlurFill, description=BASELINE_DEFAULT)
     steps: Annotated[int, Field(ge=2, le=10_000)] = 50
     integration: Literal["gausslegendre", "riemann_trapezoid", "riemann_middle"] = "gausslegendre"
     internal_batch_size: Annotated[int, Field(ge=1)] | None = None
@@ -53,13 +58,13 @@ class NoiseTunnelParams(Params):
 class DeepLiftParams(Params):
     """DeepLift (rescale rule) against a baseline."""
 
-    baseline: BaselineSpec = "zero"
+    baseline: FillSpec = Field(default_factory=BlurFill, description=BASELINE_DEFAULT)
 
 
 class GradientShapParams(Params):
     """GradientShap: expected gradients over noisy points between baselines and the input."""
 
-    baselines: list[BaselineSpec] = Field(default_factory=lambda: ["zero", "min"], min_length=1)
+    baselines: list[FillSpec] = Field(default_factory=lambda: ["zero"], min_length=1)
     samples: Annotated[int, Field(ge=1, le=10_000)] = 20
     noise: Annotated[float, Field(ge=0)] = Field(
         0.1, description="Noise standard deviation as a fraction of the input's value range."
@@ -125,7 +130,7 @@ class OcclusionParams(Params):
 
     window: Size = Field(8, description="Box size in voxels: one number or one per axis.")
     stride: Size = Field(4, description="Step between boxes in voxels: one number or per axis.")
-    baseline: FillSpec = "zero"
+    baseline: FillSpec = Field(default_factory=BlurFill, description=FILL_DEFAULT)
     engine: Engine = Field("plain", description=ENGINE_DESCRIPTION)
     approximate: Approximate | None = Field(
         None, description="Opt-in approximations (projective threshold, refinement)."
@@ -136,7 +141,7 @@ class GroupParams(Params):
     """Methods over feature groups."""
 
     grouping: GroupingSpec = Field(default_factory=GridGrouping)
-    baseline: FillSpec = "zero"
+    baseline: FillSpec = Field(default_factory=BlurFill, description=FILL_DEFAULT)
 
 
 class FeatureAblationParams(GroupParams):
