@@ -35,8 +35,8 @@ from xaimed.config import MethodEntry, load_config
 from xaimed.engine.scoring import build_scorer
 from xaimed.evaluate.sanity import randomised_cascade
 from xaimed.evaluate.session import like, open_case, reexplain
-from xaimed.io.case import Case
 from xaimed.evaluate.similarity import spearman, ssim
+from xaimed.io.case import Case
 from xaimed.model import load_model
 from xaimed.writers.display import foreground_mask
 
