@@ -30,8 +30,10 @@ from xaimed.engine.scoring import build_scorer
 from xaimed.engine.seeding import seed_everything
 from xaimed.engine.targets import TargetReduction
 from xaimed.errors import InputError, MethodError, XaimedError
+from xaimed.finite import require_finite_output, require_map_on_source
 from xaimed.io.cases import Case
 from xaimed.io.read import read_case
+from xaimed.io.safety import unique_file_parts
 from xaimed.methods import registry
 from xaimed.methods.casedata import CaseData
 from xaimed.methods.context import MethodContext, MethodOutput
@@ -301,8 +303,10 @@ class Explainer:
         entry: MethodEntry,
         targets: list[Target],
     ) -> list[dict[str, Any]]:
+        # One file-name part per target, distinct even where class names clean up alike.
+        parts = unique_file_parts([t.name for t in targets], file_part, reserved={"dominant"})
         method_rows = [
-            self._run_method(case, prepared, inputs, prediction, entry, target, targets)
+            self._run_method(case, prepared, inputs, prediction, entry, target, targets, parts)
             for target in targets
         ]
         maps = [row.pop("_heatmap", None) for row in method_rows]
@@ -354,6 +358,7 @@ class Explainer:
                     outputs = self.reduction.fix_regions(
                         outputs, inputs, self._case_data(case, prepared)
                     )
+            require_finite_output(outputs, inputs, where=f"case {case.case_id}")
         except RuntimeError as exc:
             if is_out_of_memory(exc):
                 raise
@@ -410,6 +415,7 @@ class Explainer:
         entry: MethodEntry,
         target: Target,
         targets: list[Target],
+        parts: dict[str, str],
     ) -> dict[str, Any]:
         info = registry.find(entry.name)
         assert info is not None  # the config validator checked the name
@@ -421,7 +427,7 @@ class Explainer:
         }
         stem = f"{case.case_id}_{file_part(entry.output_id)}"
         if len(targets) > 1:
-            stem += f"_{file_part(target.name)}"
+            stem += f"_{parts[target.name]}"
         case_dir = self.out_dir / case.case_id
         t0 = time.perf_counter()
         self.counting.reset()
@@ -451,6 +457,7 @@ class Explainer:
                     "try runtime.precision: fp32 or other method parameters."
                 )
             raw = prepared.invert_map(attribution)
+            require_map_on_source(attribution, raw.array, where=f"case {case.case_id}")
             heatmap = raw.with_array(postprocess(raw.array, entry.postprocess))
             wall = time.perf_counter() - t0
             peak = self.memory.stop()

@@ -8,6 +8,7 @@ import nibabel as nib
 import numpy as np
 
 from xaimed.errors import InputError
+from xaimed.io.safety import check_declared_size
 from xaimed.volume import Source, Volume
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -27,11 +28,12 @@ def nifti_stem(path: Path) -> str:
     return path.stem
 
 
-def read_nifti(path: Path) -> Volume:
+def read_nifti(path: Path, *, memory_budget: int | None = None) -> Volume:
     """Read a NIfTI-1/2 file into a float32 Volume (scaling applied, header kept for writing).
 
     The voxel data are read here, not lazily, so that a truncated or corrupt file fails now with
-    a message naming it, not later inside a method.
+    a message naming it, not later inside a method. The size the header declares is checked
+    first against ``memory_budget`` (bytes; default: the memory available now).
     """
     try:
         img = nib.load(str(path))
@@ -44,6 +46,7 @@ def read_nifti(path: Path) -> Volume:
         ) from None
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise InputError(f"{path}: {type(img).__name__} is not NIfTI; convert it to NIfTI.")
+    check_declared_size(img.shape, str(path), memory_budget)
     try:
         data = np.asarray(img.get_fdata(dtype=np.float32))
     except Exception as exc:

@@ -6,6 +6,7 @@ from xaimed.config import Config
 from xaimed.errors import InputError
 from xaimed.io.cases import Case
 from xaimed.io.nifti import is_nifti, read_nifti
+from xaimed.io.safety import require_readable_kind
 from xaimed.volume import Volume
 
 
@@ -16,8 +17,11 @@ def read_case(case: Case, config: Config) -> Volume:
     if case.format == "dicom":
         from xaimed.io.dicom.select import read_study
 
-        return read_study(case.study, config.dicom, case_id=case.case_id)
-    return read_nifti(case.path)
+        return read_study(
+            case.study, config.dicom, case_id=case.case_id,
+            memory_budget=config.runtime.memory_budget_bytes,
+        )  # fmt: skip
+    return read_nifti(case.path, memory_budget=config.runtime.memory_budget_bytes)
 
 
 def resolve_listed(case: Case) -> Case:
@@ -29,6 +33,7 @@ def resolve_listed(case: Case) -> Case:
         raise InputError(
             f"case {case.case_id}: {path} does not exist; fix its path in the case list."
         )
+    require_readable_kind(path, f"case {case.case_id}")
     if path.is_file() and is_nifti(path):
         return replace(case, format="nifti")
     from xaimed.io.dicom import scan_dicom

@@ -36,9 +36,14 @@ FILE_COLUMNS = ("nifti", "sidecar", "png", "dicom_pm", "dicom_sc")
 
 
 def case_identity(case: Case) -> dict[str, Any]:
-    """What makes a case the same case on a rerun: its source (path, and size and modification
-    time for a file), its mask and its label (a case list may change any of them)."""
-    identity: dict[str, Any] = {"path": str(case.path), "mask": None, "label": case.label}
+    """What makes a case the same case on a rerun: its id, its source (path, and size and
+    modification time for a file), its mask and its label (a case list may change any of them).
+
+    The id is part of it so that a record can never be taken for another case's, even if two
+    cases were ever to share a folder."""
+    identity: dict[str, Any] = {
+        "case_id": case.case_id, "path": str(case.path), "mask": None, "label": case.label,
+    }  # fmt: skip
     for key, path in (("source", case.path), ("mask", case.mask)):
         if path is None:
             continue

@@ -13,6 +13,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
+from xaimed.io.safety import escape_text
 from xaimed.writers.atomic import atomic_path
 
 COLUMNS = [
@@ -31,5 +32,12 @@ def write_manifest(rows: list[dict[str, Any]], path: Path) -> Path:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in COLUMNS})
+            writer.writerow({k: _cell(row.get(k)) for k in COLUMNS})
     return path
+
+
+def _cell(value: Any) -> Any:
+    # A file name that is not UTF-8 is kept with its bytes escaped (\xff), not dropped.
+    if value is None:
+        return ""
+    return escape_text(value) if isinstance(value, str) else value

@@ -25,6 +25,7 @@ from pydicom.uid import UID
 
 from xaimed.errors import InputError
 from xaimed.io.dicom.frames import Frame, frames_of
+from xaimed.io.safety import regular_files
 
 log = logging.getLogger("xaimed")
 
@@ -143,12 +144,17 @@ def _skip_reason(ds: Dataset) -> str | None:
     return None
 
 
-def _candidates(folder: Path) -> list[Path]:
+def candidate_files(files: list[Path]) -> list[Path]:
+    """The files of a folder's listing worth trying as DICOM: not hidden, not a known other kind."""
     return sorted(
         p
-        for p in folder.rglob("*")
-        if p.is_file() and not p.name.lower().endswith(SKIP_SUFFIXES) and not p.name.startswith(".")
+        for p in files
+        if not p.name.lower().endswith(SKIP_SUFFIXES) and not p.name.startswith(".")
     )
+
+
+def _candidates(folder: Path) -> list[Path]:
+    return candidate_files(regular_files(folder))
 
 
 def scan_dicom(paths: Path | list[Path]) -> list[DicomStudy]:
