@@ -316,7 +316,7 @@ def test_fifo_in_a_folder_is_skipped_and_as_input_refused(tmp_path: Path) -> Non
     os.mkfifo(cases / "pipe.nii.gz")
     os.mkfifo(cases / "IM0001")  # extension-less, like DICOM exports
     assert [c.case_id for c in discover_cases(cases)] == ["c1"]
-    with pytest.raises(InputError, match="INPUT: .* is not a regular file or folder"):
+    with pytest.raises(InputError, match=r"INPUT: .* is not a regular file or folder"):
         discover_cases(cases / "pipe.nii.gz")
 
 

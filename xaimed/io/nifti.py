@@ -41,7 +41,7 @@ def read_nifti(path: Path, *, memory_budget: int | None = None) -> Volume:
         raise InputError(f"{path}: file not found; check the input path.") from None
     except Exception as exc:
         raise InputError(
-            f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc}); "
+            f"{path}: not a readable NIfTI file ({type(exc).__name__}: {_one_line(exc)}); "
             "re-export or remove it."
         ) from None
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
@@ -52,12 +52,17 @@ def read_nifti(path: Path, *, memory_budget: int | None = None) -> Volume:
     except Exception as exc:
         raise InputError(
             f"{path}: voxel data cannot be read, the file is truncated or corrupt "
-            f"({type(exc).__name__}: {exc}); re-export it."
+            f"({type(exc).__name__}: {_one_line(exc)}); re-export it."
         ) from None
     header = img.header.copy()
     try:
         return Volume(array=data, affine=img.affine, source=Source(path, "nifti", header))
     except ValueError as exc:
         raise InputError(
-            f"{path}: unusable geometry ({exc}); fix the header's qform/sform."
+            f"{path}: unusable geometry ({_one_line(exc)}); fix the header's qform/sform."
         ) from None
+
+
+def _one_line(exc: Exception) -> str:
+    # nibabel's messages may span lines ("... from x.nii\n - could the file be damaged?").
+    return " ".join(str(exc).split())
