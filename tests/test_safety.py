@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -345,6 +346,8 @@ def test_header_declaring_huge_volume_is_refused_before_reading(
     write_nifti(cases / "fine.nii.gz", blob_volume((12, 12, 10), (6, 6, 5)), np.eye(4))
     with pytest.raises(InputError, match=r"declares 4000 x 4000 x 4000 voxels, 238\.4 GiB"):
         read_nifti(cases / "huge.nii", memory_budget=2**30)
+    with pytest.raises(InputError, match="more than the memory available now"):
+        read_nifti(cases / "huge.nii")  # no budget: the host's available memory is the limit
     runtime = {"device": "cpu", "threads": 1, "memory_budget": "1GB"}
     config = config_file(tmp_path, tiny_state, runtime=runtime)
     rows = {r["case_id"]: r for r in explain(cases, config, tmp_path / "out").rows}
@@ -371,3 +374,21 @@ def test_series_description_stays_out_of_logs(tmp_path: Path, tiny_state: Path) 
     assert logs and all(secret not in text for text in logs)
     assert "explaining series #1 MR (8 planes)" in "".join(logs)
     assert secret not in (out / "manifest.csv").read_text(encoding="utf-8")
+
+
+def test_dicom_headers_declaring_huge_planes_are_refused_before_decoding(tmp_path: Path) -> None:
+    import pydicom
+
+    from xaimed.config import DicomSection
+    from xaimed.io.dicom import scan_dicom
+    from xaimed.io.dicom.select import read_study
+
+    study = tmp_path / "s"
+    shutil.copytree(ROOT / "tests" / "data" / "dicom" / "hitachi" / "001", study)
+    for path in study.iterdir():
+        ds = pydicom.dcmread(path)
+        ds.Rows = ds.Columns = 65535  # the pixel data stay 64 x 64
+        ds.save_as(path)
+    (found,) = scan_dicom(study)
+    with pytest.raises(InputError, match=r"declares 65535 x 65535 x 4 voxels, 64\.0 GiB"):
+        read_study(found, DicomSection(), case_id="c", memory_budget=2**30)
