@@ -8,6 +8,7 @@ examples are derandomised so CI runs the same few hundred every time, within a m
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 import signal
 import tempfile
@@ -35,10 +36,12 @@ NIFTI_HEADER = 352  # 348-byte NIfTI-1 header and the 4-byte extension flag
 BUDGET = 64 * 2**20  # a sane limit for these tiny images: huge declared sizes are refused
 SECONDS = 10  # per example; the readers take milliseconds on these files
 
+# XAIMED_FUZZ_EXAMPLES=5000 runs a longer, random search locally; CI runs the fixed set.
+EXAMPLES = int(os.environ.get("XAIMED_FUZZ_EXAMPLES", "0"))
 FUZZ = settings(
-    max_examples=120,
+    max_examples=EXAMPLES or 120,
     deadline=None,  # shared CI machines: time is bounded by SECONDS instead
-    derandomize=True,
+    derandomize=not EXAMPLES,
     database=None,
     suppress_health_check=[HealthCheck.too_slow],
 )

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
 from xaimed.errors import InputError
@@ -106,7 +105,10 @@ def read_header(path: Path) -> Dataset | None:
     """The header of ``path`` without pixel data, or None when it is not a DICOM file."""
     try:
         return pydicom.dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError):
+    except Exception:
+        # pydicom's parser raises many kinds of error on corrupt bytes (struct.error, ValueError,
+        # KeyError, OverflowError, ...); any of them means "no usable DICOM header here", and
+        # scan_dicom reports files with the DICOM preamble that end up here as broken.
         return None
 
 
@@ -220,7 +222,7 @@ def _series(
             parts=len(groups),
             modality=str(first.get("Modality", "")),
             description=str(first.get("SeriesDescription", "")),
-            series_number=int(number) if number not in (None, "") else None,
+            series_number=_series_number(number),
             frames=group,
             headers={
                 uid: ds
@@ -230,6 +232,14 @@ def _series(
         )
         for i, group in enumerate(groups)
     ]
+
+
+def _series_number(value: object) -> int | None:
+    """Series Number as an int; None when absent or unparsable (it only breaks ties)."""
+    try:
+        return int(value) if value not in (None, "") else None  # type: ignore[call-overload]
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def _split(frames: list[Frame]) -> list[list[Frame]]:
