@@ -28,6 +28,7 @@ from xaimed.config import (
 )
 from xaimed.errors import InputError
 from xaimed.finite import require_finite_step
+from xaimed.geometry import Geometry
 from xaimed.volume import Volume
 
 
@@ -194,6 +195,11 @@ class Prepared:
     affine: np.ndarray  # of the model's input grid, RAS+
     steps: list[Applied]
 
+    @property
+    def geometry(self) -> Geometry:
+        """The model's input grid (spatial axes of ``array``, without channels)."""
+        return Geometry.of(self.array.shape[1:], self.affine)
+
     def records(self) -> list[dict[str, Any]]:
         """What was done, for the sidecar."""
         return [step.record() for step in self.steps]
@@ -323,7 +329,8 @@ def _intensity(data: np.ndarray, params: IntensityStep) -> tuple[np.ndarray, App
     stats: dict[str, Any] = {}
     for c, channel in enumerate(data):
         if params.kind == "window":
-            assert params.level is not None and params.width is not None
+            if params.level is None or params.width is None:
+                raise RuntimeError("window without level and width passed config validation")
             lo, hi = params.level - params.width / 2, params.level + params.width / 2
         elif params.kind == "percentile":
             lo, hi = (float(v) for v in np.percentile(channel, [params.low, params.high]))
@@ -353,7 +360,8 @@ def _crop_pad_step(
     model_size: tuple[int, int, int] | None,
 ) -> tuple[np.ndarray, np.ndarray, AppliedCropPad]:
     size = model_size if params.size == "model" else params.size
-    assert size is not None  # the config validator requires model.input_size for 'model'
+    if size is None:  # the config validator requires model.input_size for 'model'
+        raise RuntimeError("crop_pad.size 'model' without model.input_size passed validation")
     shape = tuple(int(n) for n in data.shape[1:])
     before = tuple((t - n) // 2 for n, t in zip(shape, size, strict=True))
     fill = float(data.min()) if params.pad_value == "min" else float(params.pad_value)

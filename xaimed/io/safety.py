@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from xaimed.errors import InputError, XaimedError
 
 if TYPE_CHECKING:
-    from xaimed.io.cases import Case
+    from xaimed.io.case import Case
 
 # Bytes per voxel of the float32 array a reader makes, whatever the file's own type.
 FLOAT32_BYTES = 4
@@ -109,9 +109,7 @@ def unique_case_ids(cases: list[Case], input_path: Path) -> list[Case]:
     clashes = [members for members in groups.values() if len(members) > 1]
     if not clashes:
         return cases
-    listed = [
-        cases[i].case_id for members in clashes for i in members if cases[i].format == "listed"
-    ]
+    listed = [cases[i].case_id for members in clashes for i in members if cases[i].format is None]
     if listed:
         raise InputError(
             f"case list: case ids {', '.join(sorted(listed))} differ only in upper/lower case and "

@@ -21,6 +21,7 @@ import numpy as np
 
 from xaimed.volume import Volume
 from xaimed.writers.atomic import atomic_path
+from xaimed.writers.base import MapOutput
 
 TRANSPARENT_BELOW = 0.1
 
@@ -84,3 +85,20 @@ def write_overlay_png(base: Volume, heatmap: Volume, path: Path, *, title: str) 
         fig.savefig(tmp, dpi=100)
     plt.close(fig)
     return path
+
+
+class PngWriter:
+    """A PNG overlay of the map on the source image (``outputs.png``)."""
+
+    name = "png"
+    columns = ("png",)
+
+    def wanted(self, out: MapOutput) -> bool:
+        """When ``outputs.png`` is on."""
+        return out.outputs.png
+
+    def write(self, out: MapOutput) -> dict[str, str]:
+        """``<stem>.png``, captioned with ``out.title``."""
+        path = write_overlay_png(out.source, out.heatmap, out.case_dir / f"{out.stem}.png",
+                                 title=out.title)  # fmt: skip
+        return {"png": str(path)}

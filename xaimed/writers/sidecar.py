@@ -12,6 +12,7 @@ import numpy as np
 from xaimed.errors import OutputError
 from xaimed.io.safety import escape_text
 from xaimed.writers.atomic import atomic_path
+from xaimed.writers.base import MapOutput
 
 
 def write_sidecar(record: dict[str, Any], path: Path) -> Path:
@@ -45,3 +46,18 @@ def _strict(value: Any, key: str) -> Any:
     if isinstance(value, list | tuple):
         return [_strict(v, f"{key}[{i}]") for i, v in enumerate(value)]
     return value
+
+
+class SidecarWriter:
+    """The JSON sidecar of the map (always written: it is the map's audit record)."""
+
+    name = "sidecar"
+    columns = ("sidecar",)
+
+    def wanted(self, out: MapOutput) -> bool:
+        """Always."""
+        return True
+
+    def write(self, out: MapOutput) -> dict[str, str]:
+        """``<stem>.json``."""
+        return {"sidecar": str(write_sidecar(out.sidecar, out.case_dir / f"{out.stem}.json"))}
