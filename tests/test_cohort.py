@@ -93,7 +93,7 @@ def _outputs(out: Path) -> dict[str, bytes]:
         rel = path.relative_to(out)
         if not path.is_file() or rel.parts[0] == "logs" or ".done" in rel.parts:
             continue
-        if rel.name.startswith("manifest"):
+        if rel.name.startswith(("manifest", ".lock")):  # .lock: who holds the folder (pid)
             continue
         data = path.read_bytes()
         if path.suffix == ".json" and rel.name != "config.json":

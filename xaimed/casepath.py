@@ -21,6 +21,7 @@ from xaimed.config import Config, MethodEntry
 from xaimed.engine.scoring import Scorer
 from xaimed.engine.seeding import seed_everything
 from xaimed.errors import InputError, MethodError
+from xaimed.finite import require_map_on_source
 from xaimed.io.case import Case
 from xaimed.io.read import read_case
 from xaimed.methods import registry
@@ -173,5 +174,6 @@ def attribute(
             "try runtime.precision: fp32 or other method parameters."
         )
     raw = case.prepared.invert_map(attribution)
+    require_map_on_source(attribution, raw.array, where=f"case {case.case_id}")
     heatmap = raw.with_array(postprocess(raw.array, entry.postprocess))
     return Attribution(heatmap, params, dict(output.details))

@@ -27,6 +27,7 @@ from xaimed.config import (
     ResampleStep,
 )
 from xaimed.errors import InputError
+from xaimed.finite import require_finite_step
 from xaimed.geometry import Geometry
 from xaimed.volume import Volume
 
@@ -367,18 +368,20 @@ def _intensity(data: np.ndarray, params: IntensityStep) -> tuple[np.ndarray, App
             lo, hi = params.level - params.width / 2, params.level + params.width / 2
         elif params.kind == "percentile":
             lo, hi = (float(v) for v in np.percentile(channel, [params.low, params.high]))
+        # Statistics and scaling in float64: float32 overflows on voxels near 1e20 (the square
+        # in the standard deviation) and on spans between values near its 3.4e38 limit.
         if params.kind == "zscore":
             values = channel[channel != 0] if params.nonzero else channel
             if values.size == 0:
                 values = channel
-            mean, std = float(values.mean()), float(values.std())
+            mean, std = float(values.mean(dtype=np.float64)), float(values.std(dtype=np.float64))
             std = std if std > 0 else 1.0
-            out[c] = (channel - mean) / std
+            out[c] = (channel.astype(np.float64) - mean) / std
             stats.setdefault("mean", []).append(mean)
             stats.setdefault("std", []).append(std)
             continue
         span = hi - lo if hi > lo else 1.0
-        scaled = (channel - lo) / span
+        scaled = (channel.astype(np.float64) - lo) / span
         out[c] = np.clip(scaled, 0.0, 1.0) if params.clip else scaled
         stats.setdefault("range", []).append([float(lo), float(hi)])
     return out, AppliedIntensity(params, stats)
@@ -422,17 +425,29 @@ def prepare(
     data = data.astype(np.float32, copy=False)
     affine = volume.affine
     steps: list[Applied] = [channels]
+    where = str(volume.source.path)
     if config.reorient is not None:
         data, affine, applied = _reorient(data, affine, config.reorient)
         steps.append(applied)
     if config.resample is not None:
         data, affine, applied_r = _resample(data, affine, config.resample)
         steps.append(applied_r)
+        require_finite_step(data, where=where, step="resample")
     if config.intensity is not None:
-        data, applied_i = _intensity(data, config.intensity)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported just below
+            data, applied_i = _intensity(data, config.intensity)
         steps.append(applied_i)
+        require_finite_step(data, where=where, step="intensity")
+        stats = np.asarray(_flat_stats(applied_i.stats), dtype=np.float64)
+        require_finite_step(stats, where=where, step="intensity")
     if config.crop_pad is not None:
         data, affine, applied_c = _crop_pad_step(data, affine, config.crop_pad, model_size)
         outside = outside_fraction(volume.affine, volume.array.shape[:3], affine, applied_c.shape)
         steps.append(replace(applied_c, outside_field_of_view=outside))
+        require_finite_step(data, where=where, step="crop_pad")
     return Prepared(volume, np.ascontiguousarray(data, dtype=np.float32), affine, steps)
+
+
+def _flat_stats(stats: dict[str, Any]) -> list[float]:
+    """Every number in an intensity step's statistics (mean, std, ranges), for the finite check."""
+    return [float(v) for values in stats.values() for v in np.ravel(values)]

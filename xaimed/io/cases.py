@@ -8,19 +8,23 @@ from xaimed.errors import InputError
 from xaimed.io.case import Case, safe_id
 from xaimed.io.caselist import read_case_list
 from xaimed.io.nifti import is_nifti, nifti_stem
+from xaimed.io.safety import regular_files, require_readable_kind, unique_case_ids
 
 
-def discover_cases(input_path: Path) -> list[Case]:
+def discover_cases(input_path: Path, exclude: Path | None = None) -> list[Case]:
     """Cases in a deterministic order; ids are unique and file-name safe.
 
     NIfTI files come first, sorted by path; then one case per DICOM study found in the other
     files (any layout, any file names), sorted by case id, a hash of the Study Instance UID.
+    Only regular files are read (never FIFOs or devices); the folder ``exclude`` (the run's
+    output folder) is left out, so a run never explains its own outputs.
     """
     if not input_path.exists():
         raise InputError(f"{input_path}: no such file or folder; check the INPUT argument.")
+    require_readable_kind(input_path, "INPUT")
     if input_path.is_file():
         if is_case_list(input_path):
-            return read_case_list(input_path)
+            return unique_case_ids(read_case_list(input_path), input_path.parent)
         if is_nifti(input_path):
             return [Case(safe_id(nifti_stem(input_path)), input_path)]
         dicom = _dicom_cases(input_path)
@@ -30,8 +34,9 @@ def discover_cases(input_path: Path) -> list[Case]:
                 "a NIfTI file, a DICOM file or a folder."
             )
         return dicom
-    files = sorted(p for p in input_path.rglob("*") if p.is_file() and is_nifti(p))
-    dicom = _dicom_cases(input_path)
+    found = regular_files(input_path, exclude)
+    files = [p for p in found if is_nifti(p)]
+    dicom = _dicom_cases(input_path, found)
     if not files and not dicom:
         raise InputError(
             f"{input_path}: no NIfTI files (.nii, .nii.gz) or DICOM images in this folder; "
@@ -45,7 +50,7 @@ def discover_cases(input_path: Path) -> list[Case]:
             rel = path.relative_to(input_path)
             stem = safe_id("__".join([*rel.parent.parts, nifti_stem(path)]))
         cases.append(Case(stem, path))
-    return cases + dicom
+    return unique_case_ids(cases + dicom, input_path)
 
 
 def is_case_list(path: Path) -> bool:
@@ -53,8 +58,12 @@ def is_case_list(path: Path) -> bool:
     return path.suffix.lower() in {".csv", ".tsv"}
 
 
-def _dicom_cases(path: Path) -> list[Case]:
+def _dicom_cases(path: Path, files: list[Path] | None = None) -> list[Case]:
     from xaimed.io.dicom import scan_dicom
+    from xaimed.io.dicom.discovery import candidate_files
 
-    studies = scan_dicom(path if path.is_dir() else [path])
+    if not path.is_dir():
+        studies = scan_dicom([path])
+    else:
+        studies = scan_dicom(path if files is None else candidate_files(files))
     return [Case(s.case_id, s.folder, format="dicom", study=s) for s in studies]

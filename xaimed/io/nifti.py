@@ -8,6 +8,7 @@ import nibabel as nib
 import numpy as np
 
 from xaimed.errors import InputError
+from xaimed.io.safety import check_declared_size
 from xaimed.volume import Source, Volume
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -27,11 +28,12 @@ def nifti_stem(path: Path) -> str:
     return path.stem
 
 
-def read_nifti(path: Path) -> Volume:
+def read_nifti(path: Path, *, memory_budget: int | None = None) -> Volume:
     """Read a NIfTI-1/2 file into a float32 Volume (scaling applied, header kept for writing).
 
     The voxel data are read here, not lazily, so that a truncated or corrupt file fails now with
-    a message naming it, not later inside a method.
+    a message naming it, not later inside a method. The size the header declares is checked
+    first against ``memory_budget`` (bytes; default: the memory available now).
     """
     try:
         img = nib.load(str(path))
@@ -39,22 +41,28 @@ def read_nifti(path: Path) -> Volume:
         raise InputError(f"{path}: file not found; check the input path.") from None
     except Exception as exc:
         raise InputError(
-            f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc}); "
+            f"{path}: not a readable NIfTI file ({type(exc).__name__}: {_one_line(exc)}); "
             "re-export or remove it."
         ) from None
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise InputError(f"{path}: {type(img).__name__} is not NIfTI; convert it to NIfTI.")
+    check_declared_size(img.shape, str(path), memory_budget)
     try:
         data = np.asarray(img.get_fdata(dtype=np.float32))
     except Exception as exc:
         raise InputError(
             f"{path}: voxel data cannot be read, the file is truncated or corrupt "
-            f"({type(exc).__name__}: {exc}); re-export it."
+            f"({type(exc).__name__}: {_one_line(exc)}); re-export it."
         ) from None
     header = img.header.copy()
     try:
         return Volume(array=data, affine=img.affine, source=Source(path, "nifti", header))
     except ValueError as exc:
         raise InputError(
-            f"{path}: unusable geometry ({exc}); fix the header's qform/sform."
+            f"{path}: unusable geometry ({_one_line(exc)}); fix the header's qform/sform."
         ) from None
+
+
+def _one_line(exc: Exception) -> str:
+    # nibabel's messages may span lines ("... from x.nii\n - could the file be damaged?").
+    return " ".join(str(exc).split())

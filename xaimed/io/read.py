@@ -6,6 +6,7 @@ from xaimed.config import Config
 from xaimed.errors import InputError
 from xaimed.io.case import Case
 from xaimed.io.readers import READERS
+from xaimed.io.safety import require_readable_kind
 from xaimed.volume import Volume
 
 
@@ -28,6 +29,7 @@ def resolve_listed(case: Case) -> Case:
         raise InputError(
             f"case {case.case_id}: {case.path} does not exist; fix its path in the case list."
         )
+    require_readable_kind(case.path, f"case {case.case_id}")
     for reader in READERS.values():
         located = reader.locate(case)
         if located is not None:

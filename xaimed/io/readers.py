@@ -47,7 +47,7 @@ class NiftiReader:
 
     def read(self, case: Case, config: Config) -> Volume:
         """The file's Volume."""
-        return read_nifti(case.path)
+        return read_nifti(case.path, memory_budget=config.runtime.memory_budget_bytes)
 
 
 class DicomReader:
@@ -78,7 +78,10 @@ class DicomReader:
         study = case.study if case.study is not None else self.locate(case).study
         if study is None:  # locate() sets the study or raises; kept for the type checker
             raise InputError(f"case {case.case_id}: {case.path} holds no DICOM study.")
-        return read_study(study, config.dicom, case_id=case.case_id)
+        return read_study(
+            study, config.dicom, case_id=case.case_id,
+            memory_budget=config.runtime.memory_budget_bytes,
+        )  # fmt: skip
 
 
 # Tried in this order for a case-list path; the last one may raise for what nobody claimed.

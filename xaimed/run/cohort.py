@@ -24,11 +24,13 @@ from xaimed.config import Config, with_overrides
 from xaimed.errors import ConfigError, XaimedError
 from xaimed.io.case import Case
 from xaimed.io.cases import discover_cases
+from xaimed.io.safety import check_output_folder
 from xaimed.model import LoadedModel, load_model, resolve_device
 from xaimed.pacs.source import PacsSource, is_pacs_input, remote_cases
 from xaimed.pacs.store import store_for_run
 from xaimed.progress import Reporter
 from xaimed.run.executors import Job, run_dask, run_devices, run_serial
+from xaimed.run.lock import run_lock
 from xaimed.run.logs import LogSetup
 from xaimed.run.options import RunOptions, interrupted_fields
 from xaimed.run.records import WorkKeys, case_identity, read_record, record_path
@@ -186,6 +188,7 @@ def run_cohort(
         raise XaimedError("--executor dask needs --scheduler ADDRESS (tcp://host:port).")
     # Absolute paths: workers elsewhere (Dask) may run in another folder, and records must
     # find their files from whatever folder a resumed run starts in.
+    check_output_folder(out_dir, input_path)
     out_dir = out_dir.resolve()
     pacs = PacsSource.for_run(config, out_dir)
     if pacs is not None:
@@ -201,7 +204,7 @@ def run_cohort(
         all_cases = pacs.query_cases()
     else:
         input_path = input_path.resolve()
-        all_cases = remote_cases(discover_cases(input_path), pacs)
+        all_cases = remote_cases(discover_cases(input_path, exclude=out_dir), pacs)
     _check_case_ids(all_cases)
     cases = options.shard.select(all_cases)
     log.info(
@@ -217,13 +220,30 @@ def run_cohort(
     model = load_model(
         config.model, resolve_device(config.runtime.device) if here else torch.device("cpu")
     )
-    jobs = plan_jobs(cases, config, out_dir, model.sha256, options.overwrite)
     result = RunResult(out_dir, shard=options.shard)
     if options.dry_run:
+        jobs = plan_jobs(cases, config, out_dir, model.sha256, options.overwrite)
         result.plan = _plan_table(jobs)
         return result
-    stop = options.stop or StopFlag()
     out_dir.mkdir(parents=True, exist_ok=True)
+    # Locked before reading the completion records: another run may be writing them.
+    with run_lock(out_dir, options.shard.suffix):
+        jobs = plan_jobs(cases, config, out_dir, model.sha256, options.overwrite)
+        return _run_locked(config, out_dir, options, reporter, devices, model, jobs, result)
+
+
+def _run_locked(
+    config: Config,
+    out_dir: Path,
+    options: RunOptions,
+    reporter: Reporter,
+    devices: list[str] | None,
+    model: LoadedModel,
+    jobs: list[Job],
+    result: RunResult,
+) -> RunResult:
+    """The run proper, while this process holds the output folder's lock."""
+    stop = options.stop or StopFlag()
     with atomic_path(out_dir / "config.json") as tmp:
         tmp.write_text(json.dumps(config.model_dump(mode="json", by_alias=True), indent=2) + "\n")
     collector = _Collector(config, result, reporter, stop, options.fail_fast)

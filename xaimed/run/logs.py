@@ -51,7 +51,7 @@ class _RunFileHandler(logging.FileHandler):
     so a run refused at once (bad config) leaves no output folder behind."""
 
     def __init__(self, path: Path) -> None:
-        super().__init__(path, mode="a", encoding="utf-8", delay=True)
+        super().__init__(path, mode="a", encoding="utf-8", delay=True, errors="backslashreplace")
 
     def _open(self):  # type: ignore[no-untyped-def]
         Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)

@@ -36,9 +36,15 @@ RECORD_DIR = ".done"
 
 
 def case_identity(case: Case) -> dict[str, Any]:
-    """What makes a case the same case on a rerun: its source (path, and size and modification
-    time for a file), its mask and its label (a case list may change any of them)."""
-    identity: dict[str, Any] = {"path": case.source, "mask": None, "label": case.label}
+    """What makes a case the same case on a rerun: its id, its source (path, and size and
+    modification time for a file; a study on a DICOM server: the server and its UID), its mask
+    and its label (a case list may change any of them).
+
+    The id is part of it so that a record can never be taken for another case's, even if two
+    cases were ever to share a folder."""
+    identity: dict[str, Any] = {
+        "case_id": case.case_id, "path": case.source, "mask": None, "label": case.label,
+    }  # fmt: skip
     # A study on a DICOM server is known by its UID (and server); its cache folder says nothing.
     source = None if case.format == "pacs" else case.path
     for key, path in (("source", source), ("mask", case.mask)):

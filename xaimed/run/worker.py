@@ -26,7 +26,9 @@ from xaimed.engine.perturb import is_out_of_memory
 from xaimed.engine.scoring import build_scorer
 from xaimed.engine.targets import TargetReduction
 from xaimed.errors import InputError, XaimedError
+from xaimed.finite import require_finite_output
 from xaimed.io.case import Case
+from xaimed.io.safety import unique_file_parts
 from xaimed.methods import registry
 from xaimed.model import LoadedModel, load_model, resolve_device
 from xaimed.pacs.source import PacsSource
@@ -193,7 +195,12 @@ class Explainer:
         self, opened: OpenCase, prediction: Prediction, entry: MethodEntry, targets: list[Target]
     ) -> list[ManifestRow]:
         case = opened.case
-        done = [self._run_method(opened, prediction, entry, target, targets) for target in targets]
+        # One file-name part per target, distinct even where class names clean up alike.
+        parts = unique_file_parts([t.name for t in targets], file_part, reserved={"dominant"})
+        done = [
+            self._run_method(opened, prediction, entry, target, targets, parts)
+            for target in targets
+        ]
         method_rows = [row for row, _ in done]
         maps = [heatmap for _, heatmap in done if heatmap is not None]
         if len(targets) > 1 and len(maps) == len(targets):
@@ -234,6 +241,7 @@ class Explainer:
                 outputs = self.counting(inputs)
                 if self.reduction is not None:
                     outputs = self.reduction.fix_regions(outputs, inputs, opened.data)
+            require_finite_output(outputs, inputs, where=f"case {case.case_id}")
         except RuntimeError as exc:
             if is_out_of_memory(exc):
                 raise
@@ -273,6 +281,7 @@ class Explainer:
         entry: MethodEntry,
         target: Target,
         targets: list[Target],
+        parts: dict[str, str],
     ) -> tuple[ManifestRow, Volume | None]:
         """The row of ``entry`` on one target, and its map when it succeeded."""
         case, prepared = opened.case, opened.prepared
@@ -286,7 +295,7 @@ class Explainer:
         written: Volume | None = None
         stem = f"{case.case_id}_{file_part(entry.output_id)}"
         if len(targets) > 1:
-            stem += f"_{file_part(target.name)}"
+            stem += f"_{parts[target.name]}"
         case_dir = self.out_dir / case.case_id
         t0 = time.perf_counter()
         self.counting.reset()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from xaimed.io.case import Case
+from xaimed.io.safety import escape_text
 from xaimed.writers.atomic import atomic_path
 
 
@@ -73,8 +74,15 @@ def write_manifest(rows: Iterable[Mapping[str, Any]], path: Path) -> Path:
         writer.writeheader()
         for row in rows:
             check_row(row)
-            writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in COLUMNS})
+            writer.writerow({k: _cell(row.get(k)) for k in COLUMNS})
     return path
+
+
+def _cell(value: Any) -> Any:
+    # A file name that is not UTF-8 is kept with its bytes escaped (\xff), not dropped.
+    if value is None:
+        return ""
+    return escape_text(value) if isinstance(value, str) else value
 
 
 def case_row(case: Case, method: str, **fields: Any) -> ManifestRow:

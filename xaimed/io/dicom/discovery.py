@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
 from xaimed.errors import InputError
 from xaimed.io.dicom.frames import Frame, frames_of
+from xaimed.io.safety import regular_files
 
 log = logging.getLogger("xaimed")
 
@@ -105,7 +105,10 @@ def read_header(path: Path) -> Dataset | None:
     """The header of ``path`` without pixel data, or None when it is not a DICOM file."""
     try:
         return pydicom.dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError):
+    except Exception:
+        # pydicom's parser raises many kinds of error on corrupt bytes (struct.error, ValueError,
+        # KeyError, OverflowError, ...); any of them means "no usable DICOM header here", and
+        # scan_dicom reports files with the DICOM preamble that end up here as broken.
         return None
 
 
@@ -143,12 +146,17 @@ def _skip_reason(ds: Dataset) -> str | None:
     return None
 
 
-def _candidates(folder: Path) -> list[Path]:
+def candidate_files(files: list[Path]) -> list[Path]:
+    """The files of a folder's listing worth trying as DICOM: not hidden, not a known other kind."""
     return sorted(
         p
-        for p in folder.rglob("*")
-        if p.is_file() and not p.name.lower().endswith(SKIP_SUFFIXES) and not p.name.startswith(".")
+        for p in files
+        if not p.name.lower().endswith(SKIP_SUFFIXES) and not p.name.startswith(".")
     )
+
+
+def _candidates(folder: Path) -> list[Path]:
+    return candidate_files(regular_files(folder))
 
 
 def scan_dicom(paths: Path | list[Path]) -> list[DicomStudy]:
@@ -214,7 +222,7 @@ def _series(
             parts=len(groups),
             modality=str(first.get("Modality", "")),
             description=str(first.get("SeriesDescription", "")),
-            series_number=int(number) if number not in (None, "") else None,
+            series_number=_series_number(number),
             frames=group,
             headers={
                 uid: ds
@@ -224,6 +232,14 @@ def _series(
         )
         for i, group in enumerate(groups)
     ]
+
+
+def _series_number(value: object) -> int | None:
+    """Series Number as an int; None when absent or unparsable (it only breaks ties)."""
+    try:
+        return int(value) if value not in (None, "") else None  # type: ignore[call-overload]
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def _split(frames: list[Frame]) -> list[list[Frame]]:

@@ -74,7 +74,41 @@ def is_multiframe(ds: Dataset) -> bool:
 
 
 def frames_of(ds: Dataset, path: Path) -> list[Frame]:
-    """The image planes of one dataset (read without pixel data), in stored order."""
+    """The image planes of one dataset (read without pixel data), in stored order.
+
+    A header whose geometry values cannot be parsed, or parse to nonsense (NaN positions, zero
+    or negative sizes), is an InputError: such files turn up corrupt or hand-edited.
+    """
+    try:
+        frames = _frames_of(ds, path)
+    except InputError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError) as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise InputError(
+            f"{path}: a header value cannot be parsed ({type(exc).__name__}: {detail}); "
+            "re-export the series with valid headers."
+        ) from None
+    for frame in frames:
+        _check_geometry(frame)
+    return frames
+
+
+def _check_geometry(frame: Frame) -> None:
+    values = np.concatenate([frame.position, frame.orientation, frame.pixel_spacing])
+    if not np.all(np.isfinite(values)) or min(frame.pixel_spacing) <= 0:
+        raise InputError(
+            f"{frame.path}: the plane's position, orientation or pixel spacing is not a finite, "
+            "positive value; re-export the series with valid headers."
+        )
+    if frame.rows <= 0 or frame.columns <= 0 or len(frame.position) != 3:
+        raise InputError(
+            f"{frame.path}: the header declares {frame.rows} x {frame.columns} pixels or a "
+            "position without 3 coordinates; re-export the series with valid headers."
+        )
+
+
+def _frames_of(ds: Dataset, path: Path) -> list[Frame]:
     if is_multiframe(ds):
         return [_enhanced_frame(ds, path, i) for i in range(int(ds.get("NumberOfFrames", 1)))]
     if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:

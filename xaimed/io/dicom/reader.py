@@ -44,7 +44,8 @@ def _decode(path: Path, where: str) -> Dataset:
         ds = pydicom.dcmread(path)
     except Exception as exc:
         raise InputError(
-            f"{where}: {path.name} cannot be read ({type(exc).__name__}: {exc}); the file is "
+            f"{where}: {path.name} cannot be read ({type(exc).__name__}: "
+            f"{' '.join(str(exc).split())[:200]}); the file is "
             "truncated or corrupt, re-export the series."
         ) from None
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
@@ -91,19 +92,15 @@ def read_dicom_series(
         min_slices=min_slices,
         resample_irregular=resample_irregular,
     )
-    decoded: dict[Path, np.ndarray] = {}
-    planes = []
-    for frame in stack.frames:
-        if frame.path not in decoded:
-            ds = _decode(frame.path, where)
-            pixels = _pixels(ds, frame.path, where)
-            # pydicom drops the frame axis of a one-frame object; put it back.
-            decoded[frame.path] = pixels if int(ds.get("NumberOfFrames", 1)) > 1 else pixels[None]
-        pixels = decoded[frame.path][(frame.frame_number or 1) - 1]
-        plane = pixels.astype(np.float32) * np.float32(frame.slope) + np.float32(frame.intercept)
-        # (rows, cols[, samples]) -> (cols, rows[, samples]): axis 0 runs along a row.
-        planes.append(np.swapaxes(plane, 0, 1))
-    array = np.stack(planes, axis=2)
+    try:
+        array = _planes(stack, where)
+    except (ValueError, IndexError, TypeError, OverflowError) as exc:
+        # Headers that disagree with the pixel data (frame counts, plane sizes) in a corrupt or
+        # hand-edited file: the planes do not form one volume.
+        raise InputError(
+            f"{where}: the decoded planes do not match their headers ({type(exc).__name__}: "
+            f"{' '.join(str(exc).split())[:200]}); re-export the series."
+        ) from None
     if stack.resampled:
         array = _resample_slices(array, stack.offsets, stack.shape[2])
     header = DicomHeader(series, stack, list(stack.warnings))
@@ -121,6 +118,23 @@ def read_dicom_series(
         )
     except ValueError as exc:
         raise InputError(f"{where}: unusable geometry ({exc}); check the headers.") from None
+
+
+def _planes(stack: Stack, where: str) -> np.ndarray:
+    """The stack's planes decoded, rescaled and stacked along k: (cols, rows, k[, samples])."""
+    decoded: dict[Path, np.ndarray] = {}
+    planes = []
+    for frame in stack.frames:
+        if frame.path not in decoded:
+            ds = _decode(frame.path, where)
+            pixels = _pixels(ds, frame.path, where)
+            # pydicom drops the frame axis of a one-frame object; put it back.
+            decoded[frame.path] = pixels if int(ds.get("NumberOfFrames", 1)) > 1 else pixels[None]
+        pixels = decoded[frame.path][(frame.frame_number or 1) - 1]
+        plane = pixels.astype(np.float32) * np.float32(frame.slope) + np.float32(frame.intercept)
+        # (rows, cols[, samples]) -> (cols, rows[, samples]): axis 0 runs along a row.
+        planes.append(np.swapaxes(plane, 0, 1))
+    return np.stack(planes, axis=2)
 
 
 def _resample_slices(array: np.ndarray, offsets: np.ndarray, count: int) -> np.ndarray:

@@ -9,14 +9,17 @@ from xaimed.config import DicomSection, DicomSelect
 from xaimed.errors import InputError
 from xaimed.io.dicom.discovery import DicomSeries, DicomStudy
 from xaimed.io.dicom.reader import read_dicom_series
+from xaimed.io.safety import check_declared_size
 from xaimed.volume import Volume
 
 log = logging.getLogger("xaimed")
 
 
 def _describe(series: DicomSeries) -> str:
+    """Series number, modality and size: never the free-text Series Description, which may
+    hold names and would spread them into logs and manifests (it stays in the sidecar)."""
     number = "" if series.series_number is None else f"#{series.series_number} "
-    return f"{number}{series.modality} '{series.description}' ({len(series.frames)} planes)"
+    return f"{number}{series.modality} ({len(series.frames)} planes)"
 
 
 def choose_series(study: DicomStudy, select: DicomSelect, *, case_id: str) -> DicomSeries:
@@ -38,8 +41,8 @@ def choose_series(study: DicomStudy, select: DicomSelect, *, case_id: str) -> Di
         available = "; ".join(_describe(s) for s in study.series)
         raise InputError(
             f"case {case_id}: no series matches dicom.select (modality={select.modality}, "
-            f"description={select.description}); the study has: {available}; change "
-            "dicom.select."
+            f"description={select.description}); the study has: {available} (descriptions "
+            "are left out of messages: they may hold names); change dicom.select."
         )
     chosen = max(
         matches,
@@ -54,9 +57,21 @@ def choose_series(study: DicomStudy, select: DicomSelect, *, case_id: str) -> Di
     return chosen
 
 
-def read_study(study: DicomStudy, options: DicomSection, *, case_id: str) -> Volume:
-    """Read the series of ``study`` chosen by ``options.select`` into a Volume."""
+def read_study(
+    study: DicomStudy, options: DicomSection, *, case_id: str, memory_budget: int | None = None
+) -> Volume:
+    """Read the series of ``study`` chosen by ``options.select`` into a Volume.
+
+    The size its headers declare (rows x columns x planes) is checked against ``memory_budget``
+    (bytes; default: the memory available now) before any pixel data are decoded.
+    """
     series = choose_series(study, options.select, case_id=case_id)
+    first = series.frames[0]
+    check_declared_size(
+        (first.rows, first.columns, len(series.frames)),
+        f"case {case_id}, series {series.label}",
+        memory_budget,
+    )
     return read_dicom_series(
         series,
         min_slices=options.min_slices,
