@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from xaimed.errors import ConfigError
+from xaimed.models.schema import NnunetSection
 
 Vec3 = tuple[float, float, float]
 Size3 = tuple[int, int, int]
@@ -62,6 +63,10 @@ class ModelSection(Strict):
     in_channels: PositiveInt = 1
     classes: list[str] | None = Field(None, description="Class names, in output order.")
     output: Literal["logits", "probabilities"] = "logits"
+    ensemble: list[ModelSection] | None = Field(
+        None, description="Members (each a model section) whose mean output is explained."
+    )
+    nnunet: NnunetSection | None = Field(None, description="An nnU-Net v2 results folder.")
 
     @field_validator("architecture")
     @classmethod
@@ -79,6 +84,13 @@ class ModelSection(Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSection:
+        formats = [k for k in ("ensemble", "nnunet") if getattr(self, k) is not None]
+        if formats:
+            if len(formats) > 1 or self.torchscript is not None or self.weights is not None:
+                raise ValueError(f"give one model source: `{formats[0]}` excludes the others")
+            if self.ensemble is not None and len(self.ensemble) < 2:
+                raise ValueError("`ensemble` needs at least two members")
+            return self
         if self.torchscript is not None and (self.architecture or self.weights):
             raise ValueError("give either `torchscript` or `architecture` + `weights`, not both")
         if self.torchscript is None and self.weights is None:
@@ -581,7 +593,9 @@ def _resolve(path: Path, base: Path) -> Path:
 
 
 def _file_problems(model: ModelSection) -> list[str]:
-    problems = []
+    problems = [p for member in model.ensemble or [] for p in _file_problems(member)]
+    if model.nnunet is not None and not model.nnunet.folder.is_dir():
+        problems.append(f"model.nnunet.folder: folder {model.nnunet.folder} does not exist")
     for key in ("torchscript", "weights"):
         path = getattr(model, key)
         if path is not None and not path.is_file():
@@ -593,6 +607,10 @@ def _resolve_model_paths(model: ModelSection, base_dir: Path) -> None:
     model.torchscript = model.torchscript and _resolve(model.torchscript, base_dir)
     model.weights = model.weights and _resolve(model.weights, base_dir)
     model.python_path = [_resolve(p, base_dir) for p in model.python_path]
+    for member in model.ensemble or []:
+        _resolve_model_paths(member, base_dir)
+    if model.nnunet is not None:
+        model.nnunet.folder = _resolve(model.nnunet.folder, base_dir)
 
 
 def _resolve_evaluate_paths(section: EvaluateSection, base_dir: Path) -> None:

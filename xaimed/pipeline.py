@@ -212,10 +212,13 @@ class Explainer:
     def load(self, case: Case) -> LoadedCase:
         """Read and preprocess ``case`` (safe to run in a background thread)."""
         volume = read_case(case, self.config)
-        prepared = prepare(
-            volume, self.config.preprocessing, model_size=self.config.model.input_size
-        )
-        _check_input(self.config, case, prepared)
+        if self.model.prepare is not None:  # a format with its own preprocessing (nnU-Net)
+            prepared = self.model.prepare(volume)
+        else:
+            prepared = prepare(
+                volume, self.config.preprocessing, model_size=self.config.model.input_size
+            )
+            _check_input(self.config, case, prepared)
         return LoadedCase(prepared, torch.from_numpy(prepared.array)[None])
 
     def explain_case(
@@ -455,6 +458,8 @@ class Explainer:
             wall = time.perf_counter() - t0
             peak = self.memory.stop()
             passes = self.counting.count
+            # After the ensemble's own time and memory are taken: member maps are extra work.
+            spread = self._member_spread(context, info, params, prepared, case_dir, stem, entry)
             if self.config.outputs.nifti:
                 suffix = ".nii.gz" if self.config.outputs.compress else ".nii"
                 row["nifti"] = str(
@@ -472,6 +477,8 @@ class Explainer:
                     )
                 )
             record = self._sidecar(case, prepared, prediction, entry, params, target, heatmap, wall)
+            if spread is not None:
+                record["ensemble"] = spread
             warnings_ = [info.warning] if info.warning else []
             details = dict(output.details)
             warnings_ += details.pop("warnings", [])
@@ -524,6 +531,26 @@ class Explainer:
             )
             self._fail(row, case, entry, message, kind, t0)
         return row
+
+    def _member_spread(
+        self, context: MethodContext, info: Any, params: Any, prepared: Prepared,
+        case_dir: Path, stem: str, entry: MethodEntry,
+    ) -> dict[str, Any] | None:  # fmt: skip
+        """For an ensemble: each member's map, their per-voxel std (written) and agreement."""
+        if not self.model.members:
+            return None
+        from xaimed.models.agreement import member_agreement
+        from xaimed.models.members import member_maps
+
+        assert self.reduction is not None  # build_scorer always makes one
+        maps = member_maps(self.model.members, context, info, params, self.config, self.reduction)
+        on_source = [prepared.invert_map(m).array for m in maps]
+        spread = prepared.source.with_array(np.std(np.stack(on_source), axis=0))
+        suffix = ".nii.gz" if self.config.outputs.compress else ".nii"
+        path = write_nifti_map(
+            spread, case_dir / f"{stem}_member_std{suffix}", method=f"{entry.output_id} std"
+        )
+        return {"member_std_nifti": str(path), **member_agreement(on_source)}
 
     def _fail(
         self, row: dict[str, Any], case: Case, entry: MethodEntry, message: str, kind: str,
