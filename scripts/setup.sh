@@ -15,3 +15,5 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/python -m pip install -q "${XAIMED_TORCH:-torch==2.13.0}"
 fi
 .venv/bin/python -m pip install -q -e ".[dev]"
+# nnU-Net v2 support (model.nnunet), installed so that torch cannot move (see the script).
+./scripts/install_nnunet.sh

@@ -150,3 +150,19 @@ def test_pickled_payload_in_a_member_is_refused(tmp_path):
     with pytest.raises(ModelError, match="allow_pickle"):
         load_model(cfg.model, torch.device("cpu"))
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("key", ["weights", "torchscript"])
+def test_pickled_payload_is_refused_in_single_model_formats(tmp_path, key):
+    marker = tmp_path / "pwned"
+    bad = tmp_path / "bad.pt"
+    torch.save({"conv.weight": _Payload(marker)}, bad)
+    model = _member(tmp_path, 1)
+    if key == "torchscript":
+        model = {"torchscript": str(bad)}
+    else:
+        model["weights"] = str(bad)
+    cfg = load_config(_config(tmp_path, model, key))
+    with pytest.raises(ModelError, match="allow_pickle" if key == "weights" else "TorchScript"):
+        load_model(cfg.model, torch.device("cpu"))
+    assert not marker.exists()

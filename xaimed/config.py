@@ -67,6 +67,7 @@ class ModelSection(Strict):
         None, description="Members (each a model section) whose mean output is explained."
     )
     nnunet: NnunetSection | None = Field(None, description="An nnU-Net v2 results folder.")
+    monai_bundle: Path | None = Field(None, description="A MONAI bundle's root folder.")
 
     @field_validator("architecture")
     @classmethod
@@ -84,7 +85,9 @@ class ModelSection(Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSection:
-        formats = [k for k in ("ensemble", "nnunet") if getattr(self, k) is not None]
+        formats = [
+            k for k in ("ensemble", "nnunet", "monai_bundle") if getattr(self, k) is not None
+        ]
         if formats:
             if len(formats) > 1 or self.torchscript is not None or self.weights is not None:
                 raise ValueError(f"give one model source: `{formats[0]}` excludes the others")
@@ -469,8 +472,15 @@ class Config(Strict):
         crop = self.preprocessing.crop_pad
         if crop is not None and crop.size == "model" and self.model.input_size is None:
             raise ValueError("preprocessing.crop_pad.size is 'model' but model.input_size is unset")
+        own = "nnunet" if self.model.nnunet else "monai_bundle" if self.model.monai_bundle else None
+        if own and (self.tiling is not None or self.preprocessing != PreprocessingSection()):
+            raise ValueError(
+                f"model.{own} brings its own preprocessing and inference; remove the "
+                "`preprocessing` and `tiling` sections"
+            )
         target = self.target.class_
-        if isinstance(target, str) and target not in ("predicted", "all"):
+        # nnU-Net's label names are in its dataset.json, checked once the folder is resolved.
+        if isinstance(target, str) and target not in ("predicted", "all") and not self.model.nnunet:
             names = self.model.classes or []
             if target not in names:
                 hint = _suggest(target, names)
@@ -594,6 +604,8 @@ def _resolve(path: Path, base: Path) -> Path:
 
 def _file_problems(model: ModelSection) -> list[str]:
     problems = [p for member in model.ensemble or [] for p in _file_problems(member)]
+    if model.monai_bundle is not None and not model.monai_bundle.is_dir():
+        problems.append(f"model.monai_bundle: folder {model.monai_bundle} does not exist")
     if model.nnunet is not None and not model.nnunet.folder.is_dir():
         problems.append(f"model.nnunet.folder: folder {model.nnunet.folder} does not exist")
     for key in ("torchscript", "weights"):
@@ -611,6 +623,7 @@ def _resolve_model_paths(model: ModelSection, base_dir: Path) -> None:
         _resolve_model_paths(member, base_dir)
     if model.nnunet is not None:
         model.nnunet.folder = _resolve(model.nnunet.folder, base_dir)
+    model.monai_bundle = model.monai_bundle and _resolve(model.monai_bundle, base_dir)
 
 
 def _resolve_evaluate_paths(section: EvaluateSection, base_dir: Path) -> None:
@@ -667,6 +680,10 @@ def parse_config(data: Any, base_dir: Path, *, check_files: bool = True) -> Conf
     _resolve_evaluate_paths(config.evaluate, base_dir)
     config._base_dir = base_dir
     problems = _method_problems(config) + (_file_problems(config.model) if check_files else [])
+    if check_files and config.model.nnunet is not None and not problems:
+        from xaimed.models.labels import nnunet_target_problems
+
+        problems += nnunet_target_problems(config.model.nnunet.folder, config.target.class_)
     if problems:
         raise ConfigError(f"invalid config: {len(problems)} problem(s)", problems)
     return config

@@ -222,10 +222,15 @@ def _load_ensemble(section: ModelSection, device: torch.device) -> LoadedModel:
 
 
 def _load_format(section: ModelSection, device: torch.device) -> LoadedModel:
-    from xaimed.models.nnunet import load_nnunet
+    if section.nnunet is not None:
+        from xaimed.models.nnunet import load_nnunet
 
-    assert section.nnunet is not None  # the caller checked
-    built = load_nnunet(section.nnunet, allow_pickle=section.allow_pickle, device=device)
+        built = load_nnunet(section.nnunet, allow_pickle=section.allow_pickle, device=device)
+    else:
+        from xaimed.models.monai_bundle import load_bundle
+
+        assert section.monai_bundle is not None  # the caller checked
+        built = load_bundle(section.monai_bundle, allow_pickle=section.allow_pickle, device=device)
     for member in built.members:
         _without_inplace(member)
     return LoadedModel(
@@ -233,7 +238,7 @@ def _load_format(section: ModelSection, device: torch.device) -> LoadedModel:
         is_script=False,
         file=built.file,
         sha256=built.sha256,
-        classes=built.classes,
+        classes=built.classes or section.classes,
         output=built.output,
         device=device,
         members=built.members if len(built.members) > 1 else (),
@@ -246,7 +251,7 @@ def load_model(section: ModelSection, device: torch.device) -> LoadedModel:
     """Load the configured model in eval mode on ``device``, with its file's SHA-256."""
     if section.ensemble is not None:
         return _load_ensemble(section, device)
-    if section.nnunet is not None:
+    if section.nnunet is not None or section.monai_bundle is not None:
         return _load_format(section, device)
     if section.torchscript is not None:
         path = section.torchscript

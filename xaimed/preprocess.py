@@ -244,6 +244,8 @@ class Prepared:
                 )  # fmt: skip
             elif isinstance(step, AppliedCropPad):
                 out = np.stack([_crop_pad(c, step.before, step.shape, 0) for c in out])
+            elif hasattr(step, "forward_labels"):  # steps of model formats (xaimed.models)
+                out = step.forward_labels(out)
         return np.ascontiguousarray(out[0])
 
 

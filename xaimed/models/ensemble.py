@@ -30,4 +30,16 @@ class EnsembleModule(torch.nn.Module):
             out = checkpoint(member, x, use_reentrant=False) if recompute else member(x)
             total = out if total is None else total + out
         assert total is not None  # at least one member, checked in __init__
-        return total / len(self.members)
+        # Members may sum in float16 as nnU-Net does (NnunetWindow); the mean is float32 here.
+        return (total / len(self.members)).float()
+
+
+class AsFloat32(torch.nn.Module):
+    """A member on its own, its output as float32 (members may return float16 sums)."""
+
+    def __init__(self, member: torch.nn.Module) -> None:
+        super().__init__()
+        self.member = member
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.member(x).float()

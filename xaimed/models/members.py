@@ -20,6 +20,7 @@ from xaimed.engine.seeding import seed_everything
 from xaimed.engine.targets import TargetReduction
 from xaimed.methods.context import MethodContext, MethodOutput
 from xaimed.methods.registry import MethodInfo
+from xaimed.models.ensemble import AsFloat32
 
 
 def member_maps(
@@ -33,7 +34,7 @@ def member_maps(
     """Each member's attribution on the model's input grid, (C, I, J, K), in member order."""
     maps = []
     for member in members:
-        scorer = build_scorer(member, config, is_script=context.is_script)
+        scorer = build_scorer(AsFloat32(member), config, is_script=context.is_script)
         # The member explains the ensemble's target over the ensemble's region.
         scorer.reduction.segmentation = reduction.segmentation
         scorer.reduction.regions = reduction.regions
