@@ -156,8 +156,17 @@ class CropPadStep(Strict):
     pad_value: float | Literal["min"] = Field("min", description="Value of padded voxels.")
 
 
+class ResizeStep(Strict):
+    """Resample the whole volume to a fixed shape (models that take one size); maps go back."""
+
+    size: Size3 | Literal["model"] = Field("model", description="'model': model.input_size.")
+    mode: Literal["nearest", "linear", "area"] = Field(
+        "linear", description="Interpolation the model was trained with."
+    )
+
+
 class PreprocessingSection(Strict):
-    """Steps applied in this order: channels, reorient, resample, intensity, crop_pad."""
+    """Steps applied in this order: channels, reorient, resample, intensity, crop_pad, resize."""
 
     nan_fill: float | None = Field(
         None, description="Replace NaN voxels with this value; unset: NaNs are an error."
@@ -167,6 +176,7 @@ class PreprocessingSection(Strict):
     resample: ResampleStep | None = None
     intensity: IntensityStep | None = None
     crop_pad: CropPadStep | None = None
+    resize: ResizeStep | None = None
 
     @field_validator("reorient")
     @classmethod
@@ -472,6 +482,9 @@ class Config(Strict):
         crop = self.preprocessing.crop_pad
         if crop is not None and crop.size == "model" and self.model.input_size is None:
             raise ValueError("preprocessing.crop_pad.size is 'model' but model.input_size is unset")
+        size = self.preprocessing.resize
+        if size is not None and size.size == "model" and self.model.input_size is None:
+            raise ValueError("preprocessing.resize.size is 'model' but model.input_size is unset")
         own = "nnunet" if self.model.nnunet else "monai_bundle" if self.model.monai_bundle else None
         if own and (self.tiling is not None or self.preprocessing != PreprocessingSection()):
             raise ValueError(

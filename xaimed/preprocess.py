@@ -3,7 +3,7 @@
 Each configured step turns the source Volume into the model's input and records what it did;
 :meth:`Prepared.invert_map` sends a map on the model's input grid back through the inverse of
 every step, so that it is defined on the source grid voxel for voxel. Steps run in a fixed order:
-channels, reorient, resample, intensity, crop/pad. With no steps the volume reaches the model as it
+channels, reorient, resample, intensity, crop/pad, resize (:mod:`xaimed.resize`). With no steps the volume reaches the model as it
 is (float32, batch and channel axes added).
 
 Grid steps keep an affine for the model's input grid, so the inverse can be checked: undoing
@@ -27,6 +27,7 @@ from xaimed.config import (
     ResampleStep,
 )
 from xaimed.errors import InputError
+from xaimed.resize import resize
 from xaimed.volume import Volume
 
 
@@ -394,4 +395,9 @@ def prepare(
     if config.crop_pad is not None:
         data, affine, applied_c = _crop_pad_step(data, affine, config.crop_pad, model_size)
         steps.append(applied_c)
+    if config.resize is not None:  # fixed-size models (xaimed.resize)
+        size = model_size if config.resize.size == "model" else config.resize.size
+        assert size is not None  # the config validator requires model.input_size for 'model'
+        data, affine, applied_z = resize(data, affine, config.resize, size)
+        steps.append(applied_z)
     return Prepared(volume, np.ascontiguousarray(data, dtype=np.float32), affine, steps)
