@@ -3,8 +3,8 @@
 Each configured step turns the source Volume into the model's input and records what it did;
 :meth:`Prepared.invert_map` sends a map on the model's input grid back through the inverse of
 every step, so that it is defined on the source grid voxel for voxel. Steps run in a fixed order:
-channels, reorient, resample, intensity, crop/pad, resize (:mod:`xaimed.resize`). With no steps the volume reaches the model as it
-is (float32, batch and channel axes added).
+channels, reorient, resample, intensity, crop/pad, resize (:mod:`xaimed.resize`). With no steps
+the volume reaches the model as it is (float32, batch and channel axes added).
 
 Grid steps keep an affine for the model's input grid, so the inverse can be checked: undoing
 every step restores the source shape and affine exactly.
