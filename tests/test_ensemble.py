@@ -166,3 +166,22 @@ def test_pickled_payload_is_refused_in_single_model_formats(tmp_path, key):
     with pytest.raises(ModelError, match="allow_pickle" if key == "weights" else "TorchScript"):
         load_model(cfg.model, torch.device("cpu"))
     assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "method", ["saliency", "integrated_gradients", "guided_backprop", "deeplift"]
+)
+def test_gradient_methods_on_the_ensemble_are_the_mean_of_member_maps(method):
+    # The members run under activation checkpointing in these backward passes (hooks included).
+    from conftest import run_method
+
+    from xaimed.models.ensemble import EnsembleModule
+
+    torch.manual_seed(0)
+    members = [TinyCNN().eval(), TinyCNN().eval()]
+    ensemble = EnsembleModule(members).eval()
+    x = torch.randn(1, 1, 8, 8, 8)
+    ens, _, _ = run_method(method, ensemble, x, context={"network": ensemble})
+    singles = [run_method(method, m, x, context={"network": m})[0] for m in members]
+    assert ens.abs().max() > 0
+    torch.testing.assert_close(ens, (singles[0] + singles[1]) / 2, rtol=1e-4, atol=1e-7)
