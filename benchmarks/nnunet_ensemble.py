@@ -57,7 +57,7 @@ def child(folder: Path, folds: int, checkpointing: bool, size: list[int], out: P
             return sum(member(x) for member in self.members) / len(self.members)
 
         EnsembleModule.forward = plain  # type: ignore[method-assign]
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # one thread: a busy shared machine makes two threads erratic
     spacing = (1.0, 1.0, 2.0)
     image, _ = blob_case(tuple(size), spacing, seed=3)
     case = out / "case.nii.gz"
@@ -67,7 +67,7 @@ def child(folder: Path, folds: int, checkpointing: bool, size: list[int], out: P
         "target": {"class": "blob"},
         "methods": [{"name": "input_x_gradient"}],
         "outputs": {"png": False},
-        "runtime": {"device": "cpu"},
+        "runtime": {"device": "cpu", "threads": 1},
     }
     path = out / "config.yaml"
     path.write_text(yaml.safe_dump(config))

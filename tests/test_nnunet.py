@@ -38,6 +38,16 @@ from xaimed.pipeline import explain
 SPACING = (0.8, 1.1, 2.5)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread, as nnUNetPredictor uses here: two threads on a busy 2-core machine are
+    many times slower than one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def results_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two folds of a tiny nnU-Net trained by nnU-Net (a minute or two on 2 cores)."""
