@@ -21,7 +21,7 @@ esac
 
 # What the installed environment was made from; a different stamp means install again.
 stamp_of() {
-  { cat pyproject.toml scripts/setup.sh; echo "$TORCH $1"; } | sha256sum | cut -d" " -f1
+  { cat pyproject.toml scripts/setup.sh scripts/install_nnunet.sh; echo "$TORCH $1"; } | sha256sum | cut -d" " -f1
 }
 up_to_date() {  # $1: stamp file, $2: extras it stands for
   [ -x .venv/bin/python ] && [ -f "$1" ] && [ "$(cat "$1")" = "$(stamp_of "$2")" ]
@@ -46,4 +46,8 @@ fi
 # setuptools warns about every editable install (a folder named like the package may shadow
 # it); that is how this checkout is meant to work, so the warning would only be noise.
 PYTHONWARNINGS="ignore:Editable installation" "${PIP[@]}" -c "$CONSTRAINTS" -e ".$EXTRAS"
+if [ -n "$EXTRAS" ]; then
+  # nnU-Net v2 support (model.nnunet; its tests), installed so that torch cannot move.
+  PYTHONWARNINGS="ignore:Editable installation" ./scripts/install_nnunet.sh
+fi
 stamp_of "$EXTRAS" > "$STAMP_FILE"

@@ -28,3 +28,18 @@ class Pointwise(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.conv(x))
+
+
+class FixedSizeSeg(nn.Module):
+    """Takes only 16^3 inputs and returns softmax probabilities for 3 labels (channels)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(1, 4, kernel_size=3, padding=1)
+        self.relu = nn.ReLU()
+        self.head = nn.Conv3d(4, 3, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[2] != 16 or x.shape[3] != 16 or x.shape[4] != 16:
+            raise ValueError("FixedSizeSeg takes 16x16x16 inputs only")
+        return torch.softmax(self.head(self.relu(self.conv(x))), dim=1)

@@ -76,14 +76,21 @@ class OpenCase:
         return self.prepared.forward_labels(np.asarray(source_map, dtype=np.float32))
 
 
-def open_case(case: Case, config: Config) -> OpenCase:
-    """Read ``case`` and preprocess it as ``config`` says (safe in a background thread).
+def open_case(
+    case: Case, config: Config, own_prepare: Callable[[Volume], Prepared] | None = None
+) -> OpenCase:
+    """Read ``case`` and preprocess it as ``config`` says (safe in a background thread), or with
+    ``own_prepare``, the preprocessing of a model format that brings its own (nnU-Net, MONAI
+    bundles: :attr:`xaimed.model.LoadedModel.prepare`).
 
     Raises InputError when the preprocessed input does not fit the model.
     """
     volume = read_case(case, config)
-    prepared = prepare(volume, config.preprocessing, model_size=config.model.input_size)
-    check_input(config, case, prepared)
+    if own_prepare is not None:
+        prepared = own_prepare(volume)
+    else:
+        prepared = prepare(volume, config.preprocessing, model_size=config.model.input_size)
+        check_input(config, case, prepared)
     data = CaseData(
         case.case_id,
         prepared,

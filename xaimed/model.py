@@ -1,8 +1,9 @@
 """Load the model the user already has, safely, and run it for predictions.
 
-Two sources: a TorchScript file, or an architecture given by import path plus a state dict read
-with ``torch.load(weights_only=True)``. A pickled whole model can run arbitrary code when loaded
-and is refused unless the config sets ``model.allow_pickle``.
+Two sources here: a TorchScript file, or an architecture given by import path plus a state dict
+read with ``torch.load(weights_only=True)``. A pickled whole model can run arbitrary code when
+loaded and is refused unless the config sets ``model.allow_pickle``. Ensembles and the formats of
+:mod:`xaimed.models` (nnU-Net v2 folders) are dispatched from :func:`load_model` too.
 """
 
 from __future__ import annotations
@@ -10,14 +11,19 @@ from __future__ import annotations
 import hashlib
 import pickle
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from xaimed.config import ModelSection
 from xaimed.errors import ModelError
+
+if TYPE_CHECKING:
+    from xaimed.preprocess import Prepared
+    from xaimed.volume import Volume
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,11 @@ class LoadedModel:
     classes: list[str] | None
     output: str
     device: torch.device
+    # Ensembles: the members, each a whole model (their mean output is ``module``'s).
+    members: tuple[torch.nn.Module, ...] = ()
+    # Formats with their own preprocessing (nnU-Net): replaces the config's preprocessing.
+    prepare: Callable[[Volume], Prepared] | None = None
+    details: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
         """Provenance for sidecars."""
@@ -41,6 +52,7 @@ class LoadedModel:
             "class": type(self.module).__name__,
             "output": self.output,
             "classes": self.classes,
+            **self.details,
         }
 
 
@@ -169,8 +181,66 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _frozen(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    module = module.to(device).eval()
+    for param in module.parameters():
+        param.requires_grad_(False)
+    return module
+
+
+def _load_ensemble(section: ModelSection, device: torch.device) -> LoadedModel:
+    from xaimed.models.ensemble import EnsembleModule
+
+    assert section.ensemble is not None  # the caller checked
+    shared = {"classes": section.classes, "output": section.output}
+    loaded = [load_model(member.model_copy(update=shared), device) for member in section.ensemble]
+    members = tuple(m.module for m in loaded)
+    digest = hashlib.sha256("".join(m.sha256 for m in loaded).encode()).hexdigest()
+    return LoadedModel(
+        module=_frozen(EnsembleModule(list(members)), device),
+        is_script=any(m.is_script for m in loaded),
+        file=loaded[0].file,
+        sha256=digest,
+        classes=section.classes,
+        output=section.output,
+        device=device,
+        members=members,
+        details={"kind": "ensemble", "members": [m.describe() for m in loaded]},
+    )
+
+
+def _load_format(section: ModelSection, device: torch.device) -> LoadedModel:
+    if section.nnunet is not None:
+        from xaimed.models.nnunet import load_nnunet
+
+        built = load_nnunet(section.nnunet, allow_pickle=section.allow_pickle, device=device)
+    else:
+        from xaimed.models.monai_bundle import load_bundle
+
+        assert section.monai_bundle is not None  # the caller checked
+        built = load_bundle(section.monai_bundle, allow_pickle=section.allow_pickle, device=device)
+    for member in built.members:
+        _without_inplace(member)
+    return LoadedModel(
+        module=_frozen(built.module, device),
+        is_script=False,
+        file=built.file,
+        sha256=built.sha256,
+        classes=built.classes or section.classes,
+        output=built.output,
+        device=device,
+        members=built.members if len(built.members) > 1 else (),
+        prepare=built.prepare,
+        details=built.details,
+    )
+
+
 def load_model(section: ModelSection, device: torch.device) -> LoadedModel:
     """Load the configured model in eval mode on ``device``, with its file's SHA-256."""
+    if section.ensemble is not None:
+        return _load_ensemble(section, device)
+    if section.nnunet is not None or section.monai_bundle is not None:
+        return _load_format(section, device)
     if section.torchscript is not None:
         path = section.torchscript
         module = _load_torchscript(path)
@@ -179,9 +249,7 @@ def load_model(section: ModelSection, device: torch.device) -> LoadedModel:
         module, path = _build_module(section)
         is_script = isinstance(module, torch.jit.ScriptModule)
         _without_inplace(module)
-    module = module.to(device).eval()
-    for param in module.parameters():
-        param.requires_grad_(False)
+    module = _frozen(module, device)
     return LoadedModel(
         module=module,
         is_script=is_script,

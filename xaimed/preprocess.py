@@ -3,8 +3,8 @@
 Each configured step turns the source Volume into the model's input and records what it did;
 :meth:`Prepared.invert_map` sends a map on the model's input grid back through the inverse of
 every step, so that it is defined on the source grid voxel for voxel. Steps run in a fixed order:
-channels, reorient, resample, intensity, crop/pad. With no steps the volume reaches the model as it
-is (float32, batch and channel axes added).
+channels, reorient, resample, intensity, crop/pad, resize (:mod:`xaimed.resize`). With no steps
+the volume reaches the model as it is (float32, batch and channel axes added).
 
 Grid steps keep an affine for the model's input grid, so the inverse can be checked: undoing
 every step restores the source shape and affine exactly.
@@ -29,6 +29,7 @@ from xaimed.config import (
 from xaimed.errors import InputError
 from xaimed.finite import require_finite_step
 from xaimed.geometry import Geometry
+from xaimed.resize import resize
 from xaimed.volume import Volume
 
 
@@ -285,6 +286,8 @@ class Prepared:
                 )  # fmt: skip
             elif isinstance(step, AppliedCropPad):
                 out = np.stack([_crop_pad(c, step.before, step.shape, 0) for c in out])
+            elif hasattr(step, "forward_labels"):  # steps of model formats (xaimed.models)
+                out = step.forward_labels(out)
         return np.ascontiguousarray(out[0])
 
 
@@ -445,6 +448,13 @@ def prepare(
         outside = outside_fraction(volume.affine, volume.array.shape[:3], affine, applied_c.shape)
         steps.append(replace(applied_c, outside_field_of_view=outside))
         require_finite_step(data, where=where, step="crop_pad")
+    if config.resize is not None:  # fixed-size models (xaimed.resize)
+        size = model_size if config.resize.size == "model" else config.resize.size
+        if size is None:  # the config validator requires model.input_size for 'model'
+            raise RuntimeError("preprocessing.resize.size 'model' without model.input_size")
+        data, affine, applied_z = resize(data, affine, config.resize, size)
+        steps.append(applied_z)
+        require_finite_step(data, where=where, step="resize")
     return Prepared(volume, np.ascontiguousarray(data, dtype=np.float32), affine, steps)
 
 

@@ -32,6 +32,8 @@ from xaimed.config.paths import base_dir_of, resolve_path
 from xaimed.config.problems import NESTED, render, suggest
 from xaimed.evaluate.settings import EvaluateSection
 from xaimed.methods import registry
+from xaimed.models.labels import nnunet_target_problems
+from xaimed.models.schema import NnunetSection
 from xaimed.pacs.settings import PacsSection, StoreSettings
 from xaimed.units import parse_bytes
 
@@ -60,6 +62,11 @@ class ModelSection(Strict):
     in_channels: PositiveInt = 1
     classes: list[str] | None = Field(None, description="Class names, in output order.")
     output: Literal["logits", "probabilities"] = "logits"
+    ensemble: list[ModelSection] | None = Field(
+        None, description="Members (each a model section) whose mean output is explained."
+    )
+    nnunet: NnunetSection | None = Field(None, description="An nnU-Net v2 results folder.")
+    monai_bundle: Path | None = Field(None, description="A MONAI bundle's root folder.")
 
     @field_validator("architecture")
     @classmethod
@@ -92,8 +99,27 @@ class ModelSection(Strict):
     def _folders(cls, value: list[Path], info: ValidationInfo) -> list[Path]:
         return [resolve_path(path, info) for path in value]
 
+    @field_validator("monai_bundle")
+    @classmethod
+    def _bundle(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        path = resolve_path(value, info)
+        if (info.context or {}).get("check_files") and not path.is_dir():
+            raise ValueError(f"folder {path} does not exist")
+        return path
+
     @model_validator(mode="after")
     def _one_source(self) -> ModelSection:
+        formats = [
+            k for k in ("ensemble", "nnunet", "monai_bundle") if getattr(self, k) is not None
+        ]
+        if formats:
+            if len(formats) > 1 or self.torchscript is not None or self.weights is not None:
+                raise ValueError(f"give one model source: `{formats[0]}` excludes the others")
+            if self.ensemble is not None and len(self.ensemble) < 2:
+                raise ValueError("`ensemble` needs at least two members")
+            return self
         if self.torchscript is not None and (self.architecture or self.weights):
             raise ValueError("give either `torchscript` or `architecture` + `weights`, not both")
         if self.torchscript is None and self.weights is None:
@@ -171,8 +197,17 @@ class CropPadStep(Strict):
     pad_value: float | Literal["min"] = Field("min", description="Value of padded voxels.")
 
 
+class ResizeStep(Strict):
+    """Resample the whole volume to a fixed shape (models that take one size); maps go back."""
+
+    size: Size3 | Literal["model"] = Field("model", description="'model': model.input_size.")
+    mode: Literal["nearest", "linear", "area"] = Field(
+        "linear", description="Interpolation the model was trained with."
+    )
+
+
 class PreprocessingSection(Strict):
-    """Steps applied in this order: channels, reorient, resample, intensity, crop_pad."""
+    """Steps applied in this order: channels, reorient, resample, intensity, crop_pad, resize."""
 
     nan_fill: float | None = Field(
         None, description="Replace NaN voxels with this value; unset: NaNs are an error."
@@ -182,6 +217,7 @@ class PreprocessingSection(Strict):
     resample: ResampleStep | None = None
     intensity: IntensityStep | None = None
     crop_pad: CropPadStep | None = None
+    resize: ResizeStep | None = None
 
     @field_validator("reorient")
     @classmethod
@@ -448,8 +484,18 @@ class Config(Strict):
         crop = self.preprocessing.crop_pad
         if crop is not None and crop.size == "model" and self.model.input_size is None:
             raise ValueError("preprocessing.crop_pad.size is 'model' but model.input_size is unset")
+        size = self.preprocessing.resize
+        if size is not None and size.size == "model" and self.model.input_size is None:
+            raise ValueError("preprocessing.resize.size is 'model' but model.input_size is unset")
+        own = "nnunet" if self.model.nnunet else "monai_bundle" if self.model.monai_bundle else None
+        if own and (self.tiling is not None or self.preprocessing != PreprocessingSection()):
+            raise ValueError(
+                f"model.{own} brings its own preprocessing and inference; remove the "
+                "`preprocessing` and `tiling` sections"
+            )
         target = self.target.class_
-        if isinstance(target, str) and target not in ("predicted", "all"):
+        # nnU-Net's label names are in its dataset.json, checked with the folder below.
+        if isinstance(target, str) and target not in ("predicted", "all") and not self.model.nnunet:
             names = self.model.classes or []
             if target not in names:
                 hint = suggest(target, names)
@@ -457,6 +503,10 @@ class Config(Strict):
                     f"target.class {target!r} is not 'predicted', 'all', an index or one of "
                     f"model.classes {names}{hint}"
                 )
+        if self.model.nnunet is not None and (info.context or {}).get("check_files"):
+            problems = nnunet_target_problems(self.model.nnunet.folder, target)
+            if problems:
+                raise PydanticCustomError(NESTED, "nnU-Net labels", {"problems": problems})
         store = self.outputs.store
         if store is not None and store.server == "source" and self.pacs is None:
             raise ValueError(

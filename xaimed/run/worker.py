@@ -14,6 +14,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,6 +32,8 @@ from xaimed.io.case import Case
 from xaimed.io.safety import unique_file_parts
 from xaimed.methods import registry
 from xaimed.model import LoadedModel, load_model, resolve_device
+from xaimed.models.agreement import member_agreement
+from xaimed.models.members import member_scorer
 from xaimed.pacs.source import PacsSource
 from xaimed.pacs.store import output_files, store_for_run
 from xaimed.progress import LogReporter, Reporter
@@ -56,7 +59,7 @@ from xaimed.writers.base import MapOutput
 from xaimed.writers.dicom_outputs import dicom_source_record, is_dicom, series_uid
 from xaimed.writers.manifest import ManifestRow, case_row, check_row
 from xaimed.writers.naming import file_part
-from xaimed.writers.nifti import write_label_map
+from xaimed.writers.nifti import write_label_map, write_nifti_map
 from xaimed.writers.outputs import WRITERS
 from xaimed.writers.sidecar import write_sidecar
 
@@ -112,7 +115,7 @@ class Explainer:
         server is retrieved first."""
         if case.format == "pacs" and self.pacs is not None:
             case = self.pacs.resolve(case)
-        return open_case(case, self.config)
+        return open_case(case, self.config, self.model.prepare)
 
     def explain_case(
         self, case: Case, todo: list[MethodEntry], loaded: OpenCase | Exception | None = None
@@ -274,6 +277,26 @@ class Explainer:
             sidecar=str(sidecar),
         )  # fmt: skip
 
+    def _member_spread(
+        self, opened: OpenCase, entry: MethodEntry, target: Target, case_dir: Path, stem: str
+    ) -> dict[str, Any] | None:
+        """For an ensemble: each member's map (one member after another), their per-voxel
+        standard deviation (written next to the map) and their agreement."""
+        if not self.model.members or self.reduction is None:
+            return None
+        maps = []
+        for member in self.model.members:
+            scorer = member_scorer(member, self.config, self.reduction,
+                                   is_script=self.model.is_script)  # fmt: skip
+            one = attribute(scorer, opened, entry, target.index, seed=self.config.runtime.seed)
+            maps.append(one.heatmap.array)
+        spread = opened.prepared.source.with_array(np.std(np.stack(maps), axis=0))
+        suffix = ".nii.gz" if self.config.outputs.compress else ".nii"
+        path = write_nifti_map(
+            spread, case_dir / f"{stem}_member_std{suffix}", method=f"{entry.output_id} std"
+        )
+        return {"member_std_nifti": str(path), **member_agreement(maps)}
+
     def _run_method(
         self,
         opened: OpenCase,
@@ -309,12 +332,16 @@ class Explainer:
             wall = time.perf_counter() - t0
             peak = self.memory.stop()
             passes = self.counting.count
+            # After the ensemble's own time and memory are taken: member maps are extra work.
+            spread = self._member_spread(opened, entry, target, case_dir, stem)
             audit = method_sidecar(
                 case=case, prepared=prepared, prediction=prediction, entry=entry, info=info,
                 params=params, target=target, heatmap=heatmap, wall=wall, config=self.config,
                 model=self.model, reduction=self.reduction, passes=self.counting.count.as_dict(),
                 batch_size=self.batch_sizes[(1, *prepared.array.shape)], software=self.software,
             )  # fmt: skip
+            if spread is not None:
+                audit["ensemble"] = spread
             warnings_ = [info.warning] if info.warning else []
             details = dict(result.details)
             warnings_ += details.pop("warnings", [])
