@@ -18,6 +18,7 @@ files have not changed (a refresh after ``xaimed evaluate`` rewrites only the da
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from nibabel.filebasedimages import ImageFileError
 
 from xaimed.errors import InputError, XaimedError
 from xaimed.report.content import case_record, column_key, index_data
@@ -74,7 +76,6 @@ class _Build:
     previous: Path | None
     identifiers: bool
     max_size: int
-    notes: list[str] = field(default_factory=list)
     cache: dict[str, dict[str, Any]] = field(default_factory=dict)
     new_cache: dict[str, dict[str, Any]] = field(default_factory=dict)
     volume_bytes: int = 0
@@ -148,7 +149,7 @@ def _write(build: _Build) -> ReportResult:
         record = case_record(data, case_id, entries, vols, build.identifiers)
         _write_script(out / "data" / "cases" / case_id / "case.js", "caseData", record)
     evaluation_pictures = _evaluation_pictures(build)
-    index = index_data(data, thumbs, build.notes)
+    index = index_data(data, thumbs, build.data.notes, build.identifiers)
     index["evaluationPictures"] = evaluation_pictures
     index["report"] = {"identifiers": build.identifiers, "max_size": build.max_size}
     _write_script(out / "data" / "index.js", "index", index)
@@ -160,11 +161,14 @@ def _write(build: _Build) -> ReportResult:
             "run": str(data.run_dir.resolve()) if build.identifiers else data.run_dir.name,
             "cases": len(by_case), "maps": len(data.entries),
             "identifiers": build.identifiers, "max_size": build.max_size,
-            "bytes": total, "volumes": build.new_cache, "notes": build.notes,
+            "bytes": total, "volumes": build.new_cache,
+            "notes": [w["text"] for w in index["warnings"] if w["source"] == "report"],
         }, indent=1),
         encoding="utf-8",
     )  # fmt: skip
-    return ReportResult(out / "index.html", len(by_case), total, build.volume_bytes, build.notes)
+    return ReportResult(
+        out / "index.html", len(by_case), total, build.volume_bytes, build.data.notes
+    )
 
 
 def _asset(name: str) -> Path:
@@ -215,8 +219,10 @@ def _evaluation_pictures(build: _Build) -> list[str]:
 
 
 def _signature(path: Path, stride: int, extra: str = "") -> str:
+    # Hashed: report.json is shared with the report, and the path may name a patient.
     stat = path.stat()
-    return f"{_VOLUME_FORMAT}|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stride}|{extra}"
+    text = f"{_VOLUME_FORMAT}|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stride}|{extra}"
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _reuse(build: _Build, relative: str, signature: str) -> dict[str, Any] | None:
@@ -243,8 +249,11 @@ def _case_volumes(build: _Build, case_id: str, entries: list[MapEntry]) -> dict[
         relative = f"data/cases/{case_id}/map{index}.js"
         try:
             array, affine = read_map(nifti)
-        except (OSError, ValueError) as exc:
-            build.notes.append(f"case {case_id}: map {nifti.name} could not be read ({exc}).")
+        except (OSError, ValueError, EOFError, ImageFileError):
+            build.data.notes.append(
+                f"case {case_id}: map {nifti} is not a readable NIfTI file; it is left out of "
+                "the viewer (run the case again with --overwrite to rewrite it)."
+            )
             continue
         stride = stride_for(array.shape, build.max_size)
         grid = grid or (array.shape, affine, stride)
@@ -289,7 +298,9 @@ def _source_volume(
     relative = f"data/cases/{case_id}/source.js"
     source = Path(entry.row.get("source") or "")
     if not entry.row.get("source"):
-        build.notes.append(f"case {case_id}: the manifest names no source; the map is shown alone.")
+        build.data.notes.append(
+            f"case {case_id}: the manifest names no source; the map is shown alone."
+        )
         return None
     if source.is_file():
         info = _reuse(build, relative, _signature(source, stride, repr(affine.tolist())))
@@ -297,9 +308,13 @@ def _source_volume(
             return info
     try:
         array = read_source(case_id, source, build.data.run_dir / "config.json", tuple(shape))
-    except (XaimedError, OSError, ValueError) as exc:
-        text = str(exc) if isinstance(exc, XaimedError) else f"case {case_id}: {exc}"
-        build.notes.append(f"{text} (the map is shown alone)")
+    except XaimedError as exc:
+        build.data.notes.append(f"{exc} The map is shown alone.")
+        return None
+    except (OSError, ValueError, EOFError, ImageFileError):
+        build.data.notes.append(
+            f"case {case_id}: source {source} is not a readable image; the map is shown alone."
+        )
         return None
     # The source is shown with the map's affine: the map is written on the source's grid, so
     # this is the source's own geometry, and the two stay aligned voxel for voxel.

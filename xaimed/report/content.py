@@ -47,6 +47,22 @@ def scrub(value: Any, identifiers: bool) -> Any:
     return value
 
 
+def redact(text: str, sources: list[str], identifiers: bool) -> str:
+    """``text`` with each of ``sources`` (paths of source images) and their folders replaced
+    by ``<source>`` / ``<source folder>``, unless ``identifiers``: error messages name the file
+    they are about, and file names often carry patient names or record numbers."""
+    if identifiers or not text:
+        return text
+    for source in sorted(sources, key=len, reverse=True):
+        if source and source in text:
+            text = text.replace(source, "<source>")
+    for source in sources:
+        folder = source.rsplit("/", 1)[0] if "/" in source else ""
+        if folder and folder in text:
+            text = text.replace(folder, "<source folder>")
+    return text
+
+
 def provenance(sidecar: dict[str, Any], identifiers: bool) -> dict[str, Any]:
     """The sidecar as the case page shows it: the source's path (file names often carry
     patient names or record numbers) and identifying keys are dropped unless ``identifiers``."""
@@ -105,17 +121,18 @@ def summary(data: RunData) -> dict[str, Any]:
     }
 
 
-def failures(data: RunData) -> list[dict[str, str]]:
+def failures(data: RunData, identifiers: bool) -> list[dict[str, str]]:
     """Every failed row with its one-sentence reason."""
     return [
         {"case_id": e.case_id, "column": column_key(e, data.multi_target),
-         "type": e.row.get("error_type", ""), "error": e.row.get("error", "")}
+         "type": e.row.get("error_type", ""),
+         "error": redact(e.row.get("error", ""), [e.row.get("source", "")], identifiers)}
         for e in data.entries
         if e.status == "failed"
     ]  # fmt: skip
 
 
-def warnings(data: RunData, notes: list[str]) -> list[dict[str, str]]:
+def warnings(data: RunData, notes: list[str], identifiers: bool) -> list[dict[str, str]]:
     """Method warnings (manifest), the evaluation's warnings and failures, the report's notes."""
     out: dict[tuple[str, str], None] = {}
     for e in data.entries:
@@ -126,12 +143,15 @@ def warnings(data: RunData, notes: list[str]) -> list[dict[str, str]]:
             out[(str(method), str(text))] = None
         for text in data.evaluation.get("failures") or []:
             out[("evaluate", str(text))] = None
+    sources = list({e.row.get("source", "") for e in data.entries})
     for text in notes:
-        out[("report", text)] = None
+        out[("report", redact(text, sources, identifiers))] = None
     return [{"source": s, "text": t} for s, t in out]
 
 
-def index_data(data: RunData, thumbs: dict[tuple[str, str], str], notes: list[str]) -> dict:
+def index_data(
+    data: RunData, thumbs: dict[tuple[str, str], str], notes: list[str], identifiers: bool
+) -> dict:
     """Everything the index page shows. Cells are short lists to keep a 25,000-cell grid
     small: [status, thumbnail or "", error index or -1, warning index or -1, metric values]."""
     columns = _columns(data)
@@ -150,7 +170,7 @@ def index_data(data: RunData, thumbs: dict[tuple[str, str], str], notes: list[st
         if e.status == "ok" and not case["pred"]:
             case["pred"] = e.row.get("predicted_class", "")
             case["prob"] = _number(e.row.get("probability"))
-        error = e.row.get("error", "")
+        error = redact(e.row.get("error", ""), [e.row.get("source", "")], identifiers)
         warning = e.row.get("warning", "")
         values = data.metrics.get((e.case_id, e.method, e.target), {})
         case["cells"][col_index[column_key(e, data.multi_target)]] = [
@@ -171,8 +191,8 @@ def index_data(data: RunData, thumbs: dict[tuple[str, str], str], notes: list[st
         "errors": list(errors),
         "warningTexts": list(warns),
         "cases": rows,
-        "failures": failures(data),
-        "warnings": warnings(data, notes),
+        "failures": failures(data, identifiers),
+        "warnings": warnings(data, notes, identifiers),
         "evaluation": _evaluation_table(data),
     }
 
@@ -223,7 +243,8 @@ def case_record(
         )
         maps.append({
             "key": key, "method": e.method, "target": e.target, "status": e.status,
-            "error_type": e.row.get("error_type", ""), "error": e.row.get("error", ""),
+            "error_type": e.row.get("error_type", ""),
+            "error": redact(e.row.get("error", ""), [e.row.get("source", "")], identifiers),
             "warning": e.row.get("warning", ""),
             "predicted_class": e.row.get("predicted_class", ""),
             "probability": _round(_number(e.row.get("probability"))),

@@ -54,6 +54,8 @@ class RunData:
     )
     evaluation: dict[str, Any] | None = None
     evaluation_dir: Path = Path()
+    # One sentence per file the report could not use (the rest of the report is written).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def case_ids(self) -> list[str]:
@@ -76,11 +78,20 @@ class RunData:
         return list(dict.fromkeys(e.method for e in self.entries))
 
     def sidecar(self, entry: MapEntry) -> dict[str, Any]:
-        """The entry's sidecar (read once; empty when the map has none)."""
+        """The entry's sidecar (read once; empty when the map has none or it is unreadable,
+        with a note)."""
         key = (entry.case_id, entry.method, entry.target)
         if key not in self.sidecars:
             path = entry.path("sidecar")
-            self.sidecars[key] = _read_json(path) if path is not None else {}
+            try:
+                self.sidecars[key] = _read_json(path) if path is not None else {}
+            except InputError:
+                self.notes.append(
+                    f"case {entry.case_id}: sidecar {path} is not readable JSON; its "
+                    "provenance and prediction are not shown (run the case again with "
+                    "--overwrite to rewrite it)."
+                )
+                self.sidecars[key] = {}
         return self.sidecars[key]
 
 
@@ -88,7 +99,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: not readable JSON ({exc}); run the command again.") from None
+        raise InputError(f"{path}: not readable JSON ({exc}).") from None
     return data if isinstance(data, dict) else {}
 
 
