@@ -77,6 +77,15 @@ class RunData:
         """Method ids in manifest order."""
         return list(dict.fromkeys(e.method for e in self.entries))
 
+    def shown_path(self, path: Path | None) -> str:
+        """``path`` relative to the run folder when inside it (as the report names run files)."""
+        if path is None:
+            return ""
+        try:
+            return str(path.resolve().relative_to(self.run_dir.resolve()))
+        except ValueError:
+            return str(path)
+
     def sidecar(self, entry: MapEntry) -> dict[str, Any]:
         """The entry's sidecar (read once; empty when the map has none or it is unreadable,
         with a note)."""
@@ -87,8 +96,8 @@ class RunData:
                 self.sidecars[key] = _read_json(path) if path is not None else {}
             except InputError:
                 self.notes.append(
-                    f"case {entry.case_id}: sidecar {path} is not readable JSON; its "
-                    "provenance and prediction are not shown (run the case again with "
+                    f"case {entry.case_id}: sidecar {self.shown_path(path)} is not readable "
+                    "JSON; its provenance and prediction are not shown (run the case again with "
                     "--overwrite to rewrite it)."
                 )
                 self.sidecars[key] = {}
