@@ -73,6 +73,7 @@
     if (!map.volume) {
       byId("viewer-note").textContent = map.status === "ok" ? "This map has no NIfTI file (outputs.nifti: false)." : "This method " + map.status + " on this case.";
       nv.drawScene();
+      document.body.dataset.map = map.key;
       document.body.dataset.ready = "1";
       return;
     }
@@ -86,6 +87,7 @@
       goTo(map.volume.peak_mm);
     }
     byId("viewer-note").textContent = notes(map);
+    document.body.dataset.map = map.key;
     document.body.dataset.ready = "1";
   }
 
@@ -216,7 +218,7 @@
       multiplanarLayout: niivue.MULTIPLANAR_TYPE.GRID,
       show3Dcrosshair: true,
       crosshairWidth: 1,
-      crosshairColor: [1, 0, 0, 0.6],
+      crosshairColor: [1, 0, 0, 0.45],
       multiplanarShowRender: niivue.SHOW_RENDER.ALWAYS,
       dragAndDropEnabled: false,
       isColorbar: true,

@@ -35,7 +35,7 @@
     if (!data.evaluation.length && !data.evaluationPictures.length) return;
     const section = byId("evaluation");
     section.hidden = false;
-    section.appendChild(el("h2", {}, "Evaluation (cohort means)"));
+    section.appendChild(el("summary", {}, "Evaluation: cohort means, curves (" + data.evaluation.length + " values)"));
     if (data.evaluation.length) {
       section.appendChild(el("table", { class: "small" },
         el("thead", {}, el("tr", {}, ["method", "metric", "n", "mean", "interval"].map((h) => el("th", {}, h)))),
