@@ -33,6 +33,8 @@ from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
+if os.environ.get("XAIMED_REQUIRE_BROWSER") and (CHROMIUM is None or DRIVER is None):
+    raise RuntimeError("XAIMED_REQUIRE_BROWSER is set but chromium or chromedriver is missing.")
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None or DRIVER is None,
     reason="no chromium / chromedriver on this machine (Debian: apt-get install chromium "
