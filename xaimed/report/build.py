@@ -24,6 +24,8 @@ import logging
 import math
 import os
 import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -79,6 +81,12 @@ class _Build:
     cache: dict[str, dict[str, Any]] = field(default_factory=dict)
     new_cache: dict[str, dict[str, Any]] = field(default_factory=dict)
     volume_bytes: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add_bytes(self, size: int) -> None:
+        """Count ``size`` bytes of volume files (cases run on threads)."""
+        with self.lock:
+            self.volume_bytes += size
 
 
 def report_settings(config: dict[str, Any]) -> tuple[bool, bool, int]:
@@ -144,10 +152,15 @@ def _write(build: _Build) -> ReportResult:
     by_case: dict[str, list[MapEntry]] = {}
     for e in data.entries:
         by_case.setdefault(e.case_id, []).append(e)
-    for case_id, entries in by_case.items():
-        vols = _case_volumes(build, case_id, entries)
-        record = case_record(data, case_id, entries, vols, build.identifiers)
-        _write_script(out / "data" / "cases" / case_id / "case.js", "caseData", record)
+    # Volumes are most of the work (decompressing maps, compressing copies: zlib releases the
+    # GIL), so cases run on threads; records are written here, in manifest order.
+    workers = max(1, min(8, os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool:
+        found = pool.map(lambda item: _case_volumes(build, *item), by_case.items())
+        for (case_id, entries), vols in zip(by_case.items(), found, strict=True):
+            record = case_record(data, case_id, entries, vols, build.identifiers)
+            _write_script(out / "data" / "cases" / case_id / "case.js", "caseData", record)
+    data.notes.sort()  # threads add them in any order; by case id, then kind
     evaluation_pictures = _evaluation_pictures(build)
     index = index_data(data, thumbs, build.data.notes, build.identifiers)
     index["evaluationPictures"] = evaluation_pictures
@@ -234,7 +247,7 @@ def _reuse(build: _Build, relative: str, signature: str) -> dict[str, Any] | Non
         return None
     _link_or_copy(old, build.out / relative)
     build.new_cache[relative] = cached
-    build.volume_bytes += old.stat().st_size
+    build.add_bytes(old.stat().st_size)
     return dict(cached["info"])
 
 
@@ -271,7 +284,7 @@ def _case_volumes(build: _Build, case_id: str, entries: list[MapEntry]) -> dict[
                     "stride": stride, "shape": list(array.shape), "step": step,
                     **_geometry(small)}  # fmt: skip
             build.new_cache[relative] = {"signature": _signature(nifti, stride), "info": info}
-            build.volume_bytes += size
+            build.add_bytes(size)
         found[column_key(e, build.data.multi_target)] = info
     if grid is not None:
         source_info = _source_volume(build, case_id, entries[0], grid)
@@ -321,7 +334,7 @@ def _source_volume(
     # this is the source's own geometry, and the two stay aligned voxel for voxel.
     small = subsample(array, affine, stride)
     payload, step = nifti_bytes(small)
-    build.volume_bytes += write_volume_script(build.out / relative, relative, payload)
+    build.add_bytes(write_volume_script(build.out / relative, relative, payload))
     info = {"file": relative, "stride": stride, "shape": list(shape), "step": step}
     if source.is_file():
         signature = _signature(source, stride, repr(affine.tolist()))
