@@ -228,3 +228,28 @@ def test_report_command_names_a_missing_run(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     done = xaimed("report", str(tmp_path / "empty"))
     assert done.returncode == 2 and "no manifest.csv" in done.stderr
+
+
+def test_dicom_study_shows_its_image_without_identifiers(tmp_path: Path) -> None:
+    import pydicom
+
+    study = tmp_path / "dicom" / "PAT01"
+    shutil.copytree(Path(__file__).parent.parent / "sample_data" / "dicom" / "PAT01", study)
+    first = next(p for p in sorted(study.rglob("*")) if p.is_file())
+    header = pydicom.dcmread(first, stop_before_pixels=True)
+    config = sample_config(tmp_path, methods=[{"name": "saliency"}], outputs={"png": False})
+    run = tmp_path / "run"
+    done = xaimed("explain", str(tmp_path / "dicom"), "--config", str(config), "--out", str(run))
+    assert done.returncode == 0, done.stderr
+    row = manifest(run)[0]
+    record = read_script(run / "report" / "data" / "cases" / row["case_id"] / "case.js")
+    # The series' voxels under the map, read as the run read them, on the map's grid.
+    image = read_volume(run / "report" / record["source"]["file"])
+    original = nib.load(row["nifti"])
+    assert image.shape == original.shape
+    np.testing.assert_allclose(image.affine, original.affine, atol=1e-4)
+    assert np.ptp(image.get_fdata()) > 0
+    text = text_files(run / "report")
+    for value in (str(header.PatientName), header.PatientID, header.SeriesInstanceUID,
+                  header.StudyInstanceUID, row["series_uid"], str(study)):  # fmt: skip
+        assert value and value not in text
