@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from report_fixtures import sample_config, sample_run_fixture, xaimed  # noqa: F401
 
+from xaimed.errors import InputError
 from xaimed.report import build_report
 
 
@@ -228,6 +229,21 @@ def test_report_command_names_a_missing_run(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     done = xaimed("report", str(tmp_path / "empty"))
     assert done.returncode == 2 and "no manifest.csv" in done.stderr
+
+
+def test_report_never_replaces_a_folder_that_is_not_a_report(
+    sample_run: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "documents").mkdir()
+    (tmp_path / "documents" / "thesis.txt").write_text("mine")
+    with pytest.raises(InputError, match="exists and is not a report folder"):
+        build_report(sample_run, tmp_path / "documents")
+    assert (tmp_path / "documents" / "thesis.txt").read_text() == "mine"
+    # A report folder is replaced, and a damaged record of its volumes only costs a rewrite.
+    first = build_report(sample_run, tmp_path / "shared")
+    (tmp_path / "shared" / "report.json").write_text("{damaged")
+    again = build_report(sample_run, tmp_path / "shared")
+    assert again.bytes_volumes == first.bytes_volumes and again.notes == first.notes
 
 
 def test_dicom_study_shows_its_image_without_identifiers(tmp_path: Path) -> None:

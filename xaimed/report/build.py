@@ -124,6 +124,11 @@ def build_report(
     out = Path(out_dir) if out_dir is not None else run / "report"
     if out.resolve() == run.resolve():
         raise InputError(f"{out}: the report needs its own folder; give --out another folder.")
+    # The old report is replaced whole, so never a folder that holds anything else.
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not _is_report(out))):
+        raise InputError(
+            f"{out}: exists and is not a report folder; give --out a new or empty folder."
+        )
     staging = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -134,8 +139,7 @@ def build_report(
     )  # fmt: skip
     try:
         if build.previous is not None:
-            previous = json.loads((out / "report.json").read_text(encoding="utf-8"))
-            build.cache = previous.get("volumes", {}) if isinstance(previous, dict) else {}
+            build.cache = _previous_volumes(out / "report.json")
         result = _write(build)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -143,6 +147,20 @@ def build_report(
     _swap(staging, out)
     result.index = out / "index.html"
     return result
+
+
+def _is_report(folder: Path) -> bool:
+    return (folder / "report.json").is_file() and (folder / "index.html").is_file()
+
+
+def _previous_volumes(path: Path) -> dict[str, Any]:
+    # Only a cache: an unreadable one means every volume is written again.
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    volumes = previous.get("volumes") if isinstance(previous, dict) else None
+    return volumes if isinstance(volumes, dict) else {}
 
 
 def _write(build: _Build) -> ReportResult:
