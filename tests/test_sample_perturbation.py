@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from xaimed.config import MethodEntry, load_config
+from xaimed.config import MethodEntry, load_config, updated
 from xaimed.pipeline import explain
 from xaimed.progress import LogReporter
 
@@ -34,10 +34,8 @@ def perturbation_run(tmp_path_factory):
     for case_id in _lesion_cases():
         (images / f"{case_id}.nii.gz").symlink_to(SAMPLE / "images" / f"{case_id}.nii.gz")
     config = load_config(ROOT / "configs" / "sample.yaml")
-    config.runtime.device = "cpu"
-    config.outputs.png = False
     occlusion = next(m for m in config.methods if m.name == "occlusion")
-    config.methods = [
+    methods = [
         occlusion,
         MethodEntry(
             name="feature_ablation",
@@ -47,6 +45,9 @@ def perturbation_run(tmp_path_factory):
             },
         ),
     ]
+    config = updated(
+        config, {"runtime": {"device": "cpu"}, "outputs": {"png": False}, "methods": methods}
+    )
     out = tmp_path_factory.mktemp("sample_perturbation")
     return explain(images, config, out, reporter=LogReporter())
 

@@ -98,7 +98,8 @@ class TargetReduction(torch.nn.Module):
                 winner = out[0].argmax(dim=0)
                 regions = torch.stack([winner == i for i in range(labels)])
         elif self.spec.region == "mask":
-            assert self.spec.mask is not None  # checked with the config
+            if self.spec.mask is None:  # checked with the config
+                raise RuntimeError("target.region 'mask' without target.mask passed validation")
             template = case.mask if case.mask is not None else self.spec.mask
             mask = torch.from_numpy(case.labels(template, "target.mask") > 0)
             regions = mask.to(inputs.device)[None].expand(labels, *mask.shape)

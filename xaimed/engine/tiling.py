@@ -120,5 +120,6 @@ class TiledInference(torch.nn.Module):
                     out.dtype
                 )
                 norm[box] += weights
-        assert total is not None
+        if total is None:  # every volume has at least one patch
+            raise RuntimeError("sliding window produced no patch")
         return total / norm.to(total.dtype)

@@ -16,7 +16,7 @@ import csv
 from pathlib import Path
 
 from xaimed.errors import InputError
-from xaimed.io.cases import Case, safe_id
+from xaimed.io.case import Case, safe_id
 
 REQUIRED = ("case_id", "path")
 
@@ -73,7 +73,7 @@ def read_case_list(path: Path) -> list[Case]:
             Case(
                 case_id,
                 _resolve(where, base),
-                format="listed",
+                format=None,
                 mask=_resolve(mask, base) if mask else None,
                 label=cell("label") or None,
             )

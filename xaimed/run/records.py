@@ -26,13 +26,13 @@ from typing import Any
 
 from xaimed import __version__
 from xaimed.config import Config, MethodEntry
-from xaimed.io.cases import Case
+from xaimed.io.case import Case
 from xaimed.writers.atomic import atomic_path
+from xaimed.writers.manifest import ManifestRow
 from xaimed.writers.naming import file_part
+from xaimed.writers.outputs import FILE_COLUMNS
 
 RECORD_DIR = ".done"
-# Manifest columns that hold output paths, checked for existence on resume.
-FILE_COLUMNS = ("nifti", "sidecar", "png", "dicom_pm", "dicom_sc")
 
 
 def case_identity(case: Case) -> dict[str, Any]:
@@ -89,10 +89,10 @@ class Record:
     """A finished case and method: its key and its manifest rows."""
 
     key: str
-    rows: list[dict[str, Any]]
+    rows: list[ManifestRow]
 
 
-def _outputs(row: dict[str, Any]) -> list[Path]:
+def _outputs(row: ManifestRow) -> list[Path]:
     paths = []
     for column in FILE_COLUMNS:
         value = row.get(column)
@@ -108,7 +108,7 @@ def _size(path: Path) -> int:
     return path.stat().st_size
 
 
-def write_record(path: Path, key: str, rows: list[dict[str, Any]]) -> None:
+def write_record(path: Path, key: str, rows: list[ManifestRow]) -> None:
     """Record the finished work (after every output file is in place)."""
     sizes = {str(p): _size(p) for row in rows for p in _outputs(row) if p.exists()}
     body = {"key": key, "xaimed": __version__, "rows": rows, "sizes": sizes}

@@ -323,7 +323,8 @@ def _pool_rule(graph: Graph, node: fx.Node, pool: nn.Module) -> Rule:
 
         geometry = Sliding(kernel, stride, dilation, pad)
         return _sliding(graph, node, geometry, float("-inf"), run_max)
-    assert isinstance(pool, nn.AvgPool3d)
+    if not isinstance(pool, nn.AvgPool3d):
+        raise RuntimeError(f"not a 3D pooling module: {type(pool).__name__}")
     if any(pad) and not pool.count_include_pad:
         return NoRule("average pooling that excludes padding from the count")
 

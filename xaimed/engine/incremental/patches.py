@@ -115,7 +115,8 @@ def read(
         shape[a + 1] = extent[a]
         ok = ok.reshape(shape)
         inside = ok if inside is None else inside & ok
-    assert inside is not None
+    if inside is None:  # three axes were looped over
+        raise RuntimeError("no axis to test the boxes on")
     if not bool(inside.any()):
         return base
     batch = len(start)
@@ -164,5 +165,6 @@ def box_mask(start: torch.Tensor, extent: Triple, lo: torch.Tensor, hi: torch.Te
         shape[a + 1] = extent[a]
         ok = ok.reshape(shape)
         inside = ok if inside is None else inside & ok
-    assert inside is not None
+    if inside is None:  # three axes were looped over
+        raise RuntimeError("no axis to test the boxes on")
     return inside[:, None]

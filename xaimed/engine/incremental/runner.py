@@ -226,7 +226,8 @@ class IncrementalScorer:
             return self._global_mean(node, inputs[0], patches[inputs[0]])
         if isinstance(rule, UpsampleRule):
             return self._upsample(node, rule, inputs[0], patches[inputs[0]])
-        assert isinstance(rule, ElementwiseRule)
+        if not isinstance(rule, ElementwiseRule):
+            raise RuntimeError(f"no incremental rule for {type(rule).__name__}")
         return self._elementwise(node, patches)
 
     def _call(self, node: fx.Node, value_of) -> Any:
