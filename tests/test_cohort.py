@@ -91,7 +91,8 @@ def _outputs(out: Path) -> dict[str, bytes]:
     files = {}
     for path in sorted(out.rglob("*")):
         rel = path.relative_to(out)
-        if not path.is_file() or rel.parts[0] == "logs" or ".done" in rel.parts:
+        # The HTML report is a view of the run (it shows resumed cases as skipped, and times).
+        if not path.is_file() or rel.parts[0] in ("logs", "report") or ".done" in rel.parts:
             continue
         if rel.name.startswith(("manifest", ".lock")):  # .lock: who holds the folder (pid)
             continue

@@ -402,6 +402,48 @@ def evaluate(
 
 
 @app.command()
+def report(
+    run_dir: Annotated[
+        Path, typer.Argument(help="Folder an explain run wrote (--out).", show_default=False)
+    ],
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Where to write; default: RUN/report.")
+    ] = None,
+    evaluation: Annotated[
+        Path | None,
+        typer.Option(help="Where `xaimed evaluate` wrote (its --out); default: the run folder."),
+    ] = None,
+    identifiers: Annotated[
+        bool | None,
+        typer.Option(
+            "--identifiers/--no-identifiers",
+            help="Show source paths and DICOM identifiers (default: the run's report.identifiers).",
+            show_default=False,
+        ),
+    ] = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Write the run's HTML report (index of cases x methods, a 3D viewer per case)."""
+    from xaimed.errors import XaimedError
+    from xaimed.report import build_report
+
+    _setup_logging(quiet)
+    try:
+        result = build_report(run_dir, out_dir, evaluation_dir=evaluation, identifiers=identifiers)
+    except XaimedError as exc:
+        _print_problems(exc)
+        raise typer.Exit(EXIT_UNUSABLE) from None
+    for note in result.notes:
+        err.print(f"[yellow]warning:[/] {escape(note)}", highlight=False, soft_wrap=True)
+    if not quiet:
+        err.print(
+            f"report of {result.cases} case(s), {result.bytes_total / 2**20:.1f} MiB "
+            f"({result.bytes_per_case / 2**20:.2f} MiB per case): {result.index}",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
+
+
+@app.command()
 def validate(config: Annotated[Path, typer.Argument(help="YAML config to check.")]) -> None:
     """Report every problem in a config, each with its YAML key path."""
     from xaimed.config import load_config

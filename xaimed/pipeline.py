@@ -49,12 +49,15 @@ def explain(
     and a PNG under ``out_dir/<case_id>/``, and the shard's manifest. Raises XaimedError only
     when nothing can run (bad config, model or input path); per-case failures are in the rows.
     """
+    from xaimed.report.hook import refresh_report
     from xaimed.run.cohort import run_cohort
 
-    return run_cohort(
+    result = run_cohort(
         Path(input_path),
         run_config(config, methods, device),
         Path(out_dir),
         options or RunOptions(),
         reporter or LogReporter(),
     )
+    refresh_report(result.manifest, skip=bool(result.plan) or result.interrupted)
+    return result

@@ -388,6 +388,24 @@ class OutputsSection(Strict):
     store: StoreSettings | None = Field(
         None, description="DICOM inputs: store the derived series into the source study."
     )
+    report: bool = Field(
+        True, description="Write the HTML report (RUN/report/index.html) at the end of the run."
+    )
+
+
+class ReportSection(Strict):
+    """The HTML report (``xaimed report``; written by explain, refreshed by merge/evaluate)."""
+
+    identifiers: bool = Field(
+        False,
+        description="Show source paths and DICOM identifiers; off: no patient names, IDs, "
+        "birth dates or source paths in the report.",
+    )
+    max_size: int = Field(
+        128, ge=16, le=1024,
+        description="Largest viewer volume along an axis, in voxels; larger volumes are shown "
+        "subsampled by a whole stride (recorded on the case page).",
+    )  # fmt: skip
 
 
 class DicomSelect(Strict):
@@ -466,6 +484,7 @@ class Config(Strict):
     tiling: TilingSection | None = None
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
     pacs: PacsSection | None = None
+    report: ReportSection = Field(default_factory=ReportSection)
     # Folder of the config file: per-case paths in method parameters resolve against it.
     _base_dir: Path | None = PrivateAttr(None)
 

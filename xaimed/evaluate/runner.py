@@ -43,6 +43,7 @@ from xaimed.evaluate.session import (
 from xaimed.methods import registry
 from xaimed.methods.baselines import make_baseline
 from xaimed.model import LoadedModel, load_model, resolve_device
+from xaimed.report.hook import refresh_report
 
 log = logging.getLogger("xaimed")
 
@@ -196,6 +197,7 @@ def evaluate(
         log.info("evaluating %s (%d maps)", case_id, len(case_rows))
         _evaluate_case(ev, case_id, case_rows)
     _write(ev)
+    refresh_report(run / "manifest.csv", evaluation_dir=out)
     return ev.result
 
 

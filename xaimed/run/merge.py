@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from xaimed.errors import InputError
+from xaimed.report.hook import refresh_report
 from xaimed.writers.manifest import write_manifest
 
 _SHARD = re.compile(r"manifest-shard-(\d+)-of-(\d+)\.csv")
@@ -94,4 +95,5 @@ def merge_manifests(run_dir: Path) -> MergeSummary:
             float(r["wall_s"]) for r in case_rows if r.get("wall_s")
         )
     write_manifest(rows, summary.manifest)  # type: ignore[arg-type]
+    refresh_report(summary.manifest)
     return summary
