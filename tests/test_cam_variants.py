@@ -181,20 +181,25 @@ def test_layer_cam_fuses_layers_scaled_by_their_maxima(fusion):
 # ---------------------------------------------------------------- Score-CAM
 
 
-def test_score_cam_weights_are_softmaxed_scores_of_masked_inputs():
+@pytest.mark.parametrize("baseline", ["zero", "min"])
+def test_score_cam_weights_are_softmaxed_scores_of_masked_inputs(baseline):
     model, x = _model(), _x()
-    out, details, count = _run("score_cam", model, x, batch_size=2, relu=False)
+    out, details, count = _run("score_cam", model, x, batch_size=2, relu=False, baseline=baseline)
     a = model.features(x)
     masks = (a - a.amin(dim=(2, 3, 4), keepdim=True)) / (
         a.amax(dim=(2, 3, 4), keepdim=True) - a.amin(dim=(2, 3, 4), keepdim=True)
     )
-    scores = torch.stack([model(x * masks[:, k : k + 1])[0, 1] for k in range(3)])
+    fill = 0.0 if baseline == "zero" else float(x.min())
+    scores = torch.stack(
+        [model(x * masks[:, k : k + 1] + fill * (1 - masks[:, k : k + 1]))[0, 1] for k in range(3)]
+    )
     weights = torch.softmax(scores, dim=0)
     torch.testing.assert_close(out, (weights.view(1, 3, 1, 1, 1) * a).sum(1, keepdim=True))
     # One pass for the activations, then the three masked inputs in batches of two.
     assert (count.forward, count.forward_calls, count.backward) == (4, 3, 0)
     assert details["perturbations"] == 3 and details["batch_size"] == 2
     assert details["out_of_memory_backoffs"] == 0 and details["channels"] == 3
+    assert details["baseline"] == baseline
 
 
 def test_score_cam_masks_are_upsampled_layer_maps():

@@ -7,7 +7,8 @@ halved on out-of-memory errors, progress reported, passes counted. Layer choice,
 sidecar details are those of :mod:`xaimed.methods.cam`.
 
 - Score-CAM (Wang et al. 2020): each channel, upsampled to the input grid and min-max scaled to
-  [0, 1], masks the input (input times mask, in the model's input space); the channel's weight is
+  [0, 1], masks the input (input times mask plus the ``baseline`` fill times one minus mask, in
+  the model's input space; the paper's fill is zero); the channel's weight is
   the softmax over channels of the target's scores of the masked inputs (pytorch-grad-cam's
   form; the paper's "increase of confidence" uses class probabilities against a baseline input).
 - Ablation-CAM (Desai & Ramaswamy 2020): each channel of the layer is set to zero in the forward
@@ -21,7 +22,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from xaimed.methods.cam import cam_output, capture, layer_name, spatial_dims, to_input_grid
-from xaimed.methods.params import ScoreCamParams
+from xaimed.methods.fills import describe_fill, make_fill
+from xaimed.methods.params import AblationCamParams, ScoreCamParams
 
 if TYPE_CHECKING:
     import torch
@@ -59,6 +61,7 @@ def score_cam(ctx: MethodContext, params: ScoreCamParams) -> MethodOutput:
     name = layer_name(ctx, params.layer)
     a = capture(ctx, name, backward=False)["activations"]
     x = ctx.inputs.detach()
+    fill = make_fill(params.baseline, ctx)
     channels = int(a.shape[1])
 
     def masked(start: int, stop: int) -> torch.Tensor:
@@ -69,19 +72,20 @@ def score_cam(ctx: MethodContext, params: ScoreCamParams) -> MethodOutput:
         span = hi - lo
         # A constant channel carries no location: its mask is zero everywhere.
         masks = (up - lo) / span.where(span > 0, span.new_ones(()))
-        return x * masks.to(x.dtype)
+        masks = masks.to(x.dtype)
+        return x * masks + fill * (1 - masks)
 
     evaluator = _evaluator(ctx)
     scores = evaluator.scores(channels, masked, label="score_cam")
     weights = torch.softmax(scores.double(), dim=0)
     details = _details(
-        evaluator, params.relu, channels=channels,
+        evaluator, params.relu, channels=channels, baseline=describe_fill(params.baseline),
         weights="softmax over channels of the target's scores of the masked inputs",
     )  # fmt: skip
     return cam_output(_weighted(weights, a, params.relu), ctx, name, **details)
 
 
-def ablation_cam(ctx: MethodContext, params: ScoreCamParams) -> MethodOutput:
+def ablation_cam(ctx: MethodContext, params: AblationCamParams) -> MethodOutput:
     import torch
 
     from xaimed.methods.layers import find_layer, removable

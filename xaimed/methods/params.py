@@ -97,11 +97,19 @@ class LayerCamParams(Params):
         return self
 
 
-class ScoreCamParams(Params):
-    """Score-CAM and Ablation-CAM: channel weights from forward passes, batched."""
+class AblationCamParams(Params):
+    """Ablation-CAM: channel weights from one forward pass per channel, batched."""
 
     layer: str = Field("auto", description="Module name, or 'auto': the features entering GAP.")
     relu: bool = Field(True, description="Keep only positive evidence, as published.")
+
+
+class ScoreCamParams(AblationCamParams):
+    """Score-CAM: channel weights from the scores of inputs masked by each channel, batched."""
+
+    baseline: FillSpec = Field(
+        "zero", description="What the masked-out part of the input becomes (as the paper: zero)."
+    )
 
 
 class EigenCamParams(Params):

@@ -212,7 +212,7 @@ for _info in (
     MethodInfo(
         name="ablation_cam", family="cam",
         summary="Ablation-CAM: channels weighted by the score drop when each is set to zero.",
-        params_model=p.ScoreCamParams, runner=f"{_CAM_SCORES}:ablation_cam",
+        params_model=p.AblationCamParams, runner=f"{_CAM_SCORES}:ablation_cam",
         cost=_fixed("1 + one fwd per channel of the layer"), needs=(_LAYER,), needs_module=True,
     ),
     MethodInfo(
