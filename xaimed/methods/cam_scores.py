@@ -7,10 +7,12 @@ halved on out-of-memory errors, progress reported, passes counted. Layer choice,
 sidecar details are those of :mod:`xaimed.methods.cam`.
 
 - Score-CAM (Wang et al. 2020): each channel, upsampled to the input grid and min-max scaled to
-  [0, 1], masks the input (input times mask plus the ``baseline`` fill times one minus mask, in
-  the model's input space; the paper's fill is zero); the channel's weight is
-  the softmax over channels of the target's scores of the masked inputs (pytorch-grad-cam's
-  form; the paper's "increase of confidence" uses class probabilities against a baseline input).
+  [0, 1], masks the input: input times mask plus the ``baseline`` fill times one minus mask, in
+  the model's input space. The paper and pytorch-grad-cam take input times mask, which on images
+  scaled to [0, 1] fills with black; ``min`` (the default) is that background for any intensity
+  normalisation, where after z-scoring 0 would be the image mean. The channel's weight is the
+  softmax over channels of the target's scores of the masked inputs (pytorch-grad-cam's form;
+  the paper's "increase of confidence" uses class probabilities against a baseline input).
 - Ablation-CAM (Desai & Ramaswamy 2020): each channel of the layer is set to zero in the forward
   pass; its weight is the target's score drop. The paper and pytorch-grad-cam divide the drops by
   the unablated score; that only rescales the map, and flips its sign when the score is

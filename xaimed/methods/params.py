@@ -107,8 +107,10 @@ class AblationCamParams(Params):
 class ScoreCamParams(AblationCamParams):
     """Score-CAM: channel weights from the scores of inputs masked by each channel, batched."""
 
+    # The paper masks images scaled to [0, 1], where 0 is black: background. In the model's
+    # input space after z-scoring, 0 is the image mean, and 'min' is the background.
     baseline: FillSpec = Field(
-        "zero", description="What the masked-out part of the input becomes (as the paper: zero)."
+        "min", description="What the masked-out part of the input becomes (default: background)."
     )
 
 
