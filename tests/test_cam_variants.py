@@ -204,7 +204,7 @@ def test_score_cam_weights_are_softmaxed_scores_of_masked_inputs(baseline):
 
 def test_score_cam_masks_are_upsampled_layer_maps():
     model, x = _model(TwoStage), _x((8, 8, 8))
-    out, details, _ = _run("score_cam", model, x, layer="conv2", relu=False)
+    out, details, _ = _run("score_cam", model, x, layer="conv2", relu=False, baseline="zero")
     a = model.conv2(model.relu(model.conv1(x)))
     up = torch.nn.functional.interpolate(a, size=(8, 8, 8), mode="trilinear")
     lo, hi = up.amin(dim=(2, 3, 4), keepdim=True), up.amax(dim=(2, 3, 4), keepdim=True)
@@ -318,6 +318,8 @@ def test_variants_are_registered_with_costs():
         "eigen_cam": "1 fwd",
     }
     assert all(registry.find(n).family == "cam" and registry.find(n).needs_module for n in VARIANTS)
+    # Score-CAM fills the masked-out part with the background by default (see the README).
+    assert registry.find("score_cam").params_model().baseline == "min"
 
 
 def test_bad_variant_parameters_are_config_errors(tmp_path):
