@@ -178,6 +178,13 @@ def test_layer_cam_fuses_layers_scaled_by_their_maxima(fusion):
     assert (count.forward, count.backward) == (1, 1)  # every layer from one pass
 
 
+def test_layer_cam_counts_a_layer_named_twice_once():
+    model, x = _model(), _x()
+    both, details, _ = _run("layer_cam", model, x, layers=["relu", "auto"])
+    assert details["layers"] == ["relu"]  # 'auto' is the ReLU here: not fused with itself
+    torch.testing.assert_close(both, _run("layer_cam", model, x)[0])
+
+
 # ---------------------------------------------------------------- Score-CAM
 
 
