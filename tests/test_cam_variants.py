@@ -1,9 +1,11 @@
 """CAM variants (HiResCAM, XGrad-CAM, LayerCAM, Score-CAM, Ablation-CAM, EigenCAM) against
 closed forms on models small enough to compute by hand.
 
-pytorch-grad-cam is not a reference here: its package imports torchvision at import time (its
-``utils.image`` and ``utils.model_targets``, loaded by every CAM class), which this project does
-not install; the closed forms below pin each variant's definition instead.
+pytorch-grad-cam is not a reference here: every CAM class of it imports torchvision (through its
+``utils.image`` and ``utils.model_targets``), which this project does not install, and whose PyPI
+wheel does not load with the CPU build of torch ("operator torchvision::nms does not exist"). The
+closed forms below pin each variant's definition instead; the README lists how pytorch-grad-cam
+differs.
 """
 
 from __future__ import annotations
