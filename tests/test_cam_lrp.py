@@ -81,12 +81,12 @@ def test_grad_cam_equals_a_hand_computed_reference(sample_cnn):
 def test_upsampling_aligns_voxel_centres():
     # A layer voxel j covers input voxels [4j, 4j + 4): a map that is 1 in one layer voxel
     # peaks at the centre of those input voxels.
-    from xaimed.methods.cam import _to_input_grid
+    from xaimed.methods.cam import to_input_grid
 
     ctx = _ctx(TinyCNN(), torch.zeros(1, 1, 16, 16, 16))
     native = torch.zeros(1, 4, 4, 4)
     native[0, 1, 2, 1] = 1.0
-    up = _to_input_grid(native, ctx)[0, 0]
+    up = to_input_grid(native, ctx)[0, 0]
     grid = torch.stack(torch.meshgrid(*[torch.arange(16.0)] * 3, indexing="ij"))
     centre = (grid * up).flatten(1).sum(1) / up.sum()
     # centres of input voxels 4..7, 8..11 and 4..7

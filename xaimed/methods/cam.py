@@ -1,10 +1,14 @@
-"""CAM family: CAM, Grad-CAM, Grad-CAM++ and guided Grad-CAM on 3D models.
+"""CAM family: CAM, Grad-CAM, Grad-CAM++ and guided Grad-CAM on 3D (and 2D) models.
+
+The layer helpers here (choosing the layer, capturing its activations and gradient, upsampling
+to the input grid, the sidecar details) are shared with the other CAM variants
+(:mod:`xaimed.methods.cam_variants`, :mod:`xaimed.methods.cam_scores`).
 
 Written here rather than wrapped from Captum: Captum's LayerGradCam upsamples with nearest
 neighbour by default, has no Grad-CAM++ or CAM, and would hide the layer's native resolution we
 record. Every map is computed at the layer's resolution, then upsampled to the model's input
-grid with trilinear interpolation that aligns voxel centres (``align_corners=False``: layer voxel
-j covers input voxels [j*s, (j+1)*s) for a scale s), and sent back to the source grid by the
+grid with (bi/tri)linear interpolation that aligns voxel centres (``align_corners=False``: layer
+voxel j covers input voxels [j*s, (j+1)*s) for a scale s), and sent back to the source grid by the
 preprocessing inverse like any other map. Values are kept raw: no min-max scaling; Grad-CAM's and
 Grad-CAM++'s ReLU is part of the methods as published, recorded in the sidecar, and can be
 switched off with ``relu: false``.
@@ -23,10 +27,17 @@ if TYPE_CHECKING:
     from xaimed.methods.context import MethodContext, MethodOutput
 
 
-UPSAMPLING = "trilinear, voxel centres aligned (align_corners=False)"
+# Linear interpolation of the layer's map, by number of spatial axes.
+_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
 
-def _layer_name(ctx: MethodContext, layer: str) -> str:
+def upsampling(spatial_axes: int) -> str:
+    """How a map at layer resolution is brought to the input grid, for the sidecar."""
+    return f"{_MODES[spatial_axes]}, voxel centres aligned (align_corners=False)"
+
+
+def layer_name(ctx: MethodContext, layer: str) -> str:
+    """The module name for ``layer``: checked to exist, or the ``auto`` feature layer."""
     from xaimed.methods.layers import feature_layer, find_layer
 
     if layer == "auto":
@@ -35,90 +46,109 @@ def _layer_name(ctx: MethodContext, layer: str) -> str:
     return layer
 
 
-def _capture(ctx: MethodContext, name: str, *, backward: bool) -> dict[str, Any]:
-    """Activations of layer ``name`` (and their gradient for the target) from one pass."""
+def capture(ctx: MethodContext, name: str, *, backward: bool) -> dict[str, Any]:
+    """Activations of layer ``name`` (and their gradient for the target) from one pass.
+
+    Returns ``activations``, ``scores`` (the model's output), ``calls`` (how often the layer
+    ran in the pass) and, with ``backward``, ``gradients`` of the target's score.
+    """
+    return capture_layers(ctx, [name], backward=backward)[0]
+
+
+def capture_layers(ctx: MethodContext, names: list[str], *, backward: bool) -> list[dict[str, Any]]:
+    """:func:`capture` for several layers from one forward (and one backward) pass."""
     import torch
 
     from xaimed.methods.layers import find_layer, removable
 
-    layer = find_layer(ctx.user_network, name)
-    outputs: list[torch.Tensor] = []
+    outputs: dict[str, list[torch.Tensor]] = {name: [] for name in names}
 
-    def keep(module: torch.nn.Module, args: tuple, output: Any) -> None:
-        if not isinstance(output, torch.Tensor):
-            raise MethodError(f"layer {name!r} returns {type(output).__name__}, not a tensor.")
-        outputs.append(output)
+    def keep_for(name: str):
+        def keep(module: torch.nn.Module, args: tuple, output: Any) -> None:
+            if not isinstance(output, torch.Tensor):
+                raise MethodError(f"layer {name!r} returns {type(output).__name__}, not a tensor.")
+            outputs[name].append(output)
 
+        return keep
+
+    handles = [find_layer(ctx.user_network, n).register_forward_hook(keep_for(n)) for n in names]
     x = ctx.inputs.detach().clone().requires_grad_(backward)
-    with removable([layer.register_forward_hook(keep)]), torch.set_grad_enabled(backward):
+    with removable(handles), torch.set_grad_enabled(backward):
         scores = ctx.model(x)
-    if not outputs:
-        raise MethodError(f"layer {name!r} did not run in the forward pass; choose another layer.")
-    # A module reused in one pass (a ReLU called twice in a residual block) is taken at its last
-    # call: for `auto`, that is the call whose output enters the global pooling.
-    activations = outputs[-1]
-    if activations.dim() != x.dim():
-        raise MethodError(
-            f"layer {name!r} outputs shape {tuple(activations.shape)}, not a {x.dim() - 2}D "
-            "feature map; choose a convolutional layer (`xaimed layers CONFIG`)."
+    results: list[dict[str, Any]] = []
+    for name in names:
+        if not outputs[name]:
+            raise MethodError(
+                f"layer {name!r} did not run in the forward pass; choose another layer."
+            )
+        # A module reused in one pass (a ReLU called twice in a residual block) is taken at its
+        # last call: for `auto`, that is the call whose output enters the global pooling.
+        activations = outputs[name][-1]
+        if activations.dim() != x.dim():
+            raise MethodError(
+                f"layer {name!r} outputs shape {tuple(activations.shape)}, not a {x.dim() - 2}D "
+                "feature map; choose a convolutional layer (`xaimed layers CONFIG`)."
+            )
+        results.append(
+            {"activations": activations, "scores": scores.detach(), "calls": len(outputs[name])}
         )
-    result: dict[str, Any] = {
-        "activations": activations.detach(),
-        "scores": scores.detach(),
-        "calls": len(outputs),
-    }
     if backward:
-        (grad,) = torch.autograd.grad(scores[0, ctx.target], activations)
-        result["gradients"] = grad.detach()
-    return result
+        grads = torch.autograd.grad(scores[0, ctx.target], [r["activations"] for r in results])
+        for result, grad in zip(results, grads, strict=True):
+            result["gradients"] = grad.detach()
+    for result in results:
+        result["activations"] = result["activations"].detach()
+    return results
 
 
-def _to_input_grid(cam: torch.Tensor, ctx: MethodContext) -> torch.Tensor:
-    """(1, d, h, w) at layer resolution -> (1, 1, I, J, K) on the model's input grid."""
+def to_input_grid(cam: torch.Tensor, ctx: MethodContext) -> torch.Tensor:
+    """(N, d, h, w) at layer resolution -> (N, 1, I, J, K) on the model's input grid."""
     import torch.nn.functional as F
 
+    size = tuple(ctx.inputs.shape[2:])
     return F.interpolate(
-        cam[:, None].float(), size=tuple(ctx.inputs.shape[2:]), mode="trilinear",
-        align_corners=False,
-    )  # fmt: skip
+        cam[:, None].float(), size=size, mode=_MODES[len(size)], align_corners=False
+    )
 
 
-def _output(cam: torch.Tensor, ctx: MethodContext, layer: str, **details: Any) -> MethodOutput:
+def cam_output(cam: torch.Tensor, ctx: MethodContext, layer: str, **details: Any) -> MethodOutput:
+    """The map ``cam`` (1, d, h, w) upsampled to the input grid, with the layer's details."""
     from xaimed.methods.context import MethodOutput
 
     return MethodOutput(
-        _to_input_grid(cam, ctx),
+        to_input_grid(cam, ctx),
         {
             "layer": layer,
             "native_shape": list(cam.shape[1:]),
-            "upsampling": UPSAMPLING,
+            "upsampling": upsampling(cam.dim() - 1),
             **details,
         },
     )
 
 
-def _spatial_dims(t: torch.Tensor) -> tuple[int, ...]:
+def spatial_dims(t: torch.Tensor) -> tuple[int, ...]:
+    """The spatial axes of a (batch, channels, ...) tensor."""
     return tuple(range(2, t.dim()))
 
 
 def grad_cam(ctx: MethodContext, params: GradCamParams) -> MethodOutput:
-    name = _layer_name(ctx, params.layer)
-    got = _capture(ctx, name, backward=True)
+    name = layer_name(ctx, params.layer)
+    got = capture(ctx, name, backward=True)
     a, g = got["activations"], got["gradients"]
-    weights = g.mean(dim=_spatial_dims(g), keepdim=True)
+    weights = g.mean(dim=spatial_dims(g), keepdim=True)
     cam = (weights * a).sum(dim=1)
     if params.relu:
         cam = cam.clamp(min=0)
-    return _output(cam, ctx, name, relu=params.relu)
+    return cam_output(cam, ctx, name, relu=params.relu)
 
 
 def grad_cam_pp(ctx: MethodContext, params: GradCamParams) -> MethodOutput:
     # Chattopadhay et al. 2018, with the closed form for an exponential of the score, as in
     # their paper and pytorch-grad-cam: alpha = g^2 / (2 g^2 + sum(A) g^3).
-    name = _layer_name(ctx, params.layer)
-    got = _capture(ctx, name, backward=True)
+    name = layer_name(ctx, params.layer)
+    got = capture(ctx, name, backward=True)
     a, g = got["activations"], got["gradients"]
-    dims = _spatial_dims(g)
+    dims = spatial_dims(g)
     g2, g3 = g**2, g**3
     denominator = 2 * g2 + a.sum(dim=dims, keepdim=True) * g3
     alpha = g2 / denominator.where(denominator != 0, denominator.new_ones(()))
@@ -126,19 +156,19 @@ def grad_cam_pp(ctx: MethodContext, params: GradCamParams) -> MethodOutput:
     cam = (weights * a).sum(dim=1)
     if params.relu:
         cam = cam.clamp(min=0)
-    return _output(cam, ctx, name, relu=params.relu)
+    return cam_output(cam, ctx, name, relu=params.relu)
 
 
 def cam(ctx: MethodContext, params: CamParams) -> MethodOutput:
 
-    name = _layer_name(ctx, "auto")
-    got = _capture(ctx, name, backward=False)
+    name = layer_name(ctx, "auto")
+    got = capture(ctx, name, backward=False)
     features, scores = got["activations"], got["scores"]
     head = _linear_head(ctx, features, scores)
     weights = head.weight.detach()[ctx.target]  # (K,)
     shape = (1, -1) + (1,) * (features.dim() - 2)
     cam_map = (weights.reshape(shape).to(features.dtype) * features).sum(dim=1)
-    return _output(cam_map, ctx, name, relu=False, head=type(head).__name__)
+    return cam_output(cam_map, ctx, name, relu=False, head=type(head).__name__)
 
 
 def _linear_head(ctx: MethodContext, features: torch.Tensor, scores: torch.Tensor) -> Any:
@@ -156,7 +186,7 @@ def _linear_head(ctx: MethodContext, features: torch.Tensor, scores: torch.Tenso
             "layer; this model has no torch.nn.Linear. Use grad_cam, which applies to any CNN."
         )
     head = linears[-1]
-    pooled = features.mean(dim=_spatial_dims(features)).to(head.weight.dtype)
+    pooled = features.mean(dim=spatial_dims(features)).to(head.weight.dtype)
     if pooled.shape[-1] != head.in_features:
         raise MethodError(
             f"cam needs global average pooling followed by one linear layer, but the features "

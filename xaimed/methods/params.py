@@ -76,10 +76,54 @@ class GradientShapParams(Params):
 
 
 class GradCamParams(Params):
-    """Grad-CAM and Grad-CAM++ at one layer."""
+    """A CAM at one layer: Grad-CAM, Grad-CAM++, HiResCAM, XGrad-CAM."""
 
     layer: str = Field("auto", description="Module name, or 'auto': the features entering GAP.")
     relu: bool = Field(True, description="Keep only positive evidence, as published.")
+
+
+class LayerCamParams(Params):
+    """LayerCAM at one or several layers, fused into one map."""
+
+    layers: list[str] = Field(
+        default_factory=lambda: ["auto"],
+        min_length=1,
+        description="Module names (or 'auto'); several are fused into one map.",
+    )
+    fusion: Literal["mean", "max"] = Field(
+        "mean",
+        description="How several layers' maps, each divided by its maximum, are combined.",
+    )
+
+    @model_validator(mode="after")
+    def _distinct(self) -> LayerCamParams:
+        if len(set(self.layers)) != len(self.layers):
+            raise ValueError(f"layers must be distinct, got {self.layers}")
+        return self
+
+
+class AblationCamParams(Params):
+    """Ablation-CAM: channel weights from one forward pass per channel, batched."""
+
+    layer: str = Field("auto", description="Module name, or 'auto': the features entering GAP.")
+    relu: bool = Field(True, description="Keep only positive evidence, as published.")
+
+
+class ScoreCamParams(AblationCamParams):
+    """Score-CAM: channel weights from the scores of inputs masked by each channel, batched."""
+
+    # The paper masks images scaled to [0, 1], where 0 is black: background. In the model's
+    # input space after z-scoring, 0 is the image mean, and 'min' is the background.
+    baseline: FillSpec = Field(
+        "min", description="What the masked-out part of the input becomes (default: background)."
+    )
+
+
+class EigenCamParams(Params):
+    """EigenCAM: the first principal component of a layer's activations (class-agnostic)."""
+
+    layer: str = Field("auto", description="Module name, or 'auto': the features entering GAP.")
+    relu: bool = Field(True, description="Keep only the positive side of the component.")
 
 
 class CamParams(Params):

@@ -103,6 +103,8 @@ def _passes(params: Any) -> str:
 
 _GRADIENT = "xaimed.methods.gradient"
 _CAM = "xaimed.methods.cam"
+_CAM_VARIANTS = "xaimed.methods.cam_variants"
+_CAM_SCORES = "xaimed.methods.cam_scores"
 _PERTURBATION = "xaimed.methods.perturbation"
 _RELU = "nn.Module with ReLU modules"
 _LAYER = "a layer (auto: features entering global pooling)"
@@ -181,6 +183,43 @@ for _info in (
         params_model=p.GradCamParams, runner=f"{_CAM}:guided_grad_cam",
         cost=_fixed("2 fwd + 2 bwd"), needs=(_LAYER, _RELU), needs_module=True,
         warning=GUIDED_WARNING,
+    ),
+    MethodInfo(
+        name="hires_cam", family="cam",
+        summary="HiResCAM: gradient times activations summed over channels, position by position.",
+        params_model=p.GradCamParams, runner=f"{_CAM_VARIANTS}:hires_cam",
+        cost=_fixed("1 fwd + 1 bwd"), needs=(_LAYER,), needs_module=True,
+    ),
+    MethodInfo(
+        name="xgrad_cam", family="cam",
+        summary="XGrad-CAM: channel weights sum(g A) / sum(A), axiom-based Grad-CAM.",
+        params_model=p.GradCamParams, runner=f"{_CAM_VARIANTS}:xgrad_cam",
+        cost=_fixed("1 fwd + 1 bwd"), needs=(_LAYER,), needs_module=True,
+    ),
+    MethodInfo(
+        name="layer_cam", family="cam",
+        summary="LayerCAM: positive gradients times activations; several layers fused.",
+        params_model=p.LayerCamParams, runner=f"{_CAM_VARIANTS}:layer_cam",
+        cost=_fixed("1 fwd + 1 bwd"), needs=("layers (auto: features entering pooling)",),
+        needs_module=True,
+    ),
+    MethodInfo(
+        name="score_cam", family="cam",
+        summary="Score-CAM: channels weighted by the score of the input masked with each.",
+        params_model=p.ScoreCamParams, runner=f"{_CAM_SCORES}:score_cam",
+        cost=_fixed("1 + one fwd per channel of the layer"), needs=(_LAYER,), needs_module=True,
+    ),
+    MethodInfo(
+        name="ablation_cam", family="cam",
+        summary="Ablation-CAM: channels weighted by the score drop when each is set to zero.",
+        params_model=p.AblationCamParams, runner=f"{_CAM_SCORES}:ablation_cam",
+        cost=_fixed("1 + one fwd per channel of the layer"), needs=(_LAYER,), needs_module=True,
+    ),
+    MethodInfo(
+        name="eigen_cam", family="cam",
+        summary="EigenCAM: first principal component of a layer's activations (class-agnostic).",
+        params_model=p.EigenCamParams, runner=f"{_CAM_VARIANTS}:eigen_cam",
+        cost=_fixed("1 fwd"), needs=(_LAYER,), needs_module=True,
     ),
     # ------------------------------------------------------------ decomposition
     MethodInfo(
