@@ -27,7 +27,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from xaimed.config.base import PositiveInt, Strict
+from xaimed.config.base import PositiveInt, Regex, Strict
 from xaimed.config.paths import base_dir_of, resolve_path
 from xaimed.config.problems import NESTED, render, suggest
 from xaimed.evaluate.settings import EvaluateSection
@@ -412,19 +412,9 @@ class DicomSelect(Strict):
     """Which series of a DICOM study is explained: the largest 3D volume among the matches."""
 
     modality: str | None = Field(None, description="e.g. 'CT' or 'MR'; unset: any.")
-    description: str | None = Field(
+    description: Regex | None = Field(
         None, description="Regular expression searched in Series Description (case-insensitive)."
     )
-
-    @field_validator("description")
-    @classmethod
-    def _regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from None
-        return value
 
 
 class DicomSection(Strict):

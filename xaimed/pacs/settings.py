@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from xaimed.config.base import Strict
+from xaimed.config.base import Regex, Strict
 from xaimed.config.paths import resolve_path
 from xaimed.units import parse_bytes
 
@@ -121,7 +121,7 @@ class QuerySettings(Strict):
     study_date: str | None = Field(
         None, description="A date YYYYMMDD or a range YYYYMMDD-YYYYMMDD (either end open)."
     )
-    description: str | None = Field(
+    description: Regex | None = Field(
         None, description="Regular expression searched in Study Description (case-insensitive)."
     )
     limit: Annotated[int, Field(ge=1)] | None = Field(None, description="At most this many.")
@@ -131,16 +131,6 @@ class QuerySettings(Strict):
     def _date(cls, value: str | None) -> str | None:
         if value is not None and (value == "-" or not re.fullmatch(r"(\d{8})?-?(\d{8})?", value)):
             raise ValueError(f"expected YYYYMMDD or YYYYMMDD-YYYYMMDD, got {value!r}")
-        return value
-
-    @field_validator("description")
-    @classmethod
-    def _regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from None
         return value
 
 
