@@ -10,6 +10,7 @@ through unchanged, so every method family sees the same (N, n_outputs) model.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -47,16 +48,36 @@ class TargetReduction(torch.nn.Module):
 
     def reduce(self, out: torch.Tensor) -> torch.Tensor:
         """(N, L, I, J, K) per-voxel outputs -> (N, L) scores."""
+        return self.finish(self.box_sums(out, None), tuple(int(n) for n in out.shape[2:]))
+
+    def box_sums(self, out: torch.Tensor, box: tuple[slice, ...] | None) -> torch.Tensor:
+        """(N, L): the per-voxel scores of ``out`` summed over each label's region, for the
+        voxels of ``box`` only (``out`` holds just those voxels; None: the whole volume).
+
+        Every score is a sum over voxels, so a change confined to a box changes only that
+        box's sum: the perturbation engines update scores from it.
+        """
         if self.spec.score == "probabilities" and self.output == "logits":
             out = torch.sigmoid(out) if out.shape[1] == 1 else torch.softmax(out, dim=1)
         if self.regions is None:
-            summed = out.flatten(2).sum(-1)
-            count = out[0, 0].numel()
-        else:
-            region = self.regions.to(out.dtype)
-            summed = (out * region).flatten(2).sum(-1)
-            count = region.flatten(1).sum(-1).clamp(min=1)
-        return summed / count if self.spec.reduction == "mean" else summed
+            return out.flatten(2).sum(-1)
+        region = self.regions if box is None else self.regions[(slice(None), *box)]
+        return (out * region.to(out.dtype)).flatten(2).sum(-1)
+
+    @property
+    def linear(self) -> bool:
+        """Whether the score is a weighted sum of the raw outputs (no per-voxel softmax)."""
+        return not (self.spec.score == "probabilities" and self.output == "logits")
+
+    def finish(self, sums: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        """(N, L) region sums over a volume of ``shape`` -> scores (divided by the region's
+        size for a mean)."""
+        if self.spec.reduction != "mean":
+            return sums
+        if self.regions is None:
+            return sums / math.prod(shape)
+        count = self.regions.flatten(1).sum(-1).clamp(min=1)
+        return sums / count.to(sums.dtype)
 
     def configure(self, inputs: torch.Tensor, case: CaseData) -> None:
         """Find out whether the model segments and, if so, fix this case's regions."""

@@ -101,10 +101,13 @@ class LimeParams(GroupParams):
 # ---------------------------------------------------------------- shared pieces
 
 
-def _evaluator(ctx: MethodContext) -> Evaluator:
+def _evaluator(ctx: MethodContext, *, patchwise: bool = True) -> Evaluator:
     from xaimed.engine.perturb import Evaluator
 
-    return Evaluator(ctx.model, ctx.target, ctx.batch_size, progress=ctx.progress)
+    return Evaluator(
+        ctx.model, ctx.target, ctx.batch_size, progress=ctx.progress,
+        inputs=ctx.inputs.detach(), patchwise=patchwise,
+    )  # fmt: skip
 
 
 def _details(evaluator: Evaluator, **extra: Any) -> dict[str, Any]:
@@ -113,6 +116,7 @@ def _details(evaluator: Evaluator, **extra: Any) -> dict[str, Any]:
         "batch_size": evaluator.batch_size,
         "out_of_memory_backoffs": evaluator.backoffs,
         **extra,
+        **evaluator.engine_record(),
     }
 
 
@@ -227,7 +231,7 @@ def feature_ablation(ctx: MethodContext, params: FeatureAblationParams) -> Metho
         )
     groups, n_groups, fill, record = _group_setup(ctx, params)
     build_present = _coalitions(x, fill, groups)
-    evaluator = _evaluator(ctx)
+    evaluator = _evaluator(ctx, patchwise=params.engine != "plain")
     reference = evaluator.score(x)[0]
 
     def build(start: int, stop: int) -> torch.Tensor:

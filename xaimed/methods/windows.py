@@ -82,12 +82,15 @@ class WindowScores(Protocol):
 class PlainWindows:
     """Whole forward passes of occluded copies, batched by the Evaluator."""
 
-    def __init__(self, ctx: MethodContext, fill: torch.Tensor) -> None:
+    def __init__(self, ctx: MethodContext, fill: torch.Tensor, *, patchwise: bool = False) -> None:
         from xaimed.engine.perturb import Evaluator
 
         self.x = ctx.inputs.detach()
         self.fill = fill
-        self.evaluator = Evaluator(ctx.model, ctx.target, ctx.batch_size, progress=ctx.progress)
+        self.evaluator = Evaluator(
+            ctx.model, ctx.target, ctx.batch_size, progress=ctx.progress,
+            inputs=self.x, patchwise=patchwise,
+        )  # fmt: skip
         self.reference = self.evaluator.score(self.x)[0]
 
     def scores(
@@ -112,6 +115,7 @@ class PlainWindows:
             "perturbations": self.evaluator.samples,
             "batch_size": self.evaluator.batch_size,
             "out_of_memory_backoffs": self.evaluator.backoffs,
+            **self.evaluator.engine_record(),
         }
 
 
@@ -180,8 +184,12 @@ def window_scores(
                     f"{method} with engine: incremental cannot run on this model ({exc}); use "
                     "engine: auto or plain."
                 ) from None
+            plain = PlainWindows(ctx, fill, patchwise=True)
+            if plain.evaluator.engine_record():
+                # Tiled: exact patch by patch instead (the record says so).
+                return plain, record | {"engine": "patch_incremental", "fallback": str(exc)}
             log.info("%s: the plain engine is used: %s", method, exc)
-            record |= {"engine": "plain", "fallback": str(exc)}
+            return plain, record | {"engine": "plain", "fallback": str(exc)}
         else:
             return scorer, record | {"engine": "incremental"}
     return PlainWindows(ctx, fill), record | {"engine": "plain"}
