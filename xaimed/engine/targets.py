@@ -119,8 +119,12 @@ class TargetReduction(torch.nn.Module):
                 winner = out[0].argmax(dim=0)
                 regions = torch.stack([winner == i for i in range(labels)])
         elif self.spec.region == "mask":
-            assert self.spec.mask is not None  # checked with the config
             template = case.mask if case.mask is not None else self.spec.mask
+            if template is None:  # the config check requires one; a case list may not
+                raise InputError(
+                    f"case {case.case_id}: target.region is 'mask' but neither target.mask nor "
+                    "the case list's mask column gives a mask; set one of them."
+                )
             mask = torch.from_numpy(case.labels(template, "target.mask") > 0)
             regions = mask.to(inputs.device)[None].expand(labels, *mask.shape)
         else:

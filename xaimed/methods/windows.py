@@ -123,11 +123,13 @@ class IncrementalWindows:
     """The incremental engine; the reference score still comes from one counted model pass."""
 
     def __init__(self, ctx: MethodContext, fill: torch.Tensor, threshold: float) -> None:
+        from xaimed.engine.counting import CountingModel
         from xaimed.engine.incremental import NotIncremental, build_scorer, network_of
         from xaimed.engine.perturb import Evaluator
 
         network, autocast = network_of(ctx)
         x = ctx.inputs.detach()
+        count = ctx.model.count if isinstance(ctx.model, CountingModel) else None
         self.scorer = build_scorer(
             network,
             x,
@@ -137,15 +139,14 @@ class IncrementalWindows:
             autocast_dtype=autocast,
             threshold=threshold,
             progress=ctx.progress,
+            count=count,
         )
         # The reference goes through the scored model, as with the plain engine.
         evaluator = Evaluator(ctx.model, ctx.target, ctx.batch_size, progress=ctx.progress)
         self.reference = evaluator.score(x)[0]
         # The recorded pass is a real forward pass of the network on one input: count it.
-        count = getattr(ctx.model, "count", None)
         if count is not None:
-            count.forward += 1
-            count.forward_calls += 1
+            count.add(samples=1, calls=1, equivalent=1.0)
         cached = self.scorer.graph.cache[self.scorer.graph.nodes[-1]]
         own = cached.reshape(1, -1)[0, ctx.target].float()
         scale = max(1.0, abs(float(self.reference)))
@@ -156,13 +157,7 @@ class IncrementalWindows:
         self, lo: torch.Tensor, hi: torch.Tensor, *, label: str, exact: bool = False
     ) -> torch.Tensor:
         """``exact`` ignores the projective threshold for these windows."""
-        threshold = self.scorer.threshold
-        if exact:
-            self.scorer.threshold = 1.0
-        try:
-            return self.scorer.scores(lo, hi, label=label)
-        finally:
-            self.scorer.threshold = threshold
+        return self.scorer.scores(lo, hi, label=label, threshold=1.0 if exact else None)
 
     def record(self) -> dict[str, Any]:
         return self.scorer.record()

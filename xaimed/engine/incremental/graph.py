@@ -223,7 +223,7 @@ def call(module: fx.GraphModule, node: fx.Node, args: tuple, kwargs: dict) -> An
         for part in str(node.target).split("."):
             value = getattr(value, part)
         return value
-    raise AssertionError(node.op)
+    raise NotIncremental(f"{node.name}: graph nodes of kind {node.op!r} cannot be run alone")
 
 
 def record(module: fx.GraphModule, x: torch.Tensor) -> Graph:
@@ -323,7 +323,8 @@ def _pool_rule(graph: Graph, node: fx.Node, pool: nn.Module) -> Rule:
 
         geometry = Sliding(kernel, stride, dilation, pad)
         return _sliding(graph, node, geometry, float("-inf"), run_max)
-    assert isinstance(pool, nn.AvgPool3d)
+    if not isinstance(pool, nn.AvgPool3d):
+        return NoRule(f"no changed-box rule for {type(pool).__name__}")
     if any(pad) and not pool.count_include_pad:
         return NoRule("average pooling that excludes padding from the count")
 
