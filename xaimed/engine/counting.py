@@ -39,6 +39,11 @@ class PassCount:
         }
 
 
+def widen(t: torch.Tensor) -> torch.Tensor:
+    """At least float32: half-precision outputs of autocast widened, float64 kept."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
 class CountingModel(torch.nn.Module):
     """Wraps a model; counts every sample that goes forward and every one that goes backward.
 
@@ -69,7 +74,7 @@ class CountingModel(torch.nn.Module):
         self.count.add(samples=n, calls=1, equivalent=float(n))
         with self._autocast(x):
             out = self.model(x)
-        out = out.float()
+        out = widen(out)
         if out.requires_grad:
 
             def _on_backward(grad: torch.Tensor) -> None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
+from xaimed.engine.counting import widen
 from xaimed.errors import OutOfMemoryError
 
 if TYPE_CHECKING:
@@ -111,7 +112,7 @@ class Evaluator:
         else:
             with torch.no_grad():
                 out = self.model(batch)
-        return out.reshape(out.shape[0], -1)[:, self.target].float()
+        return widen(out.reshape(out.shape[0], -1)[:, self.target])
 
     def engine_record(self) -> dict[str, Any]:
         """For the sidecar: how the scores were computed."""

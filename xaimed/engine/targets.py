@@ -57,11 +57,18 @@ class TargetReduction(torch.nn.Module):
         Every score is a sum over voxels, so a change confined to a box changes only that
         box's sum: the perturbation engines update scores from it.
         """
+        if self.regions is None:
+            return self.region_sums(out, None)
+        region = self.regions if box is None else self.regions[(slice(None), *box)]
+        return self.region_sums(out, region[None])
+
+    def region_sums(self, out: torch.Tensor, region: torch.Tensor | None) -> torch.Tensor:
+        """(N, L): the per-voxel scores of ``out`` (N, L, ...) summed where ``region`` (1 or
+        N, L, ...) is set (None: everywhere)."""
         if self.spec.score == "probabilities" and self.output == "logits":
             out = torch.sigmoid(out) if out.shape[1] == 1 else torch.softmax(out, dim=1)
-        if self.regions is None:
+        if region is None:
             return out.flatten(2).sum(-1)
-        region = self.regions if box is None else self.regions[(slice(None), *box)]
         return (out * region.to(out.dtype)).flatten(2).sum(-1)
 
     @property

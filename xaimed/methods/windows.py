@@ -127,7 +127,7 @@ class IncrementalWindows:
         from xaimed.engine.incremental import NotIncremental, build_scorer, network_of
         from xaimed.engine.perturb import Evaluator
 
-        network, autocast = network_of(ctx)
+        network, autocast, reducer = network_of(ctx)
         x = ctx.inputs.detach()
         count = ctx.model.count if isinstance(ctx.model, CountingModel) else None
         self.scorer = build_scorer(
@@ -140,6 +140,7 @@ class IncrementalWindows:
             threshold=threshold,
             progress=ctx.progress,
             count=count,
+            reducer=reducer,
         )
         # The reference goes through the scored model, as with the plain engine.
         evaluator = Evaluator(ctx.model, ctx.target, ctx.batch_size, progress=ctx.progress)
@@ -148,6 +149,8 @@ class IncrementalWindows:
         if count is not None:
             count.add(samples=1, calls=1, equivalent=1.0)
         cached = self.scorer.graph.cache[self.scorer.graph.nodes[-1]]
+        if reducer is not None:
+            cached = reducer.reduce(cached)
         own = cached.reshape(1, -1)[0, ctx.target].float()
         scale = max(1.0, abs(float(self.reference)))
         if abs(float(own) - float(self.reference)) > 1e-3 * scale:

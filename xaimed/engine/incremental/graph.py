@@ -226,8 +226,11 @@ def call(module: fx.GraphModule, node: fx.Node, args: tuple, kwargs: dict) -> An
     raise NotIncremental(f"{node.name}: graph nodes of kind {node.op!r} cannot be run alone")
 
 
-def record(module: fx.GraphModule, x: torch.Tensor) -> Graph:
-    """Run the traced network on ``x`` and keep every node's output and input dependence."""
+def record(module: fx.GraphModule, x: torch.Tensor, *, maps: bool = False) -> Graph:
+    """Run the traced network on ``x`` and keep every node's output and input dependence.
+
+    The network must return one row of class scores, or with ``maps`` a segmentation (one
+    map per label of the input's size)."""
     nodes = list(module.graph.nodes)
     placeholders = [n for n in nodes if n.op == "placeholder"]
     if not placeholders or any(n.args == () for n in placeholders[1:]):
@@ -254,7 +257,10 @@ def record(module: fx.GraphModule, x: torch.Tensor) -> Graph:
                 cache[node] = call(module, node, args, kwargs)  # type: ignore[arg-type]
             if any(n in depends for n in node.all_input_nodes):
                 depends.add(node)
-    if not isinstance(output, torch.Tensor) or output.ndim != 2 or output.shape[0] != 1:
+    if maps:
+        if not _is_map(output) or tuple(output.shape[2:]) != tuple(x.shape[2:]):
+            raise NotIncremental("the model does not return one map per label of the input")
+    elif not isinstance(output, torch.Tensor) or output.ndim != 2 or output.shape[0] != 1:
         raise NotIncremental("the model does not return one row of class scores")
     graph = Graph(module, nodes, input_node, cache, depends, {})
     graph.rules = {n: classify(graph, n) for n in nodes if n in depends and n.op != "output"}

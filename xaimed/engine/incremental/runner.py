@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import fx
 
-from xaimed.engine.counting import PassCount
+from xaimed.engine.counting import PassCount, widen
 from xaimed.engine.incremental import boxes as bx
 from xaimed.engine.incremental.graph import (
     ElementwiseRule,
@@ -47,6 +47,7 @@ from xaimed.engine.incremental.patches import (
     whole,
 )
 from xaimed.engine.perturb import ProgressMeter, run_batches
+from xaimed.engine.targets import TargetReduction
 
 log = logging.getLogger("xaimed")
 
@@ -80,6 +81,9 @@ class IncrementalScorer:
     threshold: float = 1.0
     progress: Any = None
     count: PassCount | None = None
+    # A segmentation network: its maps are reduced to scores over each label's region, from
+    # the changed box of the output alone (the rest of the region keeps its cached sum).
+    reducer: TargetReduction | None = None
     backoffs: int = 0
     windows: int = 0
     batches: int = 0
@@ -180,7 +184,7 @@ class IncrementalScorer:
         with torch.no_grad(), self._autocast():
             for index, node in enumerate(graph.nodes):
                 if node.op == "output":
-                    result = self._as_whole(node.args[0], env)  # type: ignore[arg-type]
+                    result = self._output(node.args[0], env)  # type: ignore[arg-type]
                     break
                 if node not in graph.depends:
                     continue
@@ -201,7 +205,7 @@ class IncrementalScorer:
             self.count.add(
                 samples=len(lo), calls=1, equivalent=(self._work - work) / max(1, self._full_work)
             )
-        return result.reshape(result.shape[0], -1)[:, self.target].float()
+        return widen(result.reshape(result.shape[0], -1)[:, self.target])
 
     # ------------------------------------------------------------ states
 
@@ -212,6 +216,28 @@ class IncrementalScorer:
         if node not in self._caches:
             self._caches[node] = PaddedCache(self.graph.cache[node])
         return self._caches[node]
+
+    def _output(self, node: fx.Node, env: dict[fx.Node, State]) -> Any:
+        """The network's output as scores: rows as they are, or region-reduced maps."""
+        if self.reducer is None:
+            return self._as_whole(node, env)
+        cached = self.graph.cache[node]
+        dims = _triple(cached.shape)
+        if node not in self._sums:
+            self._sums[node] = self.reducer.box_sums(cached.double(), None)  # (1, L)
+        state = self._state(node, env)
+        if isinstance(state, Patch):
+            # Only the box changed: swap its old sum for its new one, per window.
+            regions = self.reducer.regions
+            region = None
+            if regions is not None:
+                region = gather(regions[None].to(cached.dtype), state.lo, state.size)
+            old = self.reducer.region_sums(gather(cached, state.lo, state.size), region)
+            new = self.reducer.region_sums(state.values, region)
+            sums = self._sums[node] + new.double() - old.double()
+        else:
+            sums = self.reducer.box_sums(state.value.double(), None)
+        return self.reducer.finish(sums, dims)
 
     def _as_whole(self, node: fx.Node, env: dict[fx.Node, State]) -> Any:
         state = self._state(node, env)
@@ -367,6 +393,7 @@ def build_scorer(
     threshold: float = 1.0,
     progress: Any = None,
     count: PassCount | None = None,
+    reducer: TargetReduction | None = None,
 ) -> IncrementalScorer:
     """Trace ``network``, record its unoccluded forward pass on ``x`` and return the scorer
     (raises NotIncremental, with the reason, when the network cannot be handled at all)."""
@@ -377,7 +404,7 @@ def build_scorer(
         else torch.autocast(device_type=x.device.type, dtype=autocast_dtype)
     )
     with context:
-        graph = record(module, x)
+        graph = record(module, x, maps=reducer is not None)
     users = [u for u in graph.input_node.users if u.op != "output"]
     if users and all(isinstance(graph.rules.get(u), NoRule) for u in users):
         first = users[0]
@@ -393,4 +420,5 @@ def build_scorer(
         threshold=threshold,
         progress=progress,
         count=count,
+        reducer=reducer,
     )
