@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from conftest import run_method
@@ -76,3 +77,48 @@ def test_incremental_occlusion_of_a_region_target_equals_plain(build, score):
     assert count.forward == details["windows"] + 2
     # Less work than whole passes, although upsampling spreads each window's change.
     assert count.full_pass_equivalent < details["windows"]
+
+
+def _instance_unet() -> nn.Module:
+    from monai.networks.nets import UNet
+
+    torch.manual_seed(0)
+    return UNet(
+        spatial_dims=3, in_channels=1, out_channels=2, channels=(4, 8, 16), strides=(2, 2),
+        num_res_units=1, norm="instance",
+    ).eval()  # fmt: skip
+
+
+def _smooth(shape) -> torch.Tensor:
+    from scipy import ndimage
+
+    data = ndimage.gaussian_filter(np.random.default_rng(0).normal(size=shape), 2.0)
+    data = (data - data.mean()) / data.std()
+    return torch.from_numpy(data.astype(np.float32))[None, None]
+
+
+def test_instance_norm_is_exact_by_default_and_frozen_statistics_correlate():
+    net, x = _instance_unet(), _smooth((16, 16, 16))
+    params = {"window": 4, "stride": 4}
+    plain, _, _ = run_method("occlusion", _scored(net, x, "logits"), x, **params)
+    exact, details, _ = run_method(
+        "occlusion", _scored(net, x, "logits"), x, engine="incremental", **params
+    )
+    scale = float(plain.abs().max())
+    assert float((exact - plain).abs().max()) <= 1e-4 * scale
+    # Exact: from the first instance norm on, whole maps, and the sidecar says why.
+    assert "per-sample statistics" in details["whole_maps_from"][0]["reason"]
+    assert details["frozen_norm_statistics"] == []
+    frozen, fdetails, _ = run_method(
+        "occlusion", _scored(net, x, "logits"), x, engine="incremental",
+        approximate={"freeze_norm_statistics": True}, **params,
+    )  # fmt: skip
+    assert fdetails["approximate"]["freeze_norm_statistics"] is True
+    assert len(fdetails["frozen_norm_statistics"]) >= 4
+    assert fdetails["whole_maps_from"] == [] or all(
+        "per-sample" not in w["reason"] for w in fdetails["whole_maps_from"]
+    )
+    # An approximation: not the exact map, but one that agrees with it.
+    assert float((frozen - plain).abs().max()) > 1e-4 * scale
+    corr = np.corrcoef(frozen.flatten().numpy(), plain.flatten().numpy())[0, 1]
+    assert corr > 0.95

@@ -173,8 +173,9 @@ def occlusion(ctx: MethodContext, params: OcclusionParams) -> MethodOutput:
     fill = make_fill(params.baseline, ctx)
     approximate = params.approximate
     threshold = approximate.projective_threshold if approximate is not None else 1.0
+    freeze = approximate is not None and approximate.freeze_norm_statistics
     engine, record = window_scores(
-        ctx, params.engine, fill, method="occlusion", threshold=threshold
+        ctx, params.engine, fill, method="occlusion", threshold=threshold, freeze_norm=freeze
     )
     refined: dict[str, Any] | None = None
     if approximate is not None and approximate.refine is not None:
@@ -211,6 +212,9 @@ def occlusion(ctx: MethodContext, params: OcclusionParams) -> MethodOutput:
             if record["engine"] == "incremental"
             else "not applied (plain engine)",
             "refine": refined,
+            "freeze_norm_statistics": freeze
+            if record["engine"] == "incremental" or not freeze
+            else f"not applied ({record['engine']} engine)",
         }
     return _output(attribution, details)
 

@@ -65,6 +65,13 @@ class Approximate(BaseModel):
         ),
     )
     refine: Refine | None = Field(None, description="Adaptive refinement; none by default.")
+    freeze_norm_statistics: bool = Field(
+        False,
+        description=(
+            "Incremental engine: instance / group norm use the unoccluded pass's statistics, "
+            "so a window's change stays local through them."
+        ),
+    )
 
 
 class WindowScores(Protocol):
@@ -122,7 +129,9 @@ class PlainWindows:
 class IncrementalWindows:
     """The incremental engine; the reference score still comes from one counted model pass."""
 
-    def __init__(self, ctx: MethodContext, fill: torch.Tensor, threshold: float) -> None:
+    def __init__(
+        self, ctx: MethodContext, fill: torch.Tensor, threshold: float, freeze_norm: bool = False
+    ) -> None:
         from xaimed.engine.counting import CountingModel
         from xaimed.engine.incremental import NotIncremental, build_scorer, network_of
         from xaimed.engine.perturb import Evaluator
@@ -141,6 +150,7 @@ class IncrementalWindows:
             progress=ctx.progress,
             count=count,
             reducer=reducer,
+            freeze_norm=freeze_norm,
         )
         # The reference goes through the scored model, as with the plain engine.
         evaluator = Evaluator(ctx.model, ctx.target, ctx.batch_size, progress=ctx.progress)
@@ -167,7 +177,13 @@ class IncrementalWindows:
 
 
 def window_scores(
-    ctx: MethodContext, engine: Engine, fill: torch.Tensor, *, method: str, threshold: float = 1.0
+    ctx: MethodContext,
+    engine: Engine,
+    fill: torch.Tensor,
+    *,
+    method: str,
+    threshold: float = 1.0,
+    freeze_norm: bool = False,
 ) -> tuple[WindowScores, dict[str, Any]]:
     """The engine that scores windows, and its sidecar record (engine used, why not another)."""
     from xaimed.engine.incremental import NotIncremental
@@ -175,7 +191,7 @@ def window_scores(
     record: dict[str, Any] = {"engine_requested": engine}
     if engine != "plain":
         try:
-            scorer = IncrementalWindows(ctx, fill, threshold)
+            scorer = IncrementalWindows(ctx, fill, threshold, freeze_norm)
         except NotIncremental as exc:
             if engine == "incremental":
                 raise MethodError(

@@ -24,6 +24,7 @@ from xaimed.engine.counting import PassCount, widen
 from xaimed.engine.incremental import boxes as bx
 from xaimed.engine.incremental.graph import (
     ElementwiseRule,
+    FrozenNormRule,
     GlobalMeanRule,
     Graph,
     NoRule,
@@ -142,6 +143,9 @@ class IncrementalScorer:
             "windows_per_batch": self.batch_size,
             "out_of_memory_backoffs": self.backoffs,
             "cache_forwards": 1,
+            "frozen_norm_statistics": sorted(
+                n.name for n, r in self.graph.rules.items() if isinstance(r, FrozenNormRule)
+            ),
             "full_pass_equivalent": round(self.full_pass_equivalent, 3),
             "whole_maps_from": [{"node": name, **about} for name, about in self.whole_from.items()],
         }
@@ -283,6 +287,9 @@ class IncrementalScorer:
             return self._global_mean(node, inputs[0], patches[inputs[0]])
         if isinstance(rule, UpsampleRule):
             return self._upsample(node, rule, inputs[0], patches[inputs[0]], threshold)
+        if isinstance(rule, FrozenNormRule):
+            patch = patches[inputs[0]]
+            return Patch(rule.run(patch.values), patch.lo)
         if not isinstance(rule, ElementwiseRule):
             raise NotIncremental(f"{node.name}: no way to compute a changed box for its rule")
         return self._elementwise(node, patches)
@@ -394,6 +401,7 @@ def build_scorer(
     progress: Any = None,
     count: PassCount | None = None,
     reducer: TargetReduction | None = None,
+    freeze_norm: bool = False,
 ) -> IncrementalScorer:
     """Trace ``network``, record its unoccluded forward pass on ``x`` and return the scorer
     (raises NotIncremental, with the reason, when the network cannot be handled at all)."""
@@ -404,7 +412,7 @@ def build_scorer(
         else torch.autocast(device_type=x.device.type, dtype=autocast_dtype)
     )
     with context:
-        graph = record(module, x, maps=reducer is not None)
+        graph = record(module, x, maps=reducer is not None, freeze_norm=freeze_norm)
     users = [u for u in graph.input_node.users if u.op != "output"]
     if users and all(isinstance(graph.rules.get(u), NoRule) for u in users):
         first = users[0]
