@@ -8,18 +8,15 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pytest
 from conftest import ROOT, blob_volume, oblique_affine
 
 from xaimed.io.dicom.export import export_series
 from xaimed.volume import Source, Volume
 
 DATA = ROOT / "tests" / "data" / "dicom"
-# CI clones the repository with shared/ beside it; the full vendor matrix lives there.
-VENDOR = ROOT.parent / "shared" / "data" / "dicom-vendor"
-needs_vendor = pytest.mark.skipif(
-    not VENDOR.is_dir(), reason=f"vendor DICOM data not found at {VENDOR} (shared/ not cloned)"
-)
+# Real scanner series (dicom2nifti's test data, MIT), copied into the repository by
+# scripts/copy_vendor_test_data.py so that every test runs on a fresh clone.
+VENDOR = DATA / "vendor"
 DCIODVFY = shutil.which("dciodvfy") or str(Path(ROOT / ".venv" / "bin" / "dciodvfy"))
 
 

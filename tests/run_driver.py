@@ -56,9 +56,9 @@ def main() -> None:
 
         cohort._Collector.done = done_then_die
     elif mode in ("kill-in-method", "pause-in-method"):
-        from xaimed import pipeline
+        from xaimed.run import worker
 
-        run_method = pipeline.Explainer._run_method
+        run_method = worker.Explainer._run_method
 
         def patched(self, *a, **k):
             if hit():
@@ -68,7 +68,7 @@ def main() -> None:
                 time.sleep(3)
             return run_method(self, *a, **k)
 
-        pipeline.Explainer._run_method = patched
+        worker.Explainer._run_method = patched
     elif mode == "kill-in-write":
         replace = os.replace
         match = os.environ.get("XAIMED_TEST_MATCH", "")

@@ -330,7 +330,7 @@ def test_case_list_problems_are_reported_together(cohort, tmp_path):
     flat = " ".join(text.split())
     assert "line 3: case id 'a' repeats line 2" in flat
     assert "line 4: case id 'b c' has characters unsafe in file names" in flat
-    assert "line 5: case_id and path must both be given" in flat
+    assert "line 5: give case_id and one of path or study_uid" in flat
     listing.write_text("id,file\na,x.nii.gz\n")
     code, text = _invoke("explain", listing, "-c", cohort["config"], "-o", tmp_path / "o")
     assert code == 2 and "no column case_id, path" in " ".join(text.split())

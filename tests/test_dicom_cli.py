@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import highdicom as hd
 import nibabel as nib
 import numpy as np
 import pydicom
@@ -69,6 +70,28 @@ def test_explain_dicom_studies_writes_every_output(tmp_path, studies, make_confi
         assert all(dciodvfy_errors(path) == [] for path in scs)
         sidecar = json.loads(Path(row["sidecar"]).read_text())
         assert sidecar["source"]["dicom"]["series_instance_uid"] == row["series_uid"]
+        # The sidecar names what was written, with the UIDs in the files.
+        pm = pydicom.dcmread(row["dicom_pm"])
+        written = sidecar["dicom_outputs"]
+        here = Path(row["sidecar"]).parent
+        assert here / written["parametric_map"]["path"] == Path(row["dicom_pm"])
+        assert written["parametric_map"]["sop_instance_uid"] == pm.SOPInstanceUID
+        assert written["parametric_map"]["series_instance_uid"] == pm.SeriesInstanceUID
+        assert written["parametric_map"]["sop_class_uid"] == pm.SOPClassUID
+        assert written["parametric_map"]["content_description"] == pm.ContentDescription
+        assert here / written["secondary_capture"]["path"] == Path(row["dicom_sc"])
+        sc_files = [pydicom.dcmread(p) for p in scs]
+        assert written["secondary_capture"]["sop_instance_uids"] == [
+            ds.SOPInstanceUID for ds in sc_files
+        ]
+        assert {ds.SeriesInstanceUID for ds in sc_files} == {
+            written["secondary_capture"]["series_instance_uid"]
+        }
+        assert sidecar["software"]["pydicom"] == pydicom.__version__
+        assert sidecar["software"]["highdicom"] == hd.__version__
+        # Composed to fit the 64 characters of an LO, not cut mid-word.
+        composed = f"{row['method']} attribution map for output '{row['target']}'"
+        assert pm.ContentDescription in (f"{composed}; research use only", composed)
     # One new series per method and object type.
     series = {pydicom.dcmread(r["dicom_pm"]).SeriesInstanceUID for r in dicom_rows}
     series |= {

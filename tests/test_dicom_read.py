@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from dicom_helpers import DATA, VENDOR, assert_same_in_world, needs_vendor, write_study
+from dicom_helpers import DATA, VENDOR, assert_same_in_world, write_study
 from pydicom.data import get_testdata_file
 
 from xaimed.config import DicomSection, DicomSelect
@@ -259,7 +259,7 @@ def test_pydicom_mixed_mr_series_are_split(tmp_path):
     assert any(p.parts > 1 for p in parts)
 
 
-# --- the vendor matrix (shared/data/dicom-vendor) ---------------------------------------------
+# --- the vendor matrix (tests/data/dicom/vendor) ---------------------------------------------
 
 READABLE = [
     "ge/anatomical/001", "ge/anatomical/001_single_slice", "generic/anatomical/001",
@@ -271,7 +271,6 @@ READABLE = [
 ]  # fmt: skip
 
 
-@needs_vendor
 @pytest.mark.parametrize("name", READABLE)
 def test_vendor_series_equals_reference_conversion(name):
     volume = _read(VENDOR / name)
@@ -289,14 +288,12 @@ REFUSED = {
 }
 
 
-@needs_vendor
 @pytest.mark.parametrize("name", sorted(REFUSED))
 def test_vendor_failing_series_are_refused_with_the_reason(name):
     with pytest.raises(InputError, match=REFUSED[name]):
         _read(VENDOR / name)
 
 
-@needs_vendor
 def test_vendor_failing_series_that_can_be_handled_are_read_correctly():
     two = _read(VENDOR / "failing/slicecount/001", min_slices=2)
     assert_same_in_world(two, VENDOR / "failing/slicecount/001_ground_truth.nii.gz")
@@ -311,7 +308,6 @@ def test_vendor_failing_series_that_can_be_handled_are_read_correctly():
         assert read_dicom_series(part, min_slices=2).spatial_shape == (288, 288, 2)
 
 
-@needs_vendor
 def test_vendor_nifti_reference_and_dicom_agree_through_read_nifti():
     # The reference NIfTI through xaimed's NIfTI reader and the DICOM through the DICOM reader
     # give the same world-space volume: one RAS convention for both.

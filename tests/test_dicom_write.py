@@ -9,7 +9,7 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from dicom_helpers import VENDOR, dciodvfy_errors, needs_vendor, write_study
+from dicom_helpers import VENDOR, dciodvfy_errors, write_study
 
 from xaimed.io.dicom import map_on_source_planes, read_dicom_series, scan_dicom
 from xaimed.volume import Volume
@@ -183,7 +183,6 @@ def test_resampled_source_writes_outputs_on_the_source_planes(tmp_path):
     assert dciodvfy_errors(pm) == [] and dciodvfy_errors(scs[0]) == []
 
 
-@needs_vendor
 @pytest.mark.parametrize(
     "name",
     ["philips_enhanced/anatomical/001", "siemens_multiframe/anatomical/001",
@@ -200,3 +199,40 @@ def test_vendor_sources_give_valid_outputs(tmp_path, name):
     if "multiframe" in name or "enhanced" in name:
         ref = pydicom.dcmread(scs[2]).SourceImageSequence[0]
         assert int(ref.ReferencedFrameNumber) == source.source.header.stack.frames[2].frame_number
+
+
+def test_lo_values_are_shortened_on_a_word_boundary():
+    from xaimed.writers.dicom_common import LO_MAX, fit_lo
+
+    text = (
+        "integrated_gradients attribution map for output 'lesion' computed by xaimed 0.1.0 "
+        "(model sha256 0123456789abcdef); research use, not for diagnosis"
+    )
+    short = fit_lo(text)
+    assert len(short) <= LO_MAX and short.endswith("...")
+    assert text.startswith(short[:-3]) and text[len(short) - 3] == " "  # cut before a space
+    assert fit_lo("short enough") == "short enough"
+    assert fit_lo("x" * 80) == "x" * 61 + "..."
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "expected"),
+    [
+        ("saliency", "lesion", "saliency attribution map for output 'lesion'; research use only"),
+        (
+            "integrated_gradients",
+            "lesion",
+            "integrated_gradients attribution map for output 'lesion'",
+        ),
+        (
+            "integrated_gradients_with_a_long_id",
+            "left_hippocampus",
+            "integrated_gradients_with_a_long_id attribution map for...",
+        ),
+    ],
+)
+def test_content_description_is_composed_to_fit(method, target, expected):
+    key = DerivationKey("series", method, {}, target, "ab" * 32)
+    series = DerivedSeries(key, method, "a long description", target=target)
+    text = series.content_description()
+    assert text == expected and len(text) <= 64

@@ -16,10 +16,11 @@ from conftest import blob_volume, oblique_affine, write_nifti
 from test_cli import _invoke
 from tiny_models import TinyCNN
 
-from xaimed.config import load_config
+from xaimed.config import load_config, updated
 from xaimed.errors import ConfigError
 from xaimed.evaluate.runner import evaluate
 from xaimed.evaluate.session import build_scorer, open_case, reexplain
+from xaimed.io.case import Case
 from xaimed.model import load_model
 from xaimed.pipeline import explain
 from xaimed.progress import LogReporter
@@ -138,7 +139,7 @@ def test_reexplaining_reproduces_the_stored_map(study):
     config = load_config(study / "config.yaml")
     loaded = load_model(config.model, torch.device("cpu"))
     scorer = build_scorer(loaded.module, config, is_script=False)
-    case = open_case("a", study / "images" / "a.nii.gz", config, scorer, loaded.device)
+    case = open_case(Case("a", study / "images" / "a.nii.gz"), config, scorer, loaded.device)
     for entry in config.methods:
         stored = nib.load(study / "run" / "a" / f"a_{entry.output_id}.nii.gz").get_fdata()
         again = reexplain(scorer, case, entry, 1, config)
@@ -174,7 +175,7 @@ def test_cli_errors_are_one_line_without_traceback(study, args, message):
 
 def test_sanity_methods_must_be_methods_of_the_run(study, tmp_path):
     config = load_config(study / "config.yaml")
-    config.evaluate.sanity.methods = ["lime"]
+    config = updated(config, {"evaluate": {"sanity": {"methods": ["lime"]}}})
     with pytest.raises(ConfigError, match="not a method of this run") as info:
         evaluate(study / "run", config, out_dir=tmp_path)
     assert info.value.problems[0].startswith("evaluate.sanity.methods: 'lime'")
@@ -189,7 +190,7 @@ def test_evaluate_section_is_strict(make_config):
 
 def test_a_config_with_another_model_than_the_run_fails_each_case(study, tmp_path):
     config = load_config(study / "config.yaml")
-    config.model.weights = study / "other.pt"
+    config = updated(config, {"model": {"weights": study / "other.pt"}})
     result = evaluate(study / "run", config, out_dir=tmp_path, metrics=["localisation"])
     assert len(result.failures) == 2 and result.rows == []
     assert "the map was made by the model with SHA-256" in result.failures[0]
@@ -203,7 +204,7 @@ def test_source_maps_go_back_onto_the_model_grid_for_the_curves(study):
     config = load_config(study / "config.yaml")
     loaded = load_model(config.model, torch.device("cpu"))
     scorer = build_scorer(loaded.module, config, is_script=False)
-    case = open_case("a", study / "images" / "a.nii.gz", config, scorer, loaded.device)
+    case = open_case(Case("a", study / "images" / "a.nii.gz"), config, scorer, loaded.device)
     rng = np.random.default_rng(0)
     on_model = ndimage.gaussian_filter(rng.normal(size=case.inputs.shape[2:]), 2.0)
     on_source = case.prepared.invert_map(on_model[None]).array

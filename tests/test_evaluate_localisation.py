@@ -60,6 +60,30 @@ def test_pointing_game_tolerance_is_in_millimetres():
     assert math.isnan(loc.pointing_game(attribution, np.zeros(SHAPE, bool), SPACING))
 
 
+def test_pointing_game_counts_a_plateau_that_touches_the_mask():
+    # An occlusion-like map: one box of equal maximal value that starts before the mask in C
+    # order (np.argmax's first maximal voxel, [1, 0, 0], lies outside) and covers part of it.
+    mask = _mask()
+    attribution = np.zeros(SHAPE)
+    attribution[1:5, 0:4, 0:4] = 2.0
+    first = np.unravel_index(int(np.argmax(attribution)), SHAPE)
+    assert not mask[first]
+    assert loc.pointing_game(attribution, mask, SPACING) == 1.0
+    # The same plateau moved off the mask is a miss, and within tolerance a hit again: the
+    # nearest maximal voxel is 2 voxels (3 mm) past the mask along axis 0.
+    moved = np.zeros(SHAPE)
+    moved[8:11, 0:4, 0:4] = 2.0
+    assert loc.pointing_game(moved, mask, SPACING) == 0.0
+    assert loc.pointing_game(moved, mask, SPACING, tolerance_mm=3.0) == 1.0
+    # Float32 rounding of a resampled plateau still counts as one plateau (the strictly largest
+    # voxel is now outside the mask).
+    rounded = attribution.copy()
+    rounded[1, 0, 0] += 1e-9
+    assert loc.pointing_game(rounded, mask, SPACING) == 1.0
+    # A constant map points nowhere.
+    assert math.isnan(loc.pointing_game(np.ones(SHAPE), mask, SPACING))
+
+
 def test_mass_inside_counts_positive_attribution_only():
     mask = _mask()
     attribution = np.where(mask, 1.0, -5.0)

@@ -11,7 +11,7 @@ import nibabel as nib
 import pytest
 from conftest import ROOT
 
-from xaimed.config import EvaluateSection, MethodEntry, load_config
+from xaimed.config import EvaluateSection, MethodEntry, load_config, updated
 from xaimed.evaluate.localisation import pointing_game
 from xaimed.evaluate.runner import evaluate
 from xaimed.pipeline import explain
@@ -32,14 +32,12 @@ def sample_evaluation(tmp_path_factory):
     for case in LESION_CASES:
         (images / f"{case}.nii.gz").symlink_to(SAMPLE / "images" / f"{case}.nii.gz")
     config = load_config(ROOT / "configs" / "sample.yaml")
-    config.runtime.device = "cpu"
-    config.outputs.png = False
-    config.methods = [
+    methods = [
         MethodEntry(name="integrated_gradients", params={"baseline": "zero", "steps": 16}),
         MethodEntry(name="grad_cam"),
         MethodEntry(name="guided_backprop"),
     ]
-    config.evaluate = EvaluateSection.model_validate(
+    evaluate_section = EvaluateSection.model_validate(
         {
             "masks": str(SAMPLE / "masks" / "{case_id}_lesion.nii.gz"),
             "metrics": ["localisation", "sanity"],
@@ -55,6 +53,15 @@ def sample_evaluation(tmp_path_factory):
                 "layers": ["fc", "block2.0", "block1.0"],
             },
         }
+    )
+    config = updated(
+        config,
+        {
+            "runtime": {"device": "cpu"},
+            "outputs": {"png": False},
+            "methods": methods,
+            "evaluate": evaluate_section,
+        },
     )
     run = tmp_path_factory.mktemp("sample_run")
     explain(images, config, run, reporter=LogReporter())

@@ -306,6 +306,7 @@ def test_approximate_mode_correlates_with_the_exact_map(sample_model):
             "fine_windows_computed": 256,
             "fine_windows_estimated": 256,
         },
+        "freeze_norm_statistics": False,
     }
     assert details["windows_computed"] == 64 + 256
 

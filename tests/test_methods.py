@@ -48,7 +48,7 @@ def test_input_x_gradient_and_integrated_gradients_are_x_times_w_for_linear(x):
     expected = x[0, 0] * model.weight[1].detach()
     attr, _ = _run("input_x_gradient", model, x)
     torch.testing.assert_close(attr[0, 0], expected)
-    attr, count = _run("integrated_gradients", model, x, steps=10)
+    attr, count = _run("integrated_gradients", model, x, steps=10, baseline="zero")
     torch.testing.assert_close(attr[0, 0], expected, rtol=1e-5, atol=1e-6)
     assert count.forward == 10 and count.backward == 10
 
@@ -110,6 +110,28 @@ def test_deeplift_on_linear_equals_x_minus_baseline_times_w(x):
     )
 
 
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("integrated_gradients", {"steps": 4, "baseline": {"kind": "blur", "sigma_mm": 2.0}}),
+        (
+            "gradient_shap",
+            {"samples": 3, "noise": 0.0, "baselines": [{"kind": "blur", "sigma_mm": 2.0}]},
+        ),
+    ],
+)
+def test_gradient_methods_take_a_blurred_baseline(name, params, x):
+    # Linear model: the attribution is (x - baseline) * w, the baseline being x blurred with
+    # sigma 2 mm (2 voxels: without a case the grid is taken as 1 mm).
+    from scipy import ndimage
+
+    model = _linear()
+    attr, _ = _run(name, model, x, **params)
+    blurred = ndimage.gaussian_filter(x[0, 0].numpy(), 2.0, mode="nearest")
+    expected = (x[0, 0] - torch.from_numpy(blurred)) * model.weight[1].detach()
+    torch.testing.assert_close(attr[0, 0], expected, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", ["guided_backprop", "deconvolution", "deeplift"])
 def test_hook_methods_leave_no_hook_behind(name, x):
     torch.manual_seed(0)
@@ -127,12 +149,79 @@ def test_guided_backprop_refuses_functional_relu_and_torchscript(x):
         _run("deconvolution", TinyCNN().eval(), x, is_script=True)
 
 
+class _GatedSum(torch.nn.Module):
+    """Conv 1^3 with weights (1, -1) -> ReLU -> sum over voxels -> linear: channel 0 is active
+    where x > 0, channel 1 where x < 0, and class 1 weighs them 2 and -3."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv3d(1, 2, kernel_size=1)
+        self.relu = torch.nn.ReLU()
+        self.fc = torch.nn.Linear(2, 2, bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([1.0, -1.0]).reshape(2, 1, 1, 1, 1))
+            self.conv.bias.zero_()
+            self.fc.weight.copy_(torch.tensor([[1.0, 1.0], [2.0, -3.0]]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.relu(self.conv(x)).flatten(2).sum(-1))
+
+
 def test_guided_backprop_keeps_only_positive_signals_through_relus(x):
-    torch.manual_seed(0)
-    model = TinyCNN().eval()
+    # The plain gradient is 2 where x > 0 and (-3) * (-1) = 3 where x < 0; guided backprop drops
+    # the negative signal (-3) reaching the ReLU of channel 1, so only channel 0's 2 remains.
+    model = _GatedSum().eval()
     guided, _ = _run("guided_backprop", model, x)
     plain, _ = _run("saliency", model, x)
-    assert not torch.allclose(guided, plain)
+    torch.testing.assert_close(guided[0, 0], 2.0 * (x[0, 0] > 0).float())
+    torch.testing.assert_close(plain[0, 0], torch.where(x[0, 0] > 0, 2.0, 3.0))
+
+
+class _Boom(torch.autograd.Function):
+    """Identity forward, failing backward: a method fails with its hooks in place."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("boom in backward")
+
+
+class _Failing(TinyCNN):
+    def __init__(self, phase: str) -> None:
+        super().__init__()
+        self.phase = phase
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x)  # every layer ran: forward hooks have fired
+        if self.phase == "forward":
+            raise RuntimeError("boom in forward")
+        return _Boom.apply(out)
+
+
+# Every method that installs hooks, failing in the forward and in the backward pass (CAM takes
+# no gradient: a failing backward cannot reach it).
+HOOK_FAILURES = [
+    (info.name, phase)
+    for info in registry.all_methods()
+    if info.needs_module
+    for phase in ("forward", "backward")
+    if not (info.name == "cam" and phase == "backward")
+]
+
+
+@pytest.mark.parametrize(("name", "phase"), HOOK_FAILURES)
+def test_hook_methods_leave_no_hook_behind_when_they_fail(name, phase, x):
+    torch.manual_seed(0)
+    model = _Failing(phase).eval()
+    with pytest.raises(RuntimeError, match=f"boom in {phase}"):
+        _run(name, model, x)
+    for label, module in model.named_modules():
+        hooks = (module._forward_hooks, module._forward_pre_hooks, module._backward_hooks,
+                 module._backward_pre_hooks)  # fmt: skip
+        assert not any(hooks), f"{name} left a hook on {label or 'the model'}"
 
 
 def test_batch_size_from_memory_budget(x):
@@ -151,3 +240,13 @@ def test_every_method_has_a_cost_and_a_family():
         assert "fwd" in info.cost(info.params_model())
     with pytest.raises(ValueError, match="registered twice"):
         registry.register(registry.find("saliency"))
+
+
+def test_gradient_baseline_defaults_are_the_measured_ones_and_dump_for_the_sidecar():
+    # benchmarks/baselines.py chose these; the sidecar records params.model_dump(mode="json").
+    blur = {"kind": "blur", "sigma_mm": 8.0}
+    for name in ("integrated_gradients", "deeplift"):
+        params = registry.find(name).params_model.model_validate({})
+        assert params.model_dump(mode="json")["baseline"] == blur
+    shap = registry.find("gradient_shap").params_model.model_validate({})
+    assert shap.model_dump(mode="json")["baselines"] == ["zero"]

@@ -10,7 +10,7 @@ from tiny_models import LinearModel, TinyCNN
 
 from xaimed.config import PreprocessingSection
 from xaimed.engine.perturb import Evaluator, ProgressMeter
-from xaimed.errors import MethodError
+from xaimed.errors import InputError, MethodError
 from xaimed.methods.casedata import CaseData
 from xaimed.methods.groupings import grid_labels
 from xaimed.preprocess import prepare
@@ -93,10 +93,11 @@ def test_occlusion_windows_are_clipped_at_the_border_never_wrapped():
     # to 12..15, so voxels 0..3 (where a wrapped window would land) get nothing.
     weight = torch.zeros(1, 1, *SHAPE)
     weight[0, 0, 15] = 1.0
-    model = torch.nn.Sequential()  # placeholder replaced below
     model = _Weighted(weight)
     x = torch.ones(1, 1, *SHAPE)
-    attr, details, _ = _run("occlusion", model, x, target=0, window=(5, 16, 16), stride=(4, 16, 16))
+    attr, details, _ = _run(
+        "occlusion", model, x, target=0, window=(5, 16, 16), stride=(4, 16, 16), baseline=0.0
+    )
     assert details["windows"] == 4  # starts 0, 4, 8, 12
     assert float(attr[0, 0, :4].abs().max()) == 0.0
     assert float(attr[0, 0, 15].min()) > 0
@@ -177,13 +178,15 @@ def test_kernel_shap_and_lime_recover_an_additive_model_exactly(x):
     contribution = (x[0, 0] * model.weight[1].detach()).flatten()
     per_group = torch.zeros(8).index_add_(0, groups.flatten(), contribution)
     expected = per_group[groups][None, None]
-    shap, _, count = _run("kernel_shap", model, x, grouping=grid, samples=40)
+    shap, _, count = _run("kernel_shap", model, x, grouping=grid, samples=40, baseline="zero")
     torch.testing.assert_close(shap, expected, rtol=1e-4, atol=1e-4)
     assert count.forward == 42
-    lime_map, details, _ = _run("lime", model, x, grouping=grid, samples=64, alpha=0.0)
+    lime_map, details, _ = _run(
+        "lime", model, x, grouping=grid, samples=64, alpha=0.0, baseline="zero"
+    )
     torch.testing.assert_close(lime_map, expected, rtol=1e-4, atol=1e-4)
     assert details["intercept"] == pytest.approx(0.0, abs=1e-4)
-    sv, _, _ = _run("shapley_sampling", model, x, grouping=grid, samples=2)
+    sv, _, _ = _run("shapley_sampling", model, x, grouping=grid, samples=2, baseline="zero")
     torch.testing.assert_close(sv, expected, rtol=1e-4, atol=1e-4)
 
 
@@ -341,8 +344,16 @@ def test_reference_and_blur_baselines(tmp_path):
     attr, details, _ = _run(
         "occlusion", model, x, target=0, case=case, window=4, stride=4, baseline=ref
     )
-    # The reference is all zeros: with non-overlapping windows every voxel loses its window's sum.
-    torch.testing.assert_close(attr.sum(), x.sum() * 1.0, rtol=0, atol=float("inf"))
+    # The reference is all zeros: with non-overlapping windows (clipped at the border) every
+    # voxel loses exactly the sum of x over its own window.
+    expected = torch.zeros_like(x[0, 0])
+    n0, n1, n2 = x.shape[2:]
+    for i in range(0, n0, 4):
+        for j in range(0, n1, 4):
+            for k in range(0, n2, 4):
+                box = (slice(i, i + 4), slice(j, j + 4), slice(k, k + 4))
+                expected[box] = x[0, 0][box].sum()
+    torch.testing.assert_close(attr[0, 0], expected, rtol=1e-5, atol=1e-5)
     assert details["baseline"] == ref
     blur, _, _ = _run(
         "occlusion", model, x, target=0, case=case, window=64, stride=64,
@@ -350,7 +361,9 @@ def test_reference_and_blur_baselines(tmp_path):
     )  # fmt: skip
     # Blurring keeps the mean away from the border, so one window over everything loses little.
     assert float(blur.abs().max()) < 0.1 * float(x.sum())
-    with pytest.raises(Exception, match="does not exist"):
+    with pytest.raises(
+        InputError, match=r"case caseA: baseline.path file .*nope.nii does not exist"
+    ):
         _run(
             "occlusion",
             model,

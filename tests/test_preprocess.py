@@ -150,3 +150,50 @@ def test_nan_voxels_fail_or_are_filled():
         prepare(_volume(data), _prep())
     filled = prepare(_volume(data), _prep(nan_fill=-1.0))
     assert filled.array[0, 3, 4, 5] == -1.0
+
+
+def _outside_by_brute_force(volume: Volume, prepared) -> float:
+    """Every source voxel centre mapped into the model's grid, counted outside it."""
+    index = np.indices(volume.spatial_shape).reshape(3, -1)
+    world = volume.affine @ np.vstack([index, np.ones(index.shape[1])])
+    grid = np.linalg.solve(prepared.affine, world)[:3]
+    size = np.asarray(prepared.array.shape[1:])[:, None]
+    inside = np.all((grid >= -0.5 - 1e-6) & (grid < size - 0.5 - 1e-6), axis=0)
+    return 1.0 - float(inside.mean())
+
+
+@pytest.mark.parametrize("axcodes", ["LPS", "SIL"])
+@pytest.mark.parametrize(
+    "steps",
+    [ALL_STEPS, {"crop_pad": {"size": [20, 9, 30]}}, {"crop_pad": {"size": [40, 40, 40]}}],
+)
+def test_crop_pad_records_the_fraction_of_source_voxels_outside_the_model_grid(axcodes, steps):
+    volume = _volume(blob_volume(), oblique_affine((1.5, 2.0, 3.0), axcodes))
+    prepared = prepare(volume, _prep(**steps))
+    record = prepared.records()[-1]
+    expected = _outside_by_brute_force(volume, prepared)
+    assert record["outside_field_of_view"] == pytest.approx(expected, abs=1e-6)
+    # A map is zero exactly where the model saw nothing.
+    back = prepared.invert_map(np.ones_like(prepared.array)).array
+    if "resample" not in steps:
+        assert float((back == 0).mean()) == pytest.approx(expected, abs=1e-6)
+
+
+def test_sample_case03_loses_one_source_plane_on_two_axes():
+    from pathlib import Path
+
+    from xaimed.config import load_config
+    from xaimed.io.nifti import read_nifti
+
+    root = Path(__file__).resolve().parent.parent
+    config = load_config(root / "configs" / "sample.yaml")
+    volume = read_nifti(root / "sample_data" / "images" / "case03.nii.gz")
+    prepared = prepare(volume, config.preprocessing, model_size=config.model.input_size)
+    record = prepared.records()[-1]
+    assert volume.spatial_shape == (56, 56, 38)
+    assert record["offset"] == [-1, -1, 0]
+    # One of 56 planes on each of the two in-plane axes; all 38 slices are seen.
+    assert record["outside_field_of_view"] == pytest.approx(1 - (55 / 56) ** 2, abs=1e-6)
+    assert record["outside_field_of_view"] == pytest.approx(
+        _outside_by_brute_force(volume, prepared), abs=1e-6
+    )

@@ -10,6 +10,7 @@ import pytest
 from conftest import ROOT
 
 import xaimed
+from xaimed.config import updated
 from xaimed.pipeline import RunResult
 from xaimed.progress import LogReporter
 
@@ -28,8 +29,7 @@ def _labels() -> dict[str, dict[str, str]]:
 @pytest.fixture(scope="module")
 def sample_run(tmp_path_factory) -> RunResult:
     config = xaimed.load_config(ROOT / "configs" / "sample.yaml")
-    config.runtime.device = "cpu"
-    config.outputs.png = False
+    config = updated(config, {"runtime": {"device": "cpu"}, "outputs": {"png": False}})
     out = tmp_path_factory.mktemp("sample")
     return xaimed.explain(SAMPLE / "images", config, out, methods=METHODS, reporter=LogReporter())
 

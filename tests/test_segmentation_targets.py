@@ -12,7 +12,7 @@ import torch
 from conftest import TESTS, blob_volume, oblique_affine, write_nifti
 from seg_models import TinySeg
 
-from xaimed.config import PreprocessingSection, TargetSection, load_config
+from xaimed.config import PreprocessingSection, TargetSection, load_config, updated
 from xaimed.engine.targets import TargetReduction
 from xaimed.errors import InputError
 from xaimed.methods import registry
@@ -177,8 +177,10 @@ def test_the_map_of_a_masked_sum_lives_near_the_mask(seg_run):
 def test_a_missing_mask_is_one_failed_row(tmp_path, seg_run):
     result, _ = seg_run
     config = load_config(Path(result.out_dir).parent / "run.yaml")
-    config.target.mask = "masks/{case_id}_other.nii.gz"
-    config.methods = config.methods[:1]
+    config = updated(
+        config,
+        {"target": {"mask": "masks/{case_id}_other.nii.gz"}, "methods": config.methods[:1]},
+    )
     again = explain(Path(result.out_dir).parent / "images", config, tmp_path)
     assert len(again.failed) == 1
     assert "target.mask file" in again.failed[0]["error"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -22,6 +22,9 @@ from rich.markup import escape
 from xaimed import __version__
 from xaimed.run.options import RunOptions
 
+if TYPE_CHECKING:
+    from xaimed.config.schema import Config
+
 EXIT_OK, EXIT_FAILED_CASES, EXIT_UNUSABLE = 0, 1, 2
 
 app = typer.Typer(
@@ -29,6 +32,7 @@ app = typer.Typer(
     help="Explain what 3D medical-imaging models look at.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 err = Console(stderr=True)
 out = Console()
@@ -40,7 +44,8 @@ ConfigOption = Annotated[
 
 
 DeviceOption = Annotated[
-    str | None, typer.Option(help="Override runtime.device: auto, cpu, cuda, cuda:N.")
+    str | None,
+    typer.Option(metavar="DEVICE", help="Override runtime.device: auto, cpu, cuda, cuda:N."),
 ]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")]
 
@@ -104,7 +109,10 @@ def explain(
     method: Annotated[
         list[str] | None,
         typer.Option(
-            "--method", "-m", help="Run this method at default parameters instead (repeatable)."
+            "--method",
+            "-m",
+            metavar="NAME",
+            help="Run this method at default parameters instead (repeatable).",
         ),
     ] = None,
     device: DeviceOption = None,
@@ -138,8 +146,10 @@ def explain(
     quiet: QuietOption = False,
 ) -> None:
     """Write attribution maps, sidecars, pictures and a manifest for every case."""
+    from xaimed.config.loading import load_config, with_overrides
     from xaimed.errors import XaimedError
     from xaimed.run.logs import LogSetup, detach_run_handlers, run_log_path
+    from xaimed.run.outdir import check_out_dir
     from xaimed.run.shard import resolve_shard
     from xaimed.run.signals import StopFlag, stop_on_signals
 
@@ -147,6 +157,12 @@ def explain(
     try:
         if executor not in ("local", "dask"):
             raise XaimedError(f"--executor {executor!r}: use 'local' or 'dask'.")
+        # The whole config, with --method and --device, is validated before anything else,
+        # then the output folder is checked: a run that cannot start says so in one sentence
+        # (exit 2) and leaves nothing behind. SIGTERM meanwhile stops at once (default action).
+        run_config = with_overrides(load_config(config), methods=method, device=device)
+        if not dry_run:
+            check_out_dir(out_dir)
         options = RunOptions(
             shard=resolve_shard(shard),
             overwrite=overwrite,
@@ -169,18 +185,16 @@ def explain(
     options.stop = StopFlag()
     try:
         with stop_on_signals(options.stop):
-            _explain_and_report(input, config, out_dir, method, device, options, log_file,
-                                quiet, log_format)  # fmt: skip
+            _explain_and_report(input, run_config, out_dir, options, log_file, quiet,
+                                log_format)  # fmt: skip
     finally:
         detach_run_handlers()
 
 
 def _explain_and_report(
     input: Path,
-    config: Path,
+    config: Config,
     out_dir: Path,
-    method: list[str] | None,
-    device: str | None,
     options: RunOptions,
     log_file: Path | None,
     quiet: bool,
@@ -195,13 +209,16 @@ def _explain_and_report(
     fancy = err.is_terminal and not quiet and log_format == "text" and not dry_run
     reporter = RichReporter() if fancy else LogReporter()
     try:
-        result = run_explain(
-            input, config, out_dir, methods=method, device=device, reporter=reporter,
-            options=options,
-        )  # fmt: skip
+        result = run_explain(input, config, out_dir, reporter=reporter, options=options)
     except XaimedError as exc:
         reporter.finish()
         _print_problems(exc)
+        raise typer.Exit(EXIT_UNUSABLE) from None
+    except OSError as exc:
+        # The run's own files (manifest, records, logs) could not be written: nothing can go
+        # on. Per-case write failures are failed rows, not this.
+        reporter.finish()
+        _print_problems(_write_failure(exc, out_dir))
         raise typer.Exit(EXIT_UNUSABLE) from None
     if dry_run:
         _print_plan(result.plan, str(options.shard))
@@ -220,11 +237,12 @@ def _explain_and_report(
     for message in dict.fromkeys(row["error"] for row in failed):
         say(logging.ERROR, "failed", message)
     if not quiet or failed or result.interrupted:
-        done_before = f" ({resumed} done earlier, skipped)" if resumed else ""
+        # Resumed rows count as ok but wrote nothing in this run.
+        done_before = f", {resumed} done earlier and skipped" if resumed else ""
         say(
             logging.WARNING if failed else logging.INFO,
             "",
-            f"{ok} map(s) written{done_before}, {len(failed)} failed; manifest: "
+            f"{ok - resumed} map(s) written{done_before}, {len(failed)} failed; manifest: "
             f"{result.manifest}; log: {log_file}",
         )
     if result.interrupted:
@@ -236,6 +254,15 @@ def _explain_and_report(
         )
         raise typer.Exit(EXIT_INTERRUPTED)
     raise typer.Exit(EXIT_FAILED_CASES if result.failed else EXIT_OK)
+
+
+def _write_failure(exc: OSError, out_dir: Path) -> Exception:
+    from xaimed.errors import OutputError
+
+    return OutputError(
+        f"{exc.filename or out_dir}: cannot write the run's files ({exc.strerror or exc}); "
+        "check the output folder (space, permissions) and run again."
+    )
 
 
 _SUMMARY_STYLE = {"warning": "yellow", "failed": "red", "interrupted": "yellow"}
@@ -330,7 +357,9 @@ def evaluate(
     ] = None,
     metric: Annotated[
         list[str] | None,
-        typer.Option("--metric", "-m", help="Compute only this kind of metric (repeatable)."),
+        typer.Option(
+            "--metric", "-m", metavar="KIND", help="Compute only this kind of metric (repeatable)."
+        ),
     ] = None,
     device: DeviceOption = None,
     quiet: QuietOption = False,
@@ -338,12 +367,18 @@ def evaluate(
     """Evaluate a run's maps: localisation, faithfulness, sanity, robustness, agreement."""
     from xaimed.errors import XaimedError
     from xaimed.evaluate.runner import evaluate as run_evaluate
+    from xaimed.run.outdir import check_out_dir
 
     _setup_logging(quiet)
     try:
+        if out_dir is not None:
+            check_out_dir(out_dir)
         result = run_evaluate(run_dir, config, out_dir=out_dir, metrics=metric, device=device)
     except XaimedError as exc:
         _print_problems(exc)
+        raise typer.Exit(EXIT_UNUSABLE) from None
+    except OSError as exc:
+        _print_problems(_write_failure(exc, out_dir or run_dir))
         raise typer.Exit(EXIT_UNUSABLE) from None
     for method_id, warning in result.summary.get("warnings", {}).items():
         err.print(f"[yellow]warning:[/] {escape(method_id)}: {escape(warning)}", soft_wrap=True)

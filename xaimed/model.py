@@ -8,9 +8,7 @@ and is refused unless the config sets ``model.allow_pickle``.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import pickle
-import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,24 +54,13 @@ def sha256_file(path: Path) -> str:
 
 
 def _import_class(path: str, extra_paths: list[Path]) -> type:
-    module_name, _, attr = path.partition(":")
-    for folder in extra_paths:
-        if str(folder) not in sys.path:
-            sys.path.insert(0, str(folder))
+    # The allow-list: only an nn.Module subclass, checked before it is called.
+    from xaimed.architecture import import_architecture
+
     try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ModelError(
-            f"model.architecture: cannot import module {module_name!r} ({exc}); install it or add "
-            "its folder to model.python_path."
-        ) from None
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise ModelError(f"model.architecture: {module_name!r} has no attribute {attr!r}.")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise ModelError(f"model.architecture: {path!r} is not a class or factory.")
-    return obj
+        return import_architecture(path, extra_paths)
+    except ValueError as exc:
+        raise ModelError(f"model.architecture: {exc}.") from None
 
 
 def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -121,8 +108,9 @@ def _load_weights(section: ModelSection, path: Path) -> Any:
 
 
 def _build_module(section: ModelSection) -> tuple[torch.nn.Module, Path]:
-    assert section.weights is not None  # guaranteed by the config validator
     path = section.weights
+    if path is None:  # the config validator requires weights without torchscript
+        raise RuntimeError("model.weights unset for an architecture; the config allowed it")
     loaded = _load_weights(section, path)
     if isinstance(loaded, torch.nn.Module):
         return loaded, path

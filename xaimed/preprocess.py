@@ -12,7 +12,7 @@ every step restores the source shape and affine exactly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import nibabel as nib
@@ -27,6 +27,7 @@ from xaimed.config import (
     ResampleStep,
 )
 from xaimed.errors import InputError
+from xaimed.geometry import Geometry
 from xaimed.volume import Volume
 
 
@@ -141,12 +142,18 @@ class AppliedIntensity:
 
 @dataclass(frozen=True)
 class AppliedCropPad:
-    """Centre crop and pad; the inverse pads cropped regions with 0 and drops padding."""
+    """Centre crop and pad; the inverse pads cropped regions with 0 and drops padding.
+
+    ``outside_field_of_view`` is the fraction of the *source* voxels (the file as read, before
+    any step) whose centres fall outside the model's input grid: the part of the image the
+    model never sees, where every map is 0 by construction.
+    """
 
     before: tuple[int, int, int]  # positive: voxels padded before; negative: cropped
     source_shape: tuple[int, int, int]
     shape: tuple[int, int, int]
     pad_value: float
+    outside_field_of_view: float = 0.0
 
     def record(self) -> dict[str, Any]:
         return {
@@ -155,7 +162,7 @@ class AppliedCropPad:
             "to_shape": list(self.shape),
             "offset": list(self.before),
             "pad_value": self.pad_value,
-            "outside_field_of_view": 0.0,
+            "outside_field_of_view": round(self.outside_field_of_view, 6),
         }
 
     def invert(self, data: np.ndarray) -> np.ndarray:
@@ -184,6 +191,34 @@ def _crop_pad(
     return out
 
 
+def outside_fraction(
+    source_affine: np.ndarray,
+    source_shape: tuple[int, ...],
+    grid_affine: np.ndarray,
+    grid_shape: tuple[int, ...],
+) -> float:
+    """Fraction of the source voxels whose centres lie outside the grid ``grid_shape``.
+
+    Computed per axis: the steps before crop/pad only permute, flip and scale axes, so each axis
+    of the grid depends on exactly one source axis, and the voxels inside are the product of the
+    per-axis counts (exact, and cheap for any volume size).
+    """
+    to_grid = np.linalg.solve(grid_affine, source_affine)  # source index -> grid index
+    inside = 1.0
+    used: set[int] = set()
+    for axis in range(3):
+        row = to_grid[axis, :3]
+        source_axis = int(np.argmax(np.abs(row)))
+        if np.count_nonzero(np.abs(row) > 1e-6 * np.abs(row).max()) != 1 or source_axis in used:
+            raise ValueError("crop/pad grid is not axis-aligned with the source grid")
+        used.add(source_axis)
+        centres = row[source_axis] * np.arange(source_shape[source_axis]) + to_grid[axis, 3]
+        # A voxel centre exactly on the grid's edge is inside (half-open at the far side).
+        seen = (centres >= -0.5 - 1e-6) & (centres < grid_shape[axis] - 0.5 - 1e-6)
+        inside *= float(seen.mean())
+    return 1.0 - inside
+
+
 @dataclass
 class Prepared:
     """The model's input and the record of how it was made from the source."""
@@ -192,6 +227,11 @@ class Prepared:
     array: np.ndarray  # (C, I, J, K) float32, the model's input without the batch axis
     affine: np.ndarray  # of the model's input grid, RAS+
     steps: list[Applied]
+
+    @property
+    def geometry(self) -> Geometry:
+        """The model's input grid (spatial axes of ``array``, without channels)."""
+        return Geometry.of(self.array.shape[1:], self.affine)
 
     def records(self) -> list[dict[str, Any]]:
         """What was done, for the sidecar."""
@@ -322,7 +362,8 @@ def _intensity(data: np.ndarray, params: IntensityStep) -> tuple[np.ndarray, App
     stats: dict[str, Any] = {}
     for c, channel in enumerate(data):
         if params.kind == "window":
-            assert params.level is not None and params.width is not None
+            if params.level is None or params.width is None:
+                raise RuntimeError("window without level and width passed config validation")
             lo, hi = params.level - params.width / 2, params.level + params.width / 2
         elif params.kind == "percentile":
             lo, hi = (float(v) for v in np.percentile(channel, [params.low, params.high]))
@@ -350,7 +391,8 @@ def _crop_pad_step(
     model_size: tuple[int, int, int] | None,
 ) -> tuple[np.ndarray, np.ndarray, AppliedCropPad]:
     size = model_size if params.size == "model" else params.size
-    assert size is not None  # the config validator requires model.input_size for 'model'
+    if size is None:  # the config validator requires model.input_size for 'model'
+        raise RuntimeError("crop_pad.size 'model' without model.input_size passed validation")
     shape = tuple(int(n) for n in data.shape[1:])
     before = tuple((t - n) // 2 for n, t in zip(shape, size, strict=True))
     fill = float(data.min()) if params.pad_value == "min" else float(params.pad_value)
@@ -391,5 +433,6 @@ def prepare(
         steps.append(applied_i)
     if config.crop_pad is not None:
         data, affine, applied_c = _crop_pad_step(data, affine, config.crop_pad, model_size)
-        steps.append(applied_c)
+        outside = outside_fraction(volume.affine, volume.array.shape[:3], affine, applied_c.shape)
+        steps.append(replace(applied_c, outside_field_of_view=outside))
     return Prepared(volume, np.ascontiguousarray(data, dtype=np.float32), affine, steps)

@@ -73,5 +73,6 @@ def resolve_targets(spec: int | str, prediction: Prediction) -> list[Target]:
         if not 0 <= spec < n:
             raise InputError(f"target.class {spec} is out of range: the model has {n} outputs.")
         return [Target(spec, prediction.name_of(spec))]
-    assert prediction.classes is not None  # validated against model.classes with the config
+    if prediction.classes is None:  # validated against model.classes with the config
+        raise RuntimeError(f"target.class {spec!r} names a class but the model has no names")
     return [Target(prediction.classes.index(spec), spec)]

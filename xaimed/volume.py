@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from xaimed.geometry import Geometry
+
 
 @dataclass(frozen=True)
 class Source:
@@ -56,16 +58,19 @@ class Volume:
         return tuple(int(n) for n in self.array.shape[:3])  # type: ignore[return-value]
 
     @property
+    def geometry(self) -> Geometry:
+        """The grid of the spatial axes."""
+        return Geometry.of(self.array.shape, self.affine)
+
+    @property
     def spacing(self) -> tuple[float, float, float]:
         """Voxel size in mm along each array axis (norms of the affine's columns)."""
-        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))  # type: ignore[return-value]
+        return self.geometry.spacing
 
     @property
     def axcodes(self) -> str:
         """Orientation code, e.g. ``"RAS"`` or ``"LPS"``: where each array axis points."""
-        import nibabel as nib
-
-        return "".join(nib.aff2axcodes(self.affine))
+        return self.geometry.axcodes
 
     def with_array(self, array: np.ndarray, **meta: Any) -> Volume:
         """A new Volume on the same grid and source, holding ``array``.

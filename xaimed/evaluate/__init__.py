@@ -5,7 +5,8 @@
 ``agreement`` (between methods and between checkpoints) hold the metrics; ``similarity`` the
 map comparisons they share; ``session`` the bridge to xaimed's model, preprocessing and method
 registry; ``runner`` reads an explain run and writes ``metrics.csv``, the summary JSON and the
-plots (``report``, ``plots``).
+plots (``report``, ``plots``), with the interval statistics and paired tests of
+``stats``.
 """
 
 from __future__ import annotations

@@ -23,6 +23,18 @@ def _check(attribution: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.nd
     return a, m
 
 
+# Values within this share of the map's range of its maximum count as maximal: a plateau of
+# equal values (an occlusion box) can differ in the last float32 bits after resampling.
+PLATEAU_TOLERANCE = 1e-6
+
+
+def maximal_voxels(attribution: np.ndarray) -> np.ndarray:
+    """Boolean map of the voxels that share the map's largest value (its plateau)."""
+    a = np.asarray(attribution, dtype=np.float64)
+    top, span = float(a.max()), float(a.max() - a.min())
+    return a >= top - PLATEAU_TOLERANCE * span
+
+
 def pointing_game(
     attribution: np.ndarray,
     mask: np.ndarray,
@@ -30,21 +42,23 @@ def pointing_game(
     *,
     tolerance_mm: float = 0.0,
 ) -> float:
-    """1.0 when the strongest voxel lies in the mask or within ``tolerance_mm`` of it, else 0.0.
+    """1.0 when a strongest voxel lies in the mask or within ``tolerance_mm`` of it, else 0.0.
 
-    Ties for the strongest voxel are broken by the first in C order (as ``np.argmax`` and
-    Quantus do). A mask without voxels gives NaN.
+    Ties: the strongest voxels are all those sharing the largest value (occlusion maps have
+    boxes of equal value); it is a hit when **any** of them is in the mask, as Quantus's
+    ``PointingGame`` counts it, not the first in array order. A constant map points nowhere and
+    a mask without voxels has nothing to point at: both give NaN.
     """
     a, m = _check(attribution, mask)
-    if not m.any():
+    if not m.any() or float(a.max()) == float(a.min()):
         return math.nan
-    peak = np.unravel_index(int(np.argmax(a)), a.shape)
-    if m[peak]:
+    peaks = maximal_voxels(a)
+    if (peaks & m).any():
         return 1.0
     if tolerance_mm <= 0:
         return 0.0
     distance = ndimage.distance_transform_edt(~m, sampling=spacing)
-    return float(distance[peak] <= tolerance_mm)
+    return float(distance[peaks].min() <= tolerance_mm)
 
 
 def mass_inside(attribution: np.ndarray, mask: np.ndarray) -> float:

@@ -14,11 +14,9 @@ import nibabel as nib
 import numpy as np
 
 from xaimed.errors import InputError
+from xaimed.geometry import Geometry, ras_to_lps
 from xaimed.io.nifti import is_nifti
 from xaimed.volume import Volume
-
-# xaimed's affines map to RAS+; DICOM's frame of reference is LPS+.
-_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 def read_mask(path: Path, source: Volume, case_id: str) -> np.ndarray:
@@ -30,9 +28,7 @@ def read_mask(path: Path, source: Volume, case_id: str) -> np.ndarray:
 
 def _nifti_mask(path: Path, source: Volume, case_id: str) -> np.ndarray:
     image = nib.load(str(path))
-    if image.shape[:3] != source.spatial_shape or not np.allclose(
-        image.affine, source.affine, atol=1e-3
-    ):
+    if not Geometry.of(image.shape, image.affine).same_grid(source.geometry):
         raise InputError(
             f"case {case_id}: mask {path} is not on the image's grid (shape {image.shape[:3]} vs "
             f"{source.spatial_shape}, or another affine); resample it onto the image."
@@ -54,7 +50,7 @@ def _seg_mask(path: Path, source: Volume, case_id: str) -> np.ndarray:
     labels = np.asarray(volume.array)
     labels = labels.reshape(labels.shape[:3]) if labels.ndim > 3 else labels
     # Source voxel index -> RAS -> LPS -> SEG voxel index, nearest.
-    to_seg = np.linalg.inv(volume.affine) @ _RAS_TO_LPS @ source.affine
+    to_seg = np.linalg.inv(volume.affine) @ ras_to_lps(source.affine)
     idx = np.indices(source.spatial_shape).reshape(3, -1)
     seg_idx = np.rint(to_seg[:3, :3] @ idx + to_seg[:3, 3:]).astype(np.int64)
     inside = np.all((seg_idx >= 0) & (seg_idx < np.asarray(labels.shape)[:, None]), axis=0)

@@ -1,9 +1,10 @@
 """The evaluation's tables: metrics.csv (one row per case, method, metric) and the JSON summary.
 
 The summary gives, per method and metric, the cohort's mean, standard deviation and a
-Student-t confidence interval of the mean (for 0/1 metrics such as the pointing game this is
-the usual normal-approximation interval of a hit rate, and crude for few cases), plus the
-sanity verdicts counted per method with the rule they were judged by.
+confidence interval of the mean chosen for the metric's kind (Wilson for proportions, a seeded
+bootstrap over cases for continuous metrics; see :mod:`xaimed.evaluate.stats`), paired tests
+between every two methods per metric over the cases both have, and the sanity verdicts counted
+per method with the rule they were judged by.
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from scipy import stats
-
+from xaimed.evaluate.stats import compare, describe
 from xaimed.writers.atomic import atomic_path
 
 COLUMNS = ["case_id", "method", "target", "metric", "value", "detail"]
@@ -45,37 +44,29 @@ def write_metrics_csv(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def interval(values: list[float], confidence: float) -> dict[str, float | int | None]:
-    """n, mean, std and the t confidence interval of the mean (None where undefined)."""
-    data = np.asarray([v for v in values if not math.isnan(v)], dtype=np.float64)
-    n = int(data.size)
-    if n == 0:
-        return {"n": 0, "mean": None, "std": None, "ci_low": None, "ci_high": None}
-    mean = float(data.mean())
-    std = float(data.std(ddof=1)) if n > 1 else 0.0
-    if n > 1:
-        half = float(stats.t.ppf((1 + confidence) / 2, n - 1)) * std / math.sqrt(n)
-        low, high = mean - half, mean + half
-    else:
-        low = high = None
-    return {"n": n, "mean": mean, "std": std, "ci_low": low, "ci_high": high}
-
-
 def summarise(
     rows: list[dict[str, Any]],
     *,
     confidence: float,
     threshold: float,
     warnings: dict[str, str],
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """The cohort summary: statistics per method and metric, and verdict counts."""
+    """The cohort summary: statistics per method and metric, paired tests, verdict counts.
+
+    ``seed`` seeds the bootstrap intervals, so a summary is reproducible.
+    """
     values: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    # (metric, method) -> {(case, target): value}, for the paired comparisons.
+    paired: dict[tuple[str, str], dict[tuple[str, str], float]] = defaultdict(dict)
     verdicts: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     for row in rows:
         metric, method = row["metric"], row["method"]
         if metric in STEP_METRICS:
             continue
         values[method][metric].append(float(row["value"]))
+        if " vs " not in method:  # method agreement rows are already pairs
+            paired[metric, method][row["case_id"], row.get("target", "")] = float(row["value"])
         if metric in VERDICT_METRICS:
             entry = verdicts[method].setdefault(
                 VERDICT_METRICS[metric],
@@ -85,14 +76,50 @@ def summarise(
             entry[str(row["detail"]).split(";")[0]] += 1
     return {
         "confidence": confidence,
-        "interval": "Student t interval of the cohort mean",
+        "interval": (
+            "proportions (pointing game, verdicts): Wilson score interval; other metrics: "
+            "bootstrap over cases of the mean (BCa, else percentile), seeded, within the "
+            "metric's range"
+        ),
+        "seed": seed,
         "metrics": {
-            method: {metric: interval(v, confidence) for metric, v in by_metric.items()}
+            method: {
+                metric: describe(metric, v, confidence, seed=seed)
+                for metric, v in by_metric.items()
+            }
             for method, by_metric in values.items()
         },
+        "comparisons": comparisons(paired),
         "verdicts": {method: dict(v) for method, v in verdicts.items()},
         "warnings": {m: w for m, w in warnings.items() if m in values},
     }
+
+
+def comparisons(
+    paired: dict[tuple[str, str], dict[tuple[str, str], float]],
+) -> dict[str, list[dict[str, Any]]]:
+    """Per metric, a paired test for every two methods over the cases (and targets) both have.
+
+    Pairs without a finite value on both sides are left out; a metric with fewer than two
+    methods has no comparisons.
+    """
+    by_metric: dict[str, list[str]] = defaultdict(list)
+    for metric, method in paired:
+        by_metric[metric].append(method)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for metric, methods in by_metric.items():
+        tests = []
+        for i, first in enumerate(methods):
+            for second in methods[i + 1 :]:
+                a, b = paired[metric, first], paired[metric, second]
+                keys = [k for k in a if k in b and math.isfinite(a[k]) and math.isfinite(b[k])]
+                if keys:
+                    tests.append(
+                        compare(metric, first, [a[k] for k in keys], second, [b[k] for k in keys])
+                    )
+        if tests:
+            out[metric] = tests
+    return out
 
 
 def write_json(record: dict[str, Any], path: Path) -> Path:

@@ -25,15 +25,16 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from xaimed.config import Config, EvaluateSection, MethodEntry, load_config
+from xaimed.casepath import OpenCase
+from xaimed.config import Config, EvaluateSection, MethodEntry, load_config, with_overrides
 from xaimed.errors import ConfigError, InputError, XaimedError
 from xaimed.evaluate import agreement, faithfulness, localisation, robustness, sanity
 from xaimed.evaluate.masks import read_mask
 from xaimed.evaluate.report import summarise, write_json, write_metrics_csv
 from xaimed.evaluate.session import (
-    CaseState,
     Scorer,
     build_scorer,
+    case_of_run,
     like,
     load_checkpoint,
     open_case,
@@ -124,7 +125,7 @@ def _manifest(run_dir: Path) -> list[dict[str, str]]:
 
 def _config(run_dir: Path, config: Config | str | Path | None) -> Config:
     if isinstance(config, Config):
-        return config.model_copy(deep=True)
+        return config
     if config is None:
         config = run_dir / "config.json"
         if not config.is_file():
@@ -163,9 +164,7 @@ def evaluate(
     if not run.is_dir():
         raise InputError(f"{run}: no such run folder; give the folder `xaimed explain` wrote.")
     rows = _manifest(run)
-    cfg = _config(run, config)
-    if device is not None:
-        cfg.runtime.device = device
+    cfg = with_overrides(_config(run, config), device=device)
     settings = cfg.evaluate
     chosen = tuple(metrics or settings.metrics)
     unknown = [m for m in chosen if m not in ALL_METRICS]
@@ -249,7 +248,7 @@ def _method_of(sidecar: dict[str, Any], config: Config, method_id: str) -> Metho
     return _entry(config, method_id)
 
 
-def _mask(ev: _Evaluation, case: CaseState) -> np.ndarray | None:
+def _mask(ev: _Evaluation, case: OpenCase) -> np.ndarray | None:
     template = ev.settings.masks
     if template is None:
         return None
@@ -273,7 +272,7 @@ def _add(
 
 def _evaluate_case(ev: _Evaluation, case_id: str, rows: list[dict[str, str]]) -> None:
     try:
-        case = open_case(case_id, Path(rows[0]["source"]), ev.config, ev.scorer, ev.loaded.device)
+        case = open_case(case_of_run(rows[0]), ev.config, ev.scorer, ev.loaded.device)
         maps = [_read_map(row, ev.config, ev.loaded.sha256) for row in rows]
         mask = _mask(ev, case) if "localisation" in ev.metrics else None
     except XaimedError as exc:
@@ -302,7 +301,7 @@ def _evaluate_case(ev: _Evaluation, case_id: str, rows: list[dict[str, str]]) ->
         _method_agreement(ev, case, maps)
 
 
-def _localisation(ev: _Evaluation, case: CaseState, m: _Map, mask: np.ndarray | None) -> None:
+def _localisation(ev: _Evaluation, case: OpenCase, m: _Map, mask: np.ndarray | None) -> None:
     if mask is None:
         return
     s = ev.settings.localisation
@@ -313,7 +312,7 @@ def _localisation(ev: _Evaluation, case: CaseState, m: _Map, mask: np.ndarray | 
         _add(ev, case.case_id, m, metric, value)
 
 
-def _faithfulness(ev: _Evaluation, case: CaseState, m: _Map) -> None:
+def _faithfulness(ev: _Evaluation, case: OpenCase, m: _Map) -> None:
     s = ev.settings.faithfulness
     grid_map = case.to_model_grid(m.data)
     baseline = make_baseline(s.baseline, case.inputs)
@@ -338,7 +337,7 @@ def _selected(methods: list[str] | None, m: _Map) -> bool:
     return methods is None or m.method in methods
 
 
-def _sanity(ev: _Evaluation, case: CaseState, m: _Map) -> None:
+def _sanity(ev: _Evaluation, case: OpenCase, m: _Map) -> None:
     s = ev.settings.sanity
     if not _selected(s.methods, m):
         return
@@ -383,7 +382,7 @@ def _verdict_value(verdict: sanity.Verdict) -> float:
     return {"pass": 1.0, "fail": 0.0}.get(verdict.status, math.nan)
 
 
-def _robustness(ev: _Evaluation, case: CaseState, m: _Map) -> None:
+def _robustness(ev: _Evaluation, case: OpenCase, m: _Map) -> None:
     s = ev.settings.robustness
     if not _selected(s.methods, m):
         return
@@ -395,7 +394,7 @@ def _robustness(ev: _Evaluation, case: CaseState, m: _Map) -> None:
     _add(ev, case.case_id, m, "max_sensitivity", value)
 
 
-def _checkpoint_agreement(ev: _Evaluation, case: CaseState, m: _Map) -> None:
+def _checkpoint_agreement(ev: _Evaluation, case: OpenCase, m: _Map) -> None:
     if not ev.checkpoints:
         return
     maps = [m.data] + [
@@ -407,7 +406,7 @@ def _checkpoint_agreement(ev: _Evaluation, case: CaseState, m: _Map) -> None:
          f"{len(maps)} models: the run's and {len(ev.checkpoints)} checkpoint(s)")  # fmt: skip
 
 
-def _method_agreement(ev: _Evaluation, case: CaseState, maps: list[_Map]) -> None:
+def _method_agreement(ev: _Evaluation, case: OpenCase, maps: list[_Map]) -> None:
     by_target: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
     for m in maps:
         by_target[m.target_name][m.method] = m.data
@@ -434,6 +433,7 @@ def _write(ev: _Evaluation) -> None:
         confidence=settings.confidence,
         threshold=settings.sanity.spearman_threshold,
         warnings=warnings,
+        seed=ev.config.runtime.seed,
     )
     result.summary["failures"] = result.failures
     write_metrics_csv(result.rows, result.metrics_csv)

@@ -1,7 +1,8 @@
 """Read a case list: a CSV or TSV file with one row per case.
 
 Columns (header row required, names case-insensitive, others ignored): ``case_id``, ``path``
-(a NIfTI file or a folder holding one DICOM study), and optionally ``mask`` (a NIfTI label map
+(a NIfTI file or a folder holding one DICOM study) or ``study_uid`` (a study on the DICOM
+server of the config's ``pacs`` section), and optionally ``mask`` (a NIfTI label map
 on the image's grid, used where ``target.region: mask`` needs one) and ``label`` (recorded with
 the outputs). Relative paths start at the list's folder. Rows keep the file's order.
 
@@ -13,12 +14,15 @@ stop the run before anything is done, all reported at once.
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 from xaimed.errors import InputError
-from xaimed.io.cases import Case, safe_id
+from xaimed.io.case import Case, safe_id
 
-REQUIRED = ("case_id", "path")
+REQUIRED = ("case_id",)
+SOURCES = ("path", "study_uid")
+UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 
 
 def read_case_list(path: Path) -> list[Case]:
@@ -35,13 +39,15 @@ def read_case_list(path: Path) -> list[Case]:
         raise InputError(f"case list {path}: the file is empty; it needs a header row.")
     header = [name.strip().lower() for name in rows[0]]
     missing = [name for name in REQUIRED if name not in header]
+    if not any(name in header for name in SOURCES):
+        missing.append("path (or study_uid)")
     if missing:
         raise InputError(
             f"case list {path}: no column {', '.join(missing)} in the header {rows[0]}; the "
-            "columns are case_id, path and optionally mask and label."
+            "columns are case_id, path or study_uid, and optionally mask and label."
         )
-    column = {name: header.index(name) for name in ("case_id", "path", "mask", "label")
-              if name in header}  # fmt: skip
+    column = {name: header.index(name) for name in ("case_id", "path", "study_uid", "mask",
+              "label") if name in header}  # fmt: skip
     base = path.parent.resolve()
     cases: list[Case] = []
     problems: list[str] = []
@@ -54,9 +60,12 @@ def read_case_list(path: Path) -> list[Case]:
             index = column.get(name)
             return row[index].strip() if index is not None and index < len(row) else ""
 
-        case_id, where = cell("case_id"), cell("path")
-        if not case_id or not where:
-            problems.append(f"line {line}: case_id and path must both be given")
+        case_id, where, study_uid = cell("case_id"), cell("path"), cell("study_uid")
+        if not case_id or bool(where) == bool(study_uid):
+            problems.append(f"line {line}: give case_id and one of path or study_uid")
+            continue
+        if study_uid and (len(study_uid) > 64 or not UID.fullmatch(study_uid)):
+            problems.append(f"line {line}: study_uid {study_uid!r} is not a DICOM UID")
             continue
         if safe_id(case_id) != case_id:
             problems.append(
@@ -72,10 +81,11 @@ def read_case_list(path: Path) -> list[Case]:
         cases.append(
             Case(
                 case_id,
-                _resolve(where, base),
-                format="listed",
+                _resolve(where, base) if where else Path(study_uid),
+                format=None if where else "pacs",
                 mask=_resolve(mask, base) if mask else None,
                 label=cell("label") or None,
+                study_uid=study_uid or None,
             )
         )
     if problems:

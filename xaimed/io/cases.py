@@ -2,37 +2,12 @@
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from xaimed.errors import InputError
+from xaimed.io.case import Case, safe_id
+from xaimed.io.caselist import read_case_list
 from xaimed.io.nifti import is_nifti, nifti_stem
-
-
-@dataclass(frozen=True)
-class Case:
-    """One study to explain: an id safe for file names, and where its image is.
-
-    ``format`` is ``"nifti"`` or ``"dicom"``; a DICOM case carries its ``study`` (a
-    ``xaimed.io.dicom.DicomStudy``: its series, headers only) and ``path`` is the study's folder.
-    A case from a case list is ``"listed"`` until it is read: its path is only looked at then,
-    so a missing or corrupt entry fails that case, not the run. ``mask`` and ``label`` come from
-    a case list's optional columns.
-    """
-
-    case_id: str
-    path: Path
-    format: str = "nifti"
-    study: Any = None
-    mask: Path | None = None
-    label: str | None = None
-
-
-def safe_id(name: str) -> str:
-    """``name`` with every run of characters unsafe in file names replaced by ``_``."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "case"
 
 
 def discover_cases(input_path: Path) -> list[Case]:
@@ -45,8 +20,6 @@ def discover_cases(input_path: Path) -> list[Case]:
         raise InputError(f"{input_path}: no such file or folder; check the INPUT argument.")
     if input_path.is_file():
         if is_case_list(input_path):
-            from xaimed.io.caselist import read_case_list
-
             return read_case_list(input_path)
         if is_nifti(input_path):
             return [Case(safe_id(nifti_stem(input_path)), input_path)]
@@ -84,4 +57,4 @@ def _dicom_cases(path: Path) -> list[Case]:
     from xaimed.io.dicom import scan_dicom
 
     studies = scan_dicom(path if path.is_dir() else [path])
-    return [Case(s.case_id, s.folder, "dicom", s) for s in studies]
+    return [Case(s.case_id, s.folder, format="dicom", study=s) for s in studies]

@@ -1,43 +1,38 @@
-"""Read a case into a Volume, whatever its format."""
+"""Read a case into a Volume, whatever its format (through its :mod:`xaimed.io.readers` reader)."""
 
 from __future__ import annotations
 
 from xaimed.config import Config
 from xaimed.errors import InputError
-from xaimed.io.cases import Case
-from xaimed.io.nifti import is_nifti, read_nifti
+from xaimed.io.case import Case
+from xaimed.io.readers import READERS
 from xaimed.volume import Volume
 
 
 def read_case(case: Case, config: Config) -> Volume:
     """The Volume of ``case``: its NIfTI file, or the chosen series of its DICOM study."""
-    if case.format == "listed":
+    if case.format is None:
         case = resolve_listed(case)
-    if case.format == "dicom":
-        from xaimed.io.dicom.select import read_study
-
-        return read_study(case.study, config.dicom, case_id=case.case_id)
-    return read_nifti(case.path)
+    reader = READERS.get(case.format)
+    if reader is None:
+        raise InputError(
+            f"case {case.case_id}: no reader for format {case.format!r}; "
+            f"known: {', '.join(READERS)}."
+        )
+    return reader.read(case, config)
 
 
 def resolve_listed(case: Case) -> Case:
-    """A case-list entry as a NIfTI case or a DICOM study, now that it is about to be read."""
-    from dataclasses import replace
-
-    path = case.path
-    if not path.exists():
+    """A case-list entry as a case of the first format that recognises its path."""
+    if not case.path.exists():
         raise InputError(
-            f"case {case.case_id}: {path} does not exist; fix its path in the case list."
+            f"case {case.case_id}: {case.path} does not exist; fix its path in the case list."
         )
-    if path.is_file() and is_nifti(path):
-        return replace(case, format="nifti")
-    from xaimed.io.dicom import scan_dicom
-
-    studies = scan_dicom(path if path.is_dir() else [path])
-    if len(studies) != 1:
-        found = "no DICOM images" if not studies else f"{len(studies)} DICOM studies"
-        raise InputError(
-            f"case {case.case_id}: {path} holds {found}; a case-list path must be a NIfTI file "
-            "or a folder with exactly one DICOM study."
-        )
-    return replace(case, path=studies[0].folder, format="dicom", study=studies[0])
+    for reader in READERS.values():
+        located = reader.locate(case)
+        if located is not None:
+            return located
+    raise InputError(
+        f"case {case.case_id}: {case.path} is not a format xaimed reads "
+        f"({', '.join(READERS)}); fix its path in the case list."
+    )

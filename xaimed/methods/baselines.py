@@ -7,15 +7,18 @@ minimum (usually background), ``mean`` its mean, a number is that constant.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 BaselineSpec = Literal["zero", "min", "mean"] | float
 
 
 def make_baseline(spec: BaselineSpec, inputs: torch.Tensor) -> torch.Tensor:
     """A baseline tensor shaped like ``inputs``; statistics are taken per channel."""
+    import torch
+
     if isinstance(spec, int | float):
         return torch.full_like(inputs, float(spec))
     if spec == "zero":

@@ -14,33 +14,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from xaimed.errors import MethodError
-from xaimed.methods.gradient import GUIDED_WARNING
-from xaimed.methods.registry import MethodInfo, register
+from xaimed.methods.params import CamParams, GradCamParams, NoParams
 
 if TYPE_CHECKING:
     import torch
 
     from xaimed.methods.context import MethodContext, MethodOutput
-
-
-class Params(BaseModel):
-    """Base of CAM parameters: unknown parameters are errors."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
-class GradCamParams(Params):
-    """Grad-CAM and Grad-CAM++ at one layer."""
-
-    layer: str = Field("auto", description="Module name, or 'auto': the features entering GAP.")
-    relu: bool = Field(True, description="Keep only positive evidence, as published.")
-
-
-class CamParams(Params):
-    """CAM has no free parameter: it is defined on the features entering global pooling."""
 
 
 UPSAMPLING = "trilinear, voxel centres aligned (align_corners=False)"
@@ -197,35 +177,9 @@ def _linear_head(ctx: MethodContext, features: torch.Tensor, scores: torch.Tenso
 
 def guided_grad_cam(ctx: MethodContext, params: GradCamParams) -> MethodOutput:
     from xaimed.methods.context import MethodOutput
-    from xaimed.methods.gradient import NoParams, guided_backprop
+    from xaimed.methods.gradient import guided_backprop
 
     grad_cam_map = grad_cam(ctx, params)
     guided = guided_backprop(ctx, NoParams())
     details = {**grad_cam_map.details, "combined_with": "guided_backprop (element-wise product)"}
     return MethodOutput(guided * grad_cam_map.attribution, details)
-
-
-_LAYER = ("a layer (auto: features entering global pooling)",)
-
-register(MethodInfo(
-    name="grad_cam", family="cam", summary="Gradient-weighted class activation map at a layer.",
-    params_model=GradCamParams, run=grad_cam, cost=lambda p: "1 fwd + 1 bwd",
-    needs=_LAYER, needs_module=True,
-))  # fmt: skip
-register(MethodInfo(
-    name="grad_cam_pp", family="cam",
-    summary="Grad-CAM++: pixel-wise weighted gradients, better for several instances.",
-    params_model=GradCamParams, run=grad_cam_pp, cost=lambda p: "1 fwd + 1 bwd",
-    needs=_LAYER, needs_module=True,
-))  # fmt: skip
-register(MethodInfo(
-    name="cam", family="cam",
-    summary="Class activation map: linear-head weights times the last features (GAP + linear).",
-    params_model=CamParams, run=cam, cost=lambda p: "1 fwd",
-    needs=("global average pooling + linear head",), needs_module=True,
-))  # fmt: skip
-register(MethodInfo(
-    name="guided_grad_cam", family="cam", summary="Guided backprop times upsampled Grad-CAM.",
-    params_model=GradCamParams, run=guided_grad_cam, cost=lambda p: "2 fwd + 2 bwd",
-    needs=(*_LAYER, "nn.Module with ReLU modules"), needs_module=True, warning=GUIDED_WARNING,
-))  # fmt: skip

@@ -36,8 +36,7 @@ class CaseData:
     @property
     def spacing_mm(self) -> tuple[float, float, float]:
         """Voxel size of the model's input grid."""
-        spacing = np.linalg.norm(self.prepared.affine[:3, :3], axis=0)
-        return (float(spacing[0]), float(spacing[1]), float(spacing[2]))
+        return self.prepared.geometry.spacing
 
     def path(self, template: str | Path, key: str) -> Path:
         """``template`` with ``{case_id}`` filled in, relative to the config's folder.
@@ -68,10 +67,11 @@ class CaseData:
 
         volume = read_nifti(self.path(template, key))
         source = self.prepared.source
-        if volume.array.shape[:3] != source.array.shape[:3]:
+        if not volume.geometry.same_grid(source.geometry):
             raise InputError(
-                f"case {self.case_id}: {key} has shape {volume.array.shape[:3]} but the image has "
-                f"{source.array.shape[:3]}; it must be on the image's grid."
+                f"case {self.case_id}: {key} is on another grid ({volume.geometry.describe()}) "
+                f"than the image ({source.geometry.describe()}, or another affine); resample it "
+                "onto the image's grid."
             )
         return volume
 

@@ -29,8 +29,14 @@ class _Fill(BaseModel):
 class BlurFill(_Fill):
     """A Gaussian-blurred copy of the input."""
 
-    kind: Literal["blur"]
+    kind: Literal["blur"] = "blur"
     sigma_mm: Annotated[float, Field(gt=0)] = 8.0
+
+
+# The perturbation methods' default fill, chosen by measurement (benchmarks/baselines.py, README
+# "Defaults chosen by measurement"): a constant cube inside anatomy is itself a lesion-like
+# anomaly that raises a lesion score, a blurred copy removes detail without adding an edge.
+FILL_DEFAULT = "What a removed region becomes; default: a blurred copy, sigma 8 mm."
 
 
 class NoiseFill(_Fill):

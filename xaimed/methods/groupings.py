@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from xaimed.errors import MethodError
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
     from xaimed.methods.context import MethodContext
@@ -68,6 +68,8 @@ def per_axis(value: int | tuple[int, ...], name: str) -> tuple[int, int, int]:
 
 def grid_labels(shape: tuple[int, int, int], size: tuple[int, int, int]) -> np.ndarray:
     """Block ids over ``shape``, in C order of the blocks."""
+    import numpy as np
+
     idx = [np.arange(n) // s for n, s in zip(shape, size, strict=True)]
     counts = [int(i[-1]) + 1 for i in idx]
     return (
@@ -81,6 +83,7 @@ def slic_labels(
     image: np.ndarray, segments: int, compactness: float, spacing: tuple[float, float, float]
 ) -> np.ndarray:
     """SLIC supervoxels of a (C, I, J, K) image; each channel is scaled to [0, 1] first."""
+    import numpy as np
     from skimage.segmentation import slic
 
     scaled = []
@@ -101,6 +104,8 @@ def slic_labels(
 
 def contiguous(labels: np.ndarray) -> tuple[np.ndarray, list[int]]:
     """Relabel to ``0 .. G-1`` (sorted by the original value); returns the original values."""
+    import numpy as np
+
     values, inverse = np.unique(labels, return_inverse=True)
     return inverse.reshape(labels.shape).astype(np.int64), [int(v) for v in values]
 

@@ -22,52 +22,15 @@ from __future__ import annotations
 import operator
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated, Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing import TYPE_CHECKING, Any
 
 from xaimed.errors import MethodError
-from xaimed.methods.registry import MethodInfo, register
+from xaimed.methods.params import LrpParams
 
 if TYPE_CHECKING:
     import torch
 
     from xaimed.methods.context import MethodContext, MethodOutput
-
-Rule = Literal["epsilon", "gamma", "alpha_beta"]
-LayerKind = Literal["conv", "linear", "batchnorm"]
-
-
-class LrpParams(BaseModel):
-    """Rules per layer type: ``rule`` for convolutions and linear layers, unless ``rules`` names
-    another; batch norm uses epsilon unless ``rules`` says otherwise, since a per-channel scale
-    has only a positive or only a negative part and gamma or alpha-beta would scale relevance.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    rule: Rule = "epsilon"
-    rules: dict[LayerKind, Rule] = Field(
-        default_factory=dict,
-        description="Composite: a rule per layer type (conv, linear, batchnorm).",
-    )
-    epsilon: Annotated[float, Field(gt=0)] = 1e-6
-    gamma: Annotated[float, Field(ge=0)] = 0.25
-    alpha: Annotated[float, Field(ge=1)] = 2.0
-    beta: Annotated[float, Field(ge=0)] = 1.0
-
-    @model_validator(mode="after")
-    def _conserving(self) -> LrpParams:
-        if abs(self.alpha - self.beta - 1) > 1e-9:
-            raise ValueError(
-                f"alpha - beta must be 1 to conserve relevance, got {self.alpha} - {self.beta}"
-            )
-        return self
-
-    def rule_for(self, kind: str) -> str:
-        """The rule used for a layer kind."""
-        default = "epsilon" if kind == "batchnorm" else self.rule
-        return self.rules.get(kind, default)  # type: ignore[arg-type]
 
 
 def _kinds() -> tuple[dict[type, str], tuple[type, ...]]:
@@ -341,11 +304,3 @@ def lrp(ctx: MethodContext, params: LrpParams) -> MethodOutput:
             "conserved exactly."
         ]
     return MethodOutput(attribution.detach(), details)
-
-
-register(MethodInfo(
-    name="lrp", family="decomposition",
-    summary="Layer-wise relevance propagation (epsilon, gamma, alpha-beta; composite per type).",
-    params_model=LrpParams, run=lrp, cost=lambda p: "1 fwd + 1 bwd",
-    needs=("nn.Module of supported layers",), needs_module=True,
-))  # fmt: skip

@@ -20,18 +20,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import TYPE_CHECKING, Any
 
 from xaimed.errors import MethodError
-from xaimed.methods.fills import FillSpec, describe_fill, make_fill
-from xaimed.methods.groupings import GridGrouping, GroupingSpec, Size, make_groups, per_axis
-from xaimed.methods.registry import MethodInfo, register
+from xaimed.methods.fills import describe_fill, make_fill
+from xaimed.methods.groupings import GridGrouping, make_groups, per_axis
+from xaimed.methods.params import (
+    FeatureAblationParams,
+    GroupParams,
+    KernelShapParams,
+    LimeParams,
+    OcclusionParams,
+    ShapleyParams,
+)
 from xaimed.methods.windows import (
-    ENGINE_DESCRIPTION,
-    Approximate,
-    Engine,
     boxes_of,
     refine_drops,
     window_scores,
@@ -44,58 +46,6 @@ if TYPE_CHECKING:
     from xaimed.methods.context import MethodContext, MethodOutput
 
 FAMILY = "perturbation"
-
-
-class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class OcclusionParams(_Params):
-    """A box slid over the volume; each position is replaced by the fill."""
-
-    window: Size = Field(8, description="Box size in voxels: one number or one per axis.")
-    stride: Size = Field(4, description="Step between boxes in voxels: one number or per axis.")
-    baseline: FillSpec = "zero"
-    engine: Engine = Field("plain", description=ENGINE_DESCRIPTION)
-    approximate: Approximate | None = Field(
-        None, description="Opt-in approximations (projective threshold, refinement)."
-    )
-
-
-class GroupParams(_Params):
-    """Methods over feature groups."""
-
-    grouping: GroupingSpec = Field(default_factory=GridGrouping)
-    baseline: FillSpec = "zero"
-
-
-class FeatureAblationParams(GroupParams):
-    """Feature ablation; with a grid grouping its groups are boxes, so the incremental engine
-    applies."""
-
-    engine: Engine = Field("plain", description=ENGINE_DESCRIPTION + " Grid groupings only.")
-
-
-class ShapleyParams(GroupParams):
-    """Shapley value sampling over random permutations of the groups."""
-
-    samples: Annotated[int, Field(ge=1, le=100_000)] = Field(25, description="Permutations.")
-
-
-class KernelShapParams(GroupParams):
-    """KernelSHAP: coalitions drawn from the Shapley kernel, weighted least squares."""
-
-    samples: Annotated[int, Field(ge=1, le=1_000_000)] = Field(256, description="Coalitions.")
-
-
-class LimeParams(GroupParams):
-    """LIME: uniform random coalitions, a locally weighted ridge model."""
-
-    samples: Annotated[int, Field(ge=1, le=1_000_000)] = Field(256, description="Coalitions.")
-    kernel_width: Annotated[float, Field(gt=0)] = Field(
-        0.25, description="Width of exp(-d^2 / width^2), d the cosine distance to the input."
-    )
-    alpha: Annotated[float, Field(ge=0)] = Field(0.01, description="Ridge penalty.")
 
 
 # ---------------------------------------------------------------- shared pieces
@@ -154,12 +104,6 @@ def _output(attribution: torch.Tensor, details: dict[str, Any]) -> MethodOutput:
 
 
 # ---------------------------------------------------------------- occlusion
-
-
-def window_starts(size: int, window: int, stride: int) -> list[int]:
-    """Start of every window along one axis: multiples of the stride, Captum's count."""
-    window = min(window, size)
-    return [i * stride for i in range(math.ceil((size - window) / stride) + 1)]
 
 
 def occlusion(ctx: MethodContext, params: OcclusionParams) -> MethodOutput:
@@ -398,64 +342,3 @@ def lime(ctx: MethodContext, params: LimeParams) -> MethodOutput:
         intercept=float(coef[-1]),
     )
     return _output(_paint(coef[:-1], groups, x), details)
-
-
-# ---------------------------------------------------------------- registration
-
-_GROUPS_NEED = ("grouping", "baseline")
-
-register(
-    MethodInfo(
-        name="occlusion",
-        family=FAMILY,
-        summary="Score drop when a sliding box is replaced by the baseline.",
-        params_model=OcclusionParams,
-        run=occlusion,
-        needs=("baseline",),
-        cost=lambda p: "1 + one fwd per window position",
-    )
-)
-register(
-    MethodInfo(
-        name="feature_ablation",
-        family=FAMILY,
-        summary="Score drop when each feature group is replaced by the baseline.",
-        params_model=FeatureAblationParams,
-        run=feature_ablation,
-        needs=_GROUPS_NEED,
-        cost=lambda p: "1 + one fwd per group",
-    )
-)
-register(
-    MethodInfo(
-        name="shapley_sampling",
-        family=FAMILY,
-        summary="Shapley values of feature groups, sampled over random permutations.",
-        params_model=ShapleyParams,
-        run=shapley_sampling,
-        needs=_GROUPS_NEED,
-        cost=lambda p: f"1 + {p.samples} x groups fwd",
-    )
-)
-register(
-    MethodInfo(
-        name="kernel_shap",
-        family=FAMILY,
-        summary="KernelSHAP: Shapley values of feature groups by weighted regression.",
-        params_model=KernelShapParams,
-        run=kernel_shap,
-        needs=_GROUPS_NEED,
-        cost=lambda p: f"{p.samples + 2} fwd",
-    )
-)
-register(
-    MethodInfo(
-        name="lime",
-        family=FAMILY,
-        summary="LIME: a locally weighted linear model of the score over feature groups.",
-        params_model=LimeParams,
-        run=lime,
-        needs=_GROUPS_NEED,
-        cost=lambda p: f"{p.samples + 1} fwd",
-    )
-)

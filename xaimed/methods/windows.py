@@ -39,6 +39,12 @@ ENGINE_DESCRIPTION = (
 )
 
 
+def window_starts(size: int, window: int, stride: int) -> list[int]:
+    """Start of every window along one axis: multiples of the stride, Captum's count."""
+    window = min(window, size)
+    return [i * stride for i in range(math.ceil((size - window) / stride) + 1)]
+
+
 class Refine(BaseModel):
     """Coarse windows first; fine windows only where the coarse map is strong."""
 
@@ -216,8 +222,6 @@ def boxes_of(
     import itertools
 
     import torch
-
-    from xaimed.methods.perturbation import window_starts
 
     starts = list(
         itertools.product(

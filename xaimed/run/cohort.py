@@ -1,8 +1,9 @@
 """A cohort run: the cases of one shard, what is done already, the executor, the manifest.
 
 The parent process alone writes the shard's manifest (``manifest.csv``, or
-``manifest-shard-I-of-N.csv`` when sharded, so no two processes write one file), rewritten
-after every case with the rows in case order whatever order the executor finished them in.
+``manifest-shard-I-of-N.csv`` when sharded, so no two processes write one file), with the rows
+in case order whatever order the executor finished them in; it is rewritten as cases finish, at
+most once per 20 times its last write took (see ``_Collector.flush``).
 Work whose completion record matches is not redone; its rows are copied from the record and
 marked ``resumed``.
 """
@@ -19,19 +20,23 @@ from typing import Any
 
 import torch
 
-from xaimed.config import Config
-from xaimed.errors import XaimedError
-from xaimed.io.cases import Case, discover_cases
+from xaimed.config import Config, with_overrides
+from xaimed.errors import ConfigError, XaimedError
+from xaimed.io.case import Case
+from xaimed.io.cases import discover_cases
 from xaimed.model import LoadedModel, load_model, resolve_device
-from xaimed.pipeline import CaseOutcome, Explainer, RunResult
+from xaimed.pacs.source import PacsSource, is_pacs_input, remote_cases
+from xaimed.pacs.store import store_for_run
 from xaimed.progress import Reporter
 from xaimed.run.executors import Job, run_dask, run_devices, run_serial
 from xaimed.run.logs import LogSetup
 from xaimed.run.options import RunOptions, interrupted_fields
 from xaimed.run.records import WorkKeys, case_identity, read_record, record_path
+from xaimed.run.result import RunResult
 from xaimed.run.signals import StopFlag, stop_on_signals
+from xaimed.run.worker import CaseOutcome, Explainer
 from xaimed.writers.atomic import atomic_path
-from xaimed.writers.manifest import write_manifest
+from xaimed.writers.manifest import ManifestRow, case_row, write_manifest
 
 log = logging.getLogger("xaimed")
 
@@ -96,7 +101,9 @@ def plan_jobs(
             if record is None:
                 job.todo.append(entry)
             else:
-                job.done_rows[entry.output_id] = [r | {"resumed": "yes"} for r in record.rows]
+                job.done_rows[entry.output_id] = [
+                    ManifestRow(**r) | ManifestRow(resumed="yes") for r in record.rows
+                ]
         jobs.append(job)
     return jobs
 
@@ -110,14 +117,14 @@ class _Collector:
     reporter: Reporter
     stop: StopFlag
     fail_fast: bool
-    by_case: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    by_case: dict[int, list[ManifestRow]] = field(default_factory=dict)
     # Executors other than this process report no per-method progress: count it here.
     advance_rows: bool = False
     _last_flush: float = 0.0
     _flush_cost: float = 0.0
 
-    def rows_of(self, job: Job, outcome: CaseOutcome) -> list[dict[str, Any]]:
-        fresh: dict[str, list[dict[str, Any]]] = {}
+    def rows_of(self, job: Job, outcome: CaseOutcome) -> list[ManifestRow]:
+        fresh: dict[str, list[ManifestRow]] = {}
         for row in outcome.rows:
             fresh.setdefault(row["method"], []).append(row)
         rows = []
@@ -125,13 +132,11 @@ class _Collector:
             rows += job.done_rows.get(entry.output_id, []) + fresh.get(entry.output_id, [])
         # The case's place in the unsharded order: what `xaimed merge` sorts by.
         position = self.result.shard.index + job.index * self.result.shard.count
-        return [{"case_index": position} | row for row in rows]
+        return [ManifestRow(case_index=position) | row for row in rows]
 
     def pending(self, job: Job) -> None:
         """Rows for a case not yet done, so a killed run's manifest still lists it."""
-        rows = [{"case_id": job.case.case_id, "source": str(job.case.path),
-                 "label": job.case.label or "", "method": e.output_id, "status": "pending"}
-                for e in job.todo]  # fmt: skip
+        rows = [case_row(job.case, e.output_id, status="pending") for e in job.todo]
         self.by_case[job.index] = self.rows_of(job, CaseOutcome(rows))
 
     def done(self, job: Job, outcome: CaseOutcome) -> None:
@@ -181,8 +186,22 @@ def run_cohort(
         raise XaimedError("--executor dask needs --scheduler ADDRESS (tcp://host:port).")
     # Absolute paths: workers elsewhere (Dask) may run in another folder, and records must
     # find their files from whatever folder a resumed run starts in.
-    input_path, out_dir = input_path.resolve(), out_dir.resolve()
-    all_cases = discover_cases(input_path)
+    out_dir = out_dir.resolve()
+    pacs = PacsSource.for_run(config, out_dir)
+    if pacs is not None:
+        pacs.check()
+    if config.outputs.store is not None and not options.dry_run:
+        store_for_run(config).check()
+    if is_pacs_input(input_path):
+        if pacs is None:
+            raise ConfigError(
+                "INPUT pacs: lists the studies of pacs.query on pacs.server, but the config has "
+                "no pacs section; add one."
+            )
+        all_cases = pacs.query_cases()
+    else:
+        input_path = input_path.resolve()
+        all_cases = remote_cases(discover_cases(input_path), pacs)
     _check_case_ids(all_cases)
     cases = options.shard.select(all_cases)
     log.info(
@@ -190,8 +209,7 @@ def run_cohort(
         len(cases),
     )  # fmt: skip
     if options.devices and len(options.devices) == 1:
-        config = config.model_copy(deep=True)
-        config.runtime.device = options.devices[0]
+        config = with_overrides(config, device=options.devices[0])
     devices = choose_devices(options, config)
     here = options.executor == "local" and devices is None
     # Elsewhere the workers load the model on their devices; here it is loaded once on the CPU
@@ -247,7 +265,8 @@ def _execute(
     if not jobs:
         return
     if options.executor == "dask":
-        assert options.scheduler is not None
+        if options.scheduler is None:  # refused at the start of run_cohort
+            raise RuntimeError("--executor dask without --scheduler")
         run_dask(config, out_dir, options.scheduler, model.sha256, jobs, collector.done, stop)
     elif devices is not None:
         setup = options.logs or LogSetup(level=logging.getLogger().getEffectiveLevel())
@@ -275,20 +294,16 @@ def _unfinished(job: Job, stop: StopFlag) -> CaseOutcome:
     else:
         fields = interrupted_fields(stop.signal_name or "stop requested")
     return CaseOutcome(
-        [
-            {"case_id": job.case.case_id, "source": str(job.case.path),
-             "label": job.case.label or "", "method": entry.output_id} | fields
-            for entry in job.todo
-        ],
+        [case_row(job.case, entry.output_id, **fields) for entry in job.todo],
         interrupted=stop.signal_name != FAIL_FAST,
-    )  # fmt: skip
+    )
 
 
 def _plan_table(jobs: list[Job]) -> list[dict[str, Any]]:
     return [
         {
             "case_id": job.case.case_id,
-            "source": str(job.case.path),
+            "source": job.case.source,
             "run": [e.output_id for e in job.todo],
             "skip": sorted(job.done_rows),
         }

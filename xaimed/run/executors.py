@@ -20,12 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xaimed.config import Config, MethodEntry
+from xaimed.casepath import OpenCase
+from xaimed.config import Config, MethodEntry, with_overrides
 from xaimed.errors import XaimedError
-from xaimed.io.cases import Case
+from xaimed.io.case import Case
 from xaimed.run.logs import LogSetup
 from xaimed.run.options import interrupted_fields
 from xaimed.run.signals import StopFlag, stop_on_signals
+from xaimed.run.worker import CaseOutcome, Explainer
+from xaimed.writers.manifest import ManifestRow, case_row
 
 log = logging.getLogger("xaimed")
 
@@ -37,13 +40,13 @@ class Job:
     index: int
     case: Case
     todo: list[MethodEntry]
-    done_rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    done_rows: dict[str, list[ManifestRow]] = field(default_factory=dict)
 
 
-OnDone = Callable[[Job, Any], None]  # (job, CaseOutcome)
+OnDone = Callable[[Job, CaseOutcome], None]
 
 
-def _load_or_error(explainer: Any, case: Case) -> Any:
+def _load_or_error(explainer: Explainer, case: Case) -> OpenCase | Exception:
     try:
         return explainer.load(case)
     except Exception as exc:  # handed to explain_case, which records it against the case
@@ -51,7 +54,7 @@ def _load_or_error(explainer: Any, case: Case) -> Any:
 
 
 def run_serial(
-    explainer: Any, jobs: list[Job], on_done: OnDone, stop: StopFlag, *, prefetch: bool
+    explainer: Explainer, jobs: list[Job], on_done: OnDone, stop: StopFlag, *, prefetch: bool
 ) -> None:
     """Explain the jobs here, reading the next case in a thread while this one is explained."""
     if not jobs:
@@ -82,7 +85,7 @@ _RESTARTS = 2  # a device whose worker keeps dying is given up after this many r
 _DONE = object()
 
 
-def _reader(explainer: Any, tasks: Any, ready: queue.Queue, stop: StopFlag) -> None:
+def _reader(explainer: Explainer, tasks: Any, ready: queue.Queue, stop: StopFlag) -> None:
     """Worker thread: take the next job and read its case while the last one is explained."""
     while not stop.requested:
         try:
@@ -107,12 +110,10 @@ def _device_worker(
     """
     import multiprocessing as mp
 
-    from xaimed.pipeline import Explainer
     from xaimed.progress import LogReporter
 
     logs.apply()
-    config = config.model_copy(deep=True)
-    config.runtime.device = device
+    config = with_overrides(config, device=device)
     parent = mp.parent_process()
     stop = StopFlag(halt, parent_alive=parent.is_alive if parent is not None else None)
     with stop_on_signals(stop, second_stops_at_once=False):
@@ -153,8 +154,6 @@ def run_devices(
 ) -> None:
     """Explain the jobs with one worker process per device, each taking the next free job."""
     import multiprocessing as mp
-
-    from xaimed.pipeline import CaseOutcome
 
     context = mp.get_context("spawn")  # CUDA cannot be used in a forked child
     results = context.Queue()
@@ -211,9 +210,10 @@ def run_devices(
             lost, slot.held = slot.held, []
             for job in lost:
                 if stop.requested:
-                    on_done(job, CaseOutcome(
-                        [r | interrupted_fields(stop.signal_name or "stop requested")
-                         for r in failed_rows(job, "", "")], interrupted=True))  # fmt: skip
+                    cause = stop.signal_name or "stop requested"
+                    rows = [case_row(job.case, e.output_id, **interrupted_fields(cause))
+                            for e in job.todo]  # fmt: skip
+                    on_done(job, CaseOutcome(rows, interrupted=True))
                     continue
                 message = (
                     f"case {job.case.case_id}: the worker process on {slot.device} died (exit "
@@ -260,32 +260,29 @@ def run_devices(
                     slot.process.kill()
 
 
-def failed_rows(job: Job, message: str, kind: str) -> list[dict[str, Any]]:
+def failed_rows(job: Job, message: str, kind: str) -> list[ManifestRow]:
     """Manifest rows failing every method a job still had to do."""
     return [
-        {"case_id": job.case.case_id, "source": str(job.case.path),
-         "label": job.case.label or "", "method": entry.output_id, "status": "failed",
-         "error": message, "error_type": kind}
+        case_row(job.case, entry.output_id, status="failed", error=message, error_type=kind)
         for entry in job.todo
-    ]  # fmt: skip
+    ]
 
 
 # ---------------------------------------------------------------- Dask
 
 
-_EXPLAINERS: dict[tuple[str, str, str], Any] = {}
+_EXPLAINERS: dict[tuple[str, str, str], Explainer] = {}
 _EXPLAINERS_LOCK = threading.Lock()
 
 
 def explain_on_worker(
     config: Config, out_dir: str, model_sha256: str, case: Case, todo: list[MethodEntry]
-) -> Any:
+) -> CaseOutcome:
     """A Dask task: explain one case with this worker process's (cached) explainer.
 
     The model is loaded once per worker process and kept; the lock makes the tasks of a
     multi-threaded worker take turns, since a model's hooks and counters are not thread-safe.
     """
-    from xaimed.pipeline import Explainer
 
     # The model file's hash is in the key: a long-lived worker reloads a changed model.
     key = (config.config_hash(), out_dir, model_sha256)
@@ -313,7 +310,6 @@ def run_dask(
         raise XaimedError(
             "--executor dask needs Dask distributed; install it with pip install 'xaimed[dask]'."
         ) from None
-    from xaimed.pipeline import CaseOutcome
 
     try:
         client = Client(scheduler, timeout="30s", set_as_default=False)

@@ -26,20 +26,22 @@ from typing import Any
 
 from xaimed import __version__
 from xaimed.config import Config, MethodEntry
-from xaimed.io.cases import Case
+from xaimed.io.case import Case
 from xaimed.writers.atomic import atomic_path
+from xaimed.writers.manifest import ManifestRow
 from xaimed.writers.naming import file_part
+from xaimed.writers.outputs import FILE_COLUMNS
 
 RECORD_DIR = ".done"
-# Manifest columns that hold output paths, checked for existence on resume.
-FILE_COLUMNS = ("nifti", "sidecar", "png", "dicom_pm", "dicom_sc")
 
 
 def case_identity(case: Case) -> dict[str, Any]:
     """What makes a case the same case on a rerun: its source (path, and size and modification
     time for a file), its mask and its label (a case list may change any of them)."""
-    identity: dict[str, Any] = {"path": str(case.path), "mask": None, "label": case.label}
-    for key, path in (("source", case.path), ("mask", case.mask)):
+    identity: dict[str, Any] = {"path": case.source, "mask": None, "label": case.label}
+    # A study on a DICOM server is known by its UID (and server); its cache folder says nothing.
+    source = None if case.format == "pacs" else case.path
+    for key, path in (("source", source), ("mask", case.mask)):
         if path is None:
             continue
         try:
@@ -60,6 +62,10 @@ class WorkKeys:
     def __init__(self, config: Config, model_sha256: str) -> None:
         settings = config.model_dump(mode="json", by_alias=True)
         settings.pop("methods", None)
+        # Where studies come from and how they are cached does not change the maps.
+        settings.pop("pacs", None)
+        if settings.get("outputs", {}).get("store") is None:
+            settings.get("outputs", {}).pop("store", None)
         for where in ("device", "threads"):
             settings.get("runtime", {}).pop(where, None)
         self._common = {"config": settings, "model_sha256": model_sha256, "xaimed": __version__}
@@ -89,10 +95,10 @@ class Record:
     """A finished case and method: its key and its manifest rows."""
 
     key: str
-    rows: list[dict[str, Any]]
+    rows: list[ManifestRow]
 
 
-def _outputs(row: dict[str, Any]) -> list[Path]:
+def _outputs(row: ManifestRow) -> list[Path]:
     paths = []
     for column in FILE_COLUMNS:
         value = row.get(column)
@@ -108,7 +114,7 @@ def _size(path: Path) -> int:
     return path.stat().st_size
 
 
-def write_record(path: Path, key: str, rows: list[dict[str, Any]]) -> None:
+def write_record(path: Path, key: str, rows: list[ManifestRow]) -> None:
     """Record the finished work (after every output file is in place)."""
     sizes = {str(p): _size(p) for row in rows for p in _outputs(row) if p.exists()}
     body = {"key": key, "xaimed": __version__, "rows": rows, "sizes": sizes}

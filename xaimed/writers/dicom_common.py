@@ -31,6 +31,20 @@ RESEARCH_TAG = "RESEARCH USE, NOT FOR DIAGNOSIS"
 LO_MAX = 64
 
 
+def fit_lo(text: str, limit: int = LO_MAX) -> str:
+    """``text`` shortened to ``limit`` characters at a word boundary, ``...`` marking the cut.
+
+    LO values (descriptions, explanations) hold at most 64 characters; cutting mid-word turns
+    "not for diagnosis" into "not for diag". A single word longer than the limit is cut hard.
+    """
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    room = limit - 3
+    cut = text[: room + 1].rsplit(" ", 1)[0] if " " in text[: room + 1] else text[:room]
+    return cut[:room].rstrip(" ,;:(") + "..."
+
+
 @dataclass(frozen=True)
 class DerivedSeries:
     """Identity and wording of one derived series."""
@@ -38,6 +52,19 @@ class DerivedSeries:
     key: DerivationKey
     method: str  # the method's output id, as in file names and the manifest
     description: str  # one line on how the map was made (Derivation Description)
+    target: str = ""  # the explained output's name
+
+    def content_description(self) -> str:
+        """Content Description (an LO): method and output, plus the research-use note if it fits.
+
+        Composed to fit rather than cut: the long ``description`` goes to Derivation
+        Description (an ST, 1024 characters).
+        """
+        text = f"{self.method} attribution map"
+        if self.target:
+            text += f" for output '{self.target}'"
+        full = f"{text}; research use only"
+        return full if len(full) <= LO_MAX else fit_lo(text)
 
     def series_description(self, kind: str) -> str:
         """``<method> <kind> - RESEARCH USE, NOT FOR DIAGNOSIS``, the method cut to fit 64 chars."""

@@ -25,6 +25,7 @@ from xaimed.writers.atomic import atomic_path
 from xaimed.writers.dicom_common import (
     DerivedSeries,
     complete_identity,
+    fit_lo,
     mark_equipment,
     quiet_highdicom,
 )
@@ -79,7 +80,7 @@ def build_parametric_map(heatmap: Volume, series: DerivedSeries) -> Dataset:
     step = float(np.linalg.norm(header.stack.affine_lps[:3, 2])) if len(frames) > 1 else None
     mapping = hd.pm.RealWorldValueMapping(
         lut_label=series.method[:16],
-        lut_explanation=f"{series.method} attribution"[:64],
+        lut_explanation=fit_lo(f"{series.method} attribution"),
         unit=codes.UCUM.NoUnits,
         value_range=(lo, hi) if hi > lo else (lo, lo + 1.0),
         slope=1.0,
@@ -112,7 +113,7 @@ def build_parametric_map(heatmap: Volume, series: DerivedSeries) -> Dataset:
             )
         ],
         transfer_syntax_uid=ExplicitVRLittleEndian,
-        content_description=series.description[:64],
+        content_description=series.content_description(),
         content_label="ATTRIBUTION",
         pixel_measures=hd.PixelMeasuresSequence(
             pixel_spacing=first.pixel_spacing,

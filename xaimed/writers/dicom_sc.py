@@ -49,6 +49,15 @@ def _patient_orientation(direction: np.ndarray) -> str:
     return ("LR", "PA", "HF")[axis][0 if direction[axis] > 0 else 1]
 
 
+def secondary_capture_uids(heatmap: Volume, series: DerivedSeries) -> list[str]:
+    """SOP Instance UIDs of the Secondary Captures, one per source plane in source order."""
+    frames = heatmap.source.header.stack.frames
+    return [
+        series.key.instance_uid("sc", frame.sop_instance_uid, str(frame.frame_number or 0))
+        for frame in frames
+    ]
+
+
 def build_secondary_captures(
     source: Volume, heatmap: Volume, series: DerivedSeries, style: OverlayStyle
 ) -> list[Dataset]:
@@ -67,6 +76,7 @@ def build_secondary_captures(
     # each with highdicom costs a module lookup per attribute, seconds per series.
     template: Dataset | None = None
     out = []
+    uids = secondary_capture_uids(heatmap, series)
     for index, frame in enumerate(frames):
         ref = complete_identity(header.series.headers[frame.sop_instance_uid])
         pixels = blend(
@@ -77,7 +87,7 @@ def build_secondary_captures(
             signed=signed,
             style=style,
         )
-        uid = series.key.instance_uid("sc", frame.sop_instance_uid, str(frame.frame_number or 0))
+        uid = uids[index]
         if template is None:
             template = _first_instance(ref, pixels, frame, series, uid, step)
             sc = template

@@ -10,26 +10,78 @@ unsharded case order. ``resumed`` is
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
+from xaimed.io.case import Case
 from xaimed.writers.atomic import atomic_path
 
-COLUMNS = [
-    "case_id", "case_index", "source", "label", "method", "target", "status", "error_type",
-    "error", "nifti", "sidecar", "png", "wall_s", "predicted_class", "probability",
-    "forward_passes", "backward_passes", "peak_host_mib", "peak_device_mib", "resumed",
-    "warning", "series_uid", "dicom_pm", "dicom_sc",
-]  # fmt: skip
+
+class ManifestRow(TypedDict, total=False):
+    """One manifest row; its keys, in this order, are the manifest's columns.
+
+    Values are what the CSV shows (text or numbers; None is written as an empty cell). A key
+    that is not a column is an error when the row is written (see :func:`check_row`), so a
+    misspelt column cannot vanish silently. Maps and other objects never travel in rows.
+    """
+
+    case_id: str
+    case_index: int
+    source: str
+    label: str
+    method: str
+    target: str
+    status: str
+    error_type: str
+    error: str
+    nifti: str
+    sidecar: str
+    png: str
+    wall_s: float
+    predicted_class: str
+    probability: float
+    forward_passes: int
+    backward_passes: int
+    peak_host_mib: float
+    peak_device_mib: float
+    resumed: str
+    warning: str
+    series_uid: str
+    dicom_pm: str
+    dicom_sc: str
+    stored: str
+
+
+COLUMNS: tuple[str, ...] = tuple(ManifestRow.__annotations__)
 # Columns that differ between two runs of the same work (compare manifests without them).
 TIMING_COLUMNS = ("wall_s", "peak_host_mib", "peak_device_mib", "resumed")
 
 
-def write_manifest(rows: list[dict[str, Any]], path: Path) -> Path:
-    """Write the manifest CSV; called after every case so that a crash keeps what was done."""
+def check_row(row: Mapping[str, Any]) -> None:
+    """Raise ValueError when ``row`` has a key that is not a manifest column."""
+    unknown = [key for key in row if key not in COLUMNS]
+    if unknown:
+        raise ValueError(f"manifest row has unknown column(s) {unknown}; columns: {COLUMNS}")
+
+
+def write_manifest(rows: Iterable[Mapping[str, Any]], path: Path) -> Path:
+    """Write the manifest CSV atomically; the run rewrites it as cases finish, so that a crash
+    keeps what was done."""
     with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         writer.writeheader()
         for row in rows:
+            check_row(row)
             writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in COLUMNS})
     return path
+
+
+def case_row(case: Case, method: str, **fields: Any) -> ManifestRow:
+    """A row of ``case`` and ``method`` (the columns every row has), with ``fields`` set."""
+    row = ManifestRow(
+        case_id=case.case_id, source=case.source, label=case.label or "", method=method
+    )
+    row.update(fields)  # type: ignore[typeddict-item]
+    check_row(row)
+    return row

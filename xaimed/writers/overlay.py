@@ -1,6 +1,8 @@
 """Blend a map over a windowed grey image into RGB pixels (for Secondary Captures).
 
-Signed maps use a diverging colour map centred at zero; non-negative maps a sequential one.
+The grey window comes from the body's intensities (:func:`xaimed.writers.display.display_window`),
+as in the PNG. Signed maps use a diverging colour map centred at zero; non-negative maps a
+sequential one.
 Voxels whose magnitude is below ``threshold`` x the largest magnitude stay uncoloured, so the
 anatomy shows through, as in the PNG.
 """
@@ -10,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from xaimed.writers.display import display_window
 
 
 @dataclass(frozen=True)
@@ -24,9 +28,11 @@ class OverlayStyle:
 
 
 def window_limits(image: np.ndarray) -> tuple[float, float]:
-    """Grey window from the 1st to the 99th percentile of the whole volume."""
-    lo, hi = np.percentile(image, [1, 99])
-    return float(lo), float(hi if hi > lo else lo + 1)
+    """Grey window of the whole series, chosen from the body's intensities (not the background's).
+
+    One window for every slice, so that slices of a series compare.
+    """
+    return display_window(image)
 
 
 def blend(

@@ -1,10 +1,14 @@
-"""A picture to look at: three orthogonal planes through the strongest attribution.
+"""A picture to look at: three orthogonal planes through the strongest attribution in the body.
 
 Planes are shown in the closest RAS orientation with physical aspect ratios, in radiological
 convention (the patient's right on the viewer's left, as ITK-SNAP and most PACS viewers show it).
-The base image is windowed at its 1st–99th percentiles; a signed map uses a diverging colour map
-centred at zero, a non-negative one a sequential map. Voxels below 10 % of the largest magnitude
-stay transparent so the anatomy shows through.
+The grey window and the planes come from the anatomy (see :mod:`xaimed.writers.display`): the
+window from the body's intensities, so a lesion brighter than the tissue around it stays
+visible; the planes through the strongest (lightly smoothed) attribution inside the body. Plane
+numbers are voxel indices of the source file (i, j, k as stored), whatever its orientation, so
+they can be typed into a viewer. A signed map uses a diverging colour map centred at zero, a
+non-negative one a sequential map. Voxels below 10 % of the largest magnitude stay transparent
+so the anatomy shows through.
 """
 
 from __future__ import annotations
@@ -21,8 +25,11 @@ import numpy as np
 
 from xaimed.volume import Volume
 from xaimed.writers.atomic import atomic_path
+from xaimed.writers.base import MapOutput
+from xaimed.writers.display import display_window, focus_voxel, foreground_mask
 
 TRANSPARENT_BELOW = 0.1
+_SOURCE_AXES = "ijk"
 
 
 def _to_ras(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -32,33 +39,42 @@ def _to_ras(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return out, np.linalg.norm(new_affine[:3, :3], axis=0)
 
 
-def _window(base: np.ndarray) -> tuple[float, float]:
-    lo, hi = np.percentile(base, [1, 99])
-    return float(lo), float(hi if hi > lo else lo + 1)
+def source_plane(affine: np.ndarray, shape: tuple[int, ...], ras_axis: int, index: int) -> str:
+    """The source-file name of the plane at ``index`` along RAS axis ``ras_axis``, e.g. ``j=19``."""
+    ornt = nib.orientations.io_orientation(affine)
+    axis = int(np.flatnonzero(ornt[:, 0] == ras_axis)[0])
+    flipped = ornt[axis, 1] < 0
+    return f"{_SOURCE_AXES[axis]}={shape[axis] - 1 - index if flipped else index}"
 
 
 def write_overlay_png(base: Volume, heatmap: Volume, path: Path, *, title: str) -> Path:
     """Write the three-plane overlay of ``heatmap`` on ``base`` (same grid) to ``path``."""
-    image = base.array if base.array.ndim == 3 else base.array[..., 0]
-    image, spacing = _to_ras(np.asarray(image, dtype=np.float32), base.affine)
+    source = base.array if base.array.ndim == 3 else base.array[..., 0]
+    image, spacing = _to_ras(np.asarray(source, dtype=np.float32), base.affine)
     values, _ = _to_ras(np.asarray(heatmap.array, dtype=np.float32), heatmap.affine)
     magnitude = float(np.nanmax(np.abs(values))) if values.size else 0.0
-    peak = np.unravel_index(int(np.nanargmax(np.abs(values))), values.shape)
+    body = foreground_mask(image)
+    focus = focus_voxel(values, body)
     signed = bool(np.nanmin(values) < 0)
     cmap, vmin, vmax = ("RdBu_r", -magnitude, magnitude) if signed else ("inferno", 0, magnitude)
     vmax = vmax if vmax > vmin else vmin + 1e-12
     shown = np.ma.masked_where(np.abs(values) < TRANSPARENT_BELOW * magnitude, values)
-    lo, hi = _window(image)
-    i, j, k = peak
+    lo, hi = display_window(image, body)
+    i, j, k = focus
     sx, sy, sz = spacing
+    shape = source.shape[:3]
+
+    def where(axis: int, index: int) -> str:
+        return source_plane(base.affine, shape, axis, index)
+
     planes = [
-        ("axial", image[:, :, k], shown[:, :, k], sy / sx, ("R", "L"), f"z={k}"),
-        ("coronal", image[:, j, :], shown[:, j, :], sz / sx, ("R", "L"), f"y={j}"),
-        ("sagittal", image[i, :, :], shown[i, :, :], sz / sy, ("P", "A"), f"x={i}"),
+        ("axial", image[:, :, k], shown[:, :, k], sy / sx, ("R", "L"), where(2, k)),
+        ("coronal", image[:, j, :], shown[:, j, :], sz / sx, ("R", "L"), where(1, j)),
+        ("sagittal", image[i, :, :], shown[i, :, :], sz / sy, ("P", "A"), where(0, i)),
     ]
-    fig, axes = plt.subplots(1, 3, figsize=(11, 4.4), layout="constrained")
+    fig, axes = plt.subplots(1, 3, figsize=(11, 4.6), layout="constrained")
     mappable = None
-    for ax, (name, img, ov, aspect, sides, where) in zip(axes, planes, strict=True):
+    for ax, (name, img, ov, aspect, sides, plane) in zip(axes, planes, strict=True):
         ax.imshow(img.T, cmap="gray", vmin=lo, vmax=hi, origin="lower", aspect=aspect)
         mappable = ax.imshow(
             ov.T,
@@ -67,12 +83,12 @@ def write_overlay_png(base: Volume, heatmap: Volume, path: Path, *, title: str) 
             vmax=vmax,
             origin="lower",
             aspect=aspect,
-            alpha=0.75,
+            alpha=0.6,
             interpolation="nearest",
         )
         if name != "sagittal":
             ax.invert_xaxis()  # radiological: patient's right on the viewer's left
-        ax.set_title(f"{name} ({where})", fontsize=9)
+        ax.set_title(f"{name} (source {plane})", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
         ax.text(0.01, 0.5, sides[0], transform=ax.transAxes, color="yellow", va="center")
@@ -80,7 +96,30 @@ def write_overlay_png(base: Volume, heatmap: Volume, path: Path, *, title: str) 
     bar = fig.colorbar(mappable, ax=axes, orientation="horizontal", fraction=0.05, shrink=0.6)
     bar.set_label("attribution (signed)" if signed else "attribution")
     fig.suptitle(title, fontsize=10)
+    # Below the colour bar, where constrained layout leaves room for it.
+    fig.supxlabel(
+        f"planes through the strongest attribution in the body; i, j, k: voxel indices of the "
+        f"source file (stored {base.axcodes}); grey window {lo:.4g} to {hi:.4g}",
+        fontsize=7, color="dimgray",
+    )  # fmt: skip
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100)
     plt.close(fig)
     return path
+
+
+class PngWriter:
+    """A PNG overlay of the map on the source image (``outputs.png``)."""
+
+    name = "png"
+    columns = ("png",)
+
+    def wanted(self, out: MapOutput) -> bool:
+        """When ``outputs.png`` is on."""
+        return out.outputs.png
+
+    def write(self, out: MapOutput) -> dict[str, str]:
+        """``<stem>.png``, captioned with ``out.title``."""
+        path = write_overlay_png(out.source, out.heatmap, out.case_dir / f"{out.stem}.png",
+                                 title=out.title)  # fmt: skip
+        return {"png": str(path)}

@@ -13,7 +13,7 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 
-from xaimed.io.dicom.geometry import LPS_TO_RAS
+from xaimed.geometry import ras_to_lps
 from xaimed.volume import Volume
 from xaimed.writers.dicom_common import ds_values
 from xaimed.writers.uids import derived_uid
@@ -41,7 +41,7 @@ def export_series(
     headers then declare. ``file_names`` formats the slice index (extension-less by default,
     like many PACS exports).
     """
-    affine = LPS_TO_RAS @ volume.affine  # the inverse conversion: RAS -> LPS (diag is its own)
+    affine = ras_to_lps(volume.affine)
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     row_dir, col_dir = affine[:3, 0] / spacing[0], affine[:3, 1] / spacing[1]
     slope, intercept = rescale

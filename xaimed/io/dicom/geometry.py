@@ -8,7 +8,7 @@ from Slice Thickness.
 
 Voxel axes of the Volume: i along a row (column index), j along a column (row index), k across
 slices in increasing position along the normal. This is also what ITK, dcm2niix and dicom2nifti
-store. The one LPS -> RAS conversion of xaimed's DICOM code is :func:`lps_to_ras`.
+store. LPS -> RAS is :func:`xaimed.geometry.lps_to_ras`, xaimed's one conversion.
 """
 
 from __future__ import annotations
@@ -27,13 +27,6 @@ ORIENTATION_TOLERANCE = 1e-4
 SPACING_TOLERANCE = 0.01
 # Angle between the stacking direction and the slice normal above which the stack is tilted.
 TILT_TOLERANCE_DEG = 0.05
-
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-
-
-def lps_to_ras(affine_lps: np.ndarray) -> np.ndarray:
-    """Convert a voxel -> LPS affine into xaimed's voxel -> RAS affine (done here only)."""
-    return LPS_TO_RAS @ affine_lps
 
 
 @dataclass(frozen=True)

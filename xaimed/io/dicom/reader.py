@@ -16,8 +16,9 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from xaimed.errors import InputError
+from xaimed.geometry import lps_to_ras
 from xaimed.io.dicom.discovery import DicomSeries
-from xaimed.io.dicom.geometry import Stack, build_stack, lps_to_ras
+from xaimed.io.dicom.geometry import Stack, build_stack
 from xaimed.volume import Source, Volume
 
 

@@ -1,44 +1,42 @@
-"""The run configuration: YAML read with a safe loader, validated by pydantic models.
+"""The run configuration's schema: pydantic models validated completely at load.
 
-Every section forbids unknown keys (a typo must not silently fall back to a default); the error
-names the key path and suggests the nearest valid key. Relative paths resolve against the folder
-of the config file. Method parameters are validated against the method registry, so one
-``xaimed validate`` reports every problem in a config at once.
+Every section forbids unknown keys (a typo must not silently fall back to a default) and is
+frozen once validated. Method names and parameters are checked against the method registry's
+specifications, devices and every choice here, so a Config that exists is a Config that can be
+run; one ``xaimed validate`` reports every problem at once (see :mod:`xaimed.config.problems`).
+Relative paths resolve against the folder of the config file during validation
+(:mod:`xaimed.config.paths`); reading YAML is :mod:`xaimed.config.loading`.
 """
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import re
-import types
-import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
-from xaimed.errors import ConfigError
+from xaimed.config.base import PositiveInt, Strict
+from xaimed.config.paths import base_dir_of, resolve_path
+from xaimed.config.problems import NESTED, render, suggest
+from xaimed.evaluate.settings import EvaluateSection
+from xaimed.methods import registry
+from xaimed.pacs.settings import PacsSection, StoreSettings
+from xaimed.units import parse_bytes
 
 Vec3 = tuple[float, float, float]
 Size3 = tuple[int, int, int]
-PositiveInt = Annotated[int, Field(ge=1)]
-
-
-class Strict(BaseModel):
-    """Base of every config section: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
 class ModelSection(Strict):
@@ -77,6 +75,23 @@ class ModelSection(Strict):
             raise ValueError(f"every size must be at least 1, got {list(value)}")
         return value
 
+    @field_validator("torchscript", "weights")
+    @classmethod
+    def _model_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        path = resolve_path(value, info)
+        # Loading checks the files; a config built in code (no context) may name files that
+        # are made later.
+        if (info.context or {}).get("check_files") and not path.is_file():
+            raise ValueError(f"file {path} does not exist")
+        return path
+
+    @field_validator("python_path")
+    @classmethod
+    def _folders(cls, value: list[Path], info: ValidationInfo) -> list[Path]:
+        return [resolve_path(path, info) for path in value]
+
     @model_validator(mode="after")
     def _one_source(self) -> ModelSection:
         if self.torchscript is not None and (self.architecture or self.weights):
@@ -85,6 +100,21 @@ class ModelSection(Strict):
             raise ValueError("no model given: set `torchscript`, or `architecture` and `weights`")
         if self.weights is not None and self.architecture is None and not self.allow_pickle:
             raise ValueError("`weights` needs `architecture` (the class the state dict belongs to)")
+        return self
+
+    @model_validator(mode="after")
+    def _allowed_architecture(self, info: ValidationInfo) -> ModelSection:
+        # Loading checks the class (importing torch only here, for configs that name one); a
+        # config built in code is checked when the model is built.
+        if self.architecture is not None and (info.context or {}).get("check_files"):
+            from xaimed.architecture import import_architecture
+
+            try:
+                import_architecture(self.architecture, self.python_path)
+            except ValueError as exc:
+                raise PydanticCustomError(
+                    NESTED, "architecture refused", {"problems": [f"architecture: {exc}"]}
+                ) from None
         return self
 
 
@@ -239,6 +269,18 @@ class MethodEntry(Strict):
     def _bare_name(cls, value: Any) -> Any:
         return {"name": value} if isinstance(value, str) else value
 
+    # The parameters validated by the method's model (defaults filled in); ``params`` keeps
+    # what the config said, which is what completion records and the config hash cover.
+    _settings: BaseModel | None = PrivateAttr(None)
+
+    @field_validator("name")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        if registry.find(value) is None:
+            raise ValueError(f"unknown method {value!r}{suggest(value, registry.names())} "
+                             "(`xaimed methods` lists them)")  # fmt: skip
+        return value
+
     @field_validator("id")
     @classmethod
     def _safe_id(cls, value: str | None) -> str | None:
@@ -246,10 +288,33 @@ class MethodEntry(Strict):
             raise ValueError(f"id may hold letters, digits, '_' and '-' only, got {value!r}")
         return value
 
+    @model_validator(mode="after")
+    def _valid_params(self) -> MethodEntry:
+        info = registry.find(self.name)
+        if info is None:  # unreachable: the name validator refused it
+            raise RuntimeError(f"method {self.name!r} passed validation but is not registered")
+        try:
+            self._settings = info.params_model.model_validate(self.params)
+        except ValidationError as exc:
+            # Carried as a list so that each parameter's problem is its own line, with its path.
+            raise PydanticCustomError(
+                NESTED,
+                "invalid parameters",
+                {"problems": render(exc, info.params_model, prefix="params.")},
+            ) from None
+        return self
+
     @property
     def output_id(self) -> str:
         """The id used in file names and the manifest."""
         return self.id or self.name
+
+    @property
+    def settings(self) -> Any:
+        """The method's parameters as validated by its parameter model (defaults filled in)."""
+        if self._settings is None:
+            raise RuntimeError("MethodEntry.settings read before validation")
+        return self._settings
 
 
 class OverlaySection(Strict):
@@ -269,7 +334,7 @@ class OverlaySection(Strict):
         from matplotlib import colormaps
 
         if value not in colormaps:
-            raise ValueError(f"unknown colour map {value!r}{_suggest(value, list(colormaps))}")
+            raise ValueError(f"unknown colour map {value!r}{suggest(value, list(colormaps))}")
         return value
 
 
@@ -284,6 +349,9 @@ class OutputsSection(Strict):
         True, description="DICOM inputs: RGB Secondary Captures, one per source slice."
     )
     overlay: OverlaySection = Field(default_factory=OverlaySection)
+    store: StoreSettings | None = Field(
+        None, description="DICOM inputs: store the derived series into the source study."
+    )
 
 
 class DicomSelect(Strict):
@@ -349,85 +417,6 @@ class RuntimeSection(Strict):
         return None if self.memory_budget is None else parse_bytes(self.memory_budget)
 
 
-EvaluateMetric = Literal["localisation", "faithfulness", "sanity", "robustness", "agreement"]
-
-
-class LocalisationSettings(Strict):
-    """evaluate.localisation: maps against ground-truth masks."""
-
-    tolerance_mm: float = Field(
-        0.0, ge=0, description="Pointing game: a hit may lie this far (mm) outside the mask."
-    )
-    top_percent: float = Field(
-        5.0, gt=0, le=100, description="Dice, IoU and Hausdorff use the top this % of voxels."
-    )
-
-
-class FaithfulnessSettings(Strict):
-    """evaluate.faithfulness: deletion and insertion curves on the model's input grid."""
-
-    steps: int = Field(50, ge=2, le=10_000, description="Points of each curve after the start.")
-    baseline: Literal["zero", "min", "mean"] | float = Field(
-        "min", description="What removed voxels become, in the model's input space."
-    )
-    group_size: PositiveInt = Field(
-        1, description="Remove cubes of this edge (voxels) ranked by their mean attribution."
-    )
-    score: Literal["probability", "logit"] = "probability"
-
-
-class SanitySettings(Strict):
-    """evaluate.sanity: model- and data-randomisation tests."""
-
-    methods: list[str] | None = Field(None, description="Method ids to test; unset: all.")
-    spearman_threshold: float = Field(
-        0.5, gt=-1, le=1, description="Pass when Spearman at full randomisation is below this."
-    )
-    absolute: bool = Field(True, description="Compare |map| (Adebayo et al.), else raw values.")
-    layers: list[str] | None = Field(
-        None, description="Cascade steps: compare after re-initialising down to these layers."
-    )
-    randomised_labels_checkpoint: Path | None = Field(
-        None, description="Same architecture trained on shuffled labels: data-randomisation test."
-    )
-
-
-class RobustnessSettings(Strict):
-    """evaluate.robustness: max-sensitivity under small uniform input noise."""
-
-    methods: list[str] | None = Field(None, description="Method ids to test; unset: all.")
-    samples: PositiveInt = 8
-    radius: float = Field(
-        0.02, gt=0, description="Noise drawn from [-r, r] times the input's value range."
-    )
-
-
-class AgreementSettings(Strict):
-    """evaluate.agreement: between the methods of a case and between checkpoints."""
-
-    checkpoints: list[Path] = Field(
-        default_factory=list, description="Checkpoints of repeated training runs (same kind)."
-    )
-
-
-class EvaluateSection(Strict):
-    """How `xaimed evaluate` judges the maps of an explain run."""
-
-    masks: str | None = Field(
-        None, description="Ground-truth mask per case, '{case_id}' filled in; none: no masks."
-    )
-    metrics: list[EvaluateMetric] = Field(
-        default_factory=lambda: ["localisation", "faithfulness", "sanity", "robustness",
-                                 "agreement"],
-    )  # fmt: skip
-    confidence: float = Field(0.95, gt=0, lt=1, description="Level of the cohort intervals.")
-    localisation: LocalisationSettings = Field(default_factory=LocalisationSettings)
-    faithfulness: FaithfulnessSettings = Field(default_factory=FaithfulnessSettings)
-    sanity: SanitySettings = Field(default_factory=SanitySettings)
-    robustness: RobustnessSettings = Field(default_factory=RobustnessSettings)
-    agreement: AgreementSettings = Field(default_factory=AgreementSettings)
-
-
 class Config(Strict):
     """A whole xaimed run configuration."""
 
@@ -440,6 +429,7 @@ class Config(Strict):
     dicom: DicomSection = Field(default_factory=DicomSection)
     tiling: TilingSection | None = None
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
+    pacs: PacsSection | None = None
     # Folder of the config file: per-case paths in method parameters resolve against it.
     _base_dir: Path | None = PrivateAttr(None)
 
@@ -449,7 +439,8 @@ class Config(Strict):
         return self._base_dir
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> Config:
+    def _cross_checks(self, info: ValidationInfo) -> Config:
+        self._base_dir = base_dir_of(info)
         ids = [m.output_id for m in self.methods]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
@@ -461,220 +452,20 @@ class Config(Strict):
         if isinstance(target, str) and target not in ("predicted", "all"):
             names = self.model.classes or []
             if target not in names:
-                hint = _suggest(target, names)
+                hint = suggest(target, names)
                 raise ValueError(
                     f"target.class {target!r} is not 'predicted', 'all', an index or one of "
                     f"model.classes {names}{hint}"
                 )
+        store = self.outputs.store
+        if store is not None and store.server == "source" and self.pacs is None:
+            raise ValueError(
+                "outputs.store.server is 'source' but there is no pacs section; give "
+                "pacs.server or a server under outputs.store.server"
+            )
         return self
 
     def config_hash(self) -> str:
         """SHA-256 of the validated config (defaults included), stable across key order."""
         blob = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
-
-
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # fmt: skip
-
-
-def parse_bytes(value: str | int) -> int:
-    """Parse ``2GB``, ``512MiB`` or a number of bytes."""
-    if isinstance(value, int):
-        if value <= 0:
-            raise ValueError(f"memory budget must be positive, got {value}")
-        return value
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", value)
-    if not match or match.group(2).lower() not in _UNITS:
-        raise ValueError(f"expected a size like '2GB' or '512MiB', got {value!r}")
-    size = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
-    if size <= 0:
-        raise ValueError(f"memory budget must be positive, got {value!r}")
-    return size
-
-
-def _suggest(word: str, candidates: typing.Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
-def _models_in(annotation: Any) -> list[type[BaseModel]]:
-    """Pydantic model classes inside an annotation (through Optional, list, unions)."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [annotation]
-    origin = typing.get_origin(annotation)
-    if origin in (Union, types.UnionType, list, tuple, Annotated):
-        return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
-    return []
-
-
-def _fields_at(loc: tuple[Any, ...], root: type[BaseModel]) -> list[str]:
-    """Valid key names of the section that ``loc`` (minus its last key) points into."""
-    models: list[type[BaseModel]] = [root]
-    for key in loc[:-1]:
-        if isinstance(key, int):
-            continue
-        nxt: list[type[BaseModel]] = []
-        for model in models:
-            for name, info in model.model_fields.items():
-                if key in (name, info.alias):
-                    nxt += _models_in(info.annotation)
-        models = nxt or models
-    return [info.alias or name for model in models for name, info in model.model_fields.items()]
-
-
-def format_loc(loc: tuple[Any, ...]) -> str:
-    """``('methods', 0, 'params')`` -> ``methods[0].params``."""
-    out = ""
-    for key in loc:
-        if isinstance(key, int):
-            out += f"[{key}]"
-        else:
-            out += f".{key}" if out else str(key)
-    return out or "(top level)"
-
-
-def _problems(error: ValidationError, root: type[BaseModel]) -> list[str]:
-    problems = []
-    for err in error.errors():
-        # Pydantic appends the union member or validator tag to the location; users never
-        # typed those, so drop them.
-        loc = tuple(
-            k
-            for k in err["loc"]
-            if not (isinstance(k, str) and k.startswith(("function-", "literal[")))
-        )
-        loc = tuple(k for k in loc if k not in ("str", "int", "float", "constrained-str"))
-        if err["type"] == "extra_forbidden":
-            key = str(loc[-1])
-            problems.append(
-                f"{format_loc(loc)}: unknown key {key!r}{_suggest(key, _fields_at(loc, root))}"
-            )
-            continue
-        message = err["msg"].removeprefix("Value error, ")
-        problems.append(f"{format_loc(loc)}: {message}")
-    return sorted(set(problems), key=problems.index)
-
-
-def _method_problems(config: Config) -> list[str]:
-    from xaimed.methods import registry
-
-    problems = []
-    for i, entry in enumerate(config.methods):
-        info = registry.find(entry.name)
-        if info is None:
-            problems.append(
-                f"methods[{i}].name: unknown method {entry.name!r}"
-                f"{_suggest(entry.name, registry.names())}; `xaimed methods` lists them"
-            )
-            continue
-        try:
-            info.params_model.model_validate(entry.params)
-        except ValidationError as exc:
-            problems += [f"methods[{i}].params.{p}" for p in _problems(exc, info.params_model)]
-    return problems
-
-
-def _resolve(path: Path, base: Path) -> Path:
-    path = path.expanduser()
-    return path if path.is_absolute() else (base / path).resolve()
-
-
-def _file_problems(model: ModelSection) -> list[str]:
-    problems = []
-    for key in ("torchscript", "weights"):
-        path = getattr(model, key)
-        if path is not None and not path.is_file():
-            problems.append(f"model.{key}: file {path} does not exist")
-    return problems
-
-
-def _resolve_model_paths(model: ModelSection, base_dir: Path) -> None:
-    model.torchscript = model.torchscript and _resolve(model.torchscript, base_dir)
-    model.weights = model.weights and _resolve(model.weights, base_dir)
-    model.python_path = [_resolve(p, base_dir) for p in model.python_path]
-
-
-def _resolve_evaluate_paths(section: EvaluateSection, base_dir: Path) -> None:
-    # Absolute from here on, so that the run's config.json still finds them from the run folder.
-    if section.masks is not None:
-        section.masks = str(_resolve(Path(section.masks), base_dir))
-    checkpoint = section.sanity.randomised_labels_checkpoint
-    section.sanity.randomised_labels_checkpoint = checkpoint and _resolve(checkpoint, base_dir)
-    section.agreement.checkpoints = [_resolve(p, base_dir) for p in section.agreement.checkpoints]
-
-
-def _section_problems(data: dict[str, Any], base_dir: Path, check_files: bool) -> list[str]:
-    """Problems of the model files and method parameters, found section by section.
-
-    Used when the config as a whole does not validate, so that one `xaimed validate` still
-    shows everything, not only the first layer of errors.
-    """
-    problems = []
-    methods = data.get("methods")
-    if isinstance(methods, list):
-        try:
-            entries = [MethodEntry.model_validate(m) for m in methods]
-            problems += _method_problems(Config.model_construct(methods=entries))  # type: ignore[call-arg]
-        except ValidationError:
-            pass  # already reported by the whole-config validation
-    if check_files:
-        raw = data.get("model")
-        known = ModelSection.model_fields
-        try:
-            # Unknown keys are reported already; leave them out to still check the files.
-            model = ModelSection.model_validate(
-                {k: v for k, v in raw.items() if k in known} if isinstance(raw, dict) else raw
-            )
-        except ValidationError:
-            return problems
-        _resolve_model_paths(model, base_dir)
-        problems += _file_problems(model)
-    return problems
-
-
-def parse_config(data: Any, base_dir: Path, *, check_files: bool = True) -> Config:
-    """Validate a config mapping; relative paths resolve against ``base_dir``.
-
-    Raises ConfigError listing every problem, each prefixed with its key path.
-    """
-    if not isinstance(data, dict):
-        raise ConfigError("the config must be a YAML mapping with the sections model, methods, …")
-    try:
-        config = Config.model_validate(data)
-    except ValidationError as exc:
-        problems = _problems(exc, Config) + _section_problems(data, base_dir, check_files)
-        raise ConfigError(f"invalid config: {len(problems)} problem(s)", problems) from None
-    _resolve_model_paths(config.model, base_dir)
-    _resolve_evaluate_paths(config.evaluate, base_dir)
-    config._base_dir = base_dir
-    problems = _method_problems(config) + (_file_problems(config.model) if check_files else [])
-    if problems:
-        raise ConfigError(f"invalid config: {len(problems)} problem(s)", problems)
-    return config
-
-
-def load_config(path: str | Path, *, check_files: bool = True) -> Config:
-    """Read and validate a YAML config file.
-
-    Raises ConfigError (with ``problems``, each naming its YAML key path) when the file cannot be
-    read or parsed, or any value is invalid.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config ({exc.strerror}).") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(
-            f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}."
-        ) from None
-    try:
-        return parse_config(data, path.resolve().parent, check_files=check_files)
-    except ConfigError as exc:
-        problems = [f"{path.name}: {p}" for p in exc.problems]
-        raise ConfigError(f"{path}: {len(problems)} problem(s) in the config", problems) from None

@@ -1,0 +1,85 @@
+"""Input formats: one :class:`Reader` per format, registered once in :data:`READERS`.
+
+A reader turns a :class:`xaimed.io.case.Case` of its format into a :class:`xaimed.volume.Volume`
+(array and RAS+ affine) and recognises a case-list path of its format. Adding a format is one
+module with a reader class and one line in :data:`READERS` (see CONTRIBUTING.md); folder
+discovery is :func:`xaimed.io.cases.discover_cases`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Protocol
+
+from xaimed.config import Config
+from xaimed.errors import InputError
+from xaimed.io.case import Case
+from xaimed.io.nifti import is_nifti, read_nifti
+from xaimed.volume import Volume
+
+
+class Reader(Protocol):
+    """What every input format provides."""
+
+    name: str  # the Case.format of its cases
+
+    def locate(self, case: Case) -> Case | None:
+        """``case`` (a case-list entry whose path exists) as a case of this format, or None
+        when the path is not of this format. Raises InputError when it is of this format but
+        unusable (e.g. a folder with several DICOM studies)."""
+        ...
+
+    def read(self, case: Case, config: Config) -> Volume:
+        """The Volume of ``case``; raises InputError naming the case when it cannot be read."""
+        ...
+
+
+class NiftiReader:
+    """A NIfTI file (``.nii``, ``.nii.gz``), read with nibabel."""
+
+    name = "nifti"
+
+    def locate(self, case: Case) -> Case | None:
+        """A NIfTI file is its own case."""
+        return (
+            replace(case, format=self.name) if case.path.is_file() and is_nifti(case.path) else None
+        )
+
+    def read(self, case: Case, config: Config) -> Volume:
+        """The file's Volume."""
+        return read_nifti(case.path)
+
+
+class DicomReader:
+    """A DICOM study: the series that ``dicom.select`` chooses, read with pydicom."""
+
+    name = "dicom"
+
+    def locate(self, case: Case) -> Case:
+        """The one study under the path (or the one with this case's id)."""
+        from xaimed.io.dicom import scan_dicom
+
+        path = case.path
+        studies = scan_dicom(path if path.is_dir() else [path])
+        # A folder of a discovered run may hold several studies: the one with this id is the case.
+        studies = [s for s in studies if s.case_id == case.case_id] or studies
+        if len(studies) != 1:
+            found = "no DICOM images" if not studies else f"{len(studies)} DICOM studies"
+            raise InputError(
+                f"case {case.case_id}: {path} holds {found}; a case-list path must be a NIfTI "
+                "file or a folder with exactly one DICOM study."
+            )
+        return replace(case, path=studies[0].folder, format=self.name, study=studies[0])
+
+    def read(self, case: Case, config: Config) -> Volume:
+        """The chosen series of the study."""
+        from xaimed.io.dicom.select import read_study
+
+        study = case.study if case.study is not None else self.locate(case).study
+        if study is None:  # locate() sets the study or raises; kept for the type checker
+            raise InputError(f"case {case.case_id}: {case.path} holds no DICOM study.")
+        return read_study(study, config.dicom, case_id=case.case_id)
+
+
+# Tried in this order for a case-list path; the last one may raise for what nobody claimed.
+READERS: dict[str, Reader] = {reader.name: reader for reader in (NiftiReader(), DicomReader())}
