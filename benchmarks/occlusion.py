@@ -101,7 +101,8 @@ def _setup(args, size: int | None = None):
     for p in model.parameters():
         p.requires_grad_(False)
     volume = (volume - volume.mean()) / volume.std()
-    return model, torch.from_numpy(volume.astype(np.float32))[None, None]
+    device = torch.device(args.device)
+    return model.to(device), torch.from_numpy(volume.astype(np.float32))[None, None].to(device)
 
 
 def _xaimed(model, x, args, precision: str = "fp32", engine: str = "plain", approximate=None):
@@ -217,7 +218,7 @@ def child(args) -> None:
     else:
         raise SystemExit(f"unknown contender {args.child}")
     wall = time.perf_counter() - t0
-    np.save(args.map_out, attr.detach().float().numpy()[0, 0])
+    np.save(args.map_out, attr.detach().float().cpu().numpy()[0, 0])
     result |= {
         "wall_s": wall,
         "peak_rss": _peak_bytes(),
@@ -246,6 +247,7 @@ def _run_child(name: str, args, folder: Path) -> dict:
         "model",
         "peer_window",
         "approximate",
+        "device",
     ):
         cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
     cmd += ["--monai-batch", str(args.monai_batch)]
@@ -298,6 +300,7 @@ def main() -> None:
         help="the approximate contender's occlusion.approximate (JSON); none: no such run",
     )
     parser.add_argument("--peer-window", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--map-out", help=argparse.SUPPRESS)

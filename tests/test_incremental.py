@@ -96,8 +96,13 @@ def test_sample_model_incremental_equals_plain(sample_model, window, stride, bas
     _, details, count = _same_map(
         "occlusion", sample_model, x, window=window, stride=stride, baseline=baseline
     )
-    # One counted reference pass, one recorded pass; windows are not whole forward passes.
-    assert count.forward == 2
+    # One counted reference pass, one recorded pass and every window as an input scored;
+    # the work of the windows is less than that many whole forward passes.
+    assert count.forward == details["windows"] + 2
+    assert 1 < count.full_pass_equivalent < details["windows"] + 2
+    assert details["full_pass_equivalent"] == pytest.approx(
+        count.full_pass_equivalent - 2, abs=1e-3
+    )
     assert details["windows_computed"] == details["windows"]
     assert details["whole_maps_from"] == []
 
@@ -301,6 +306,7 @@ def test_approximate_mode_correlates_with_the_exact_map(sample_model):
             "fine_windows_computed": 256,
             "fine_windows_estimated": 256,
         },
+        "freeze_norm_statistics": False,
     }
     assert details["windows_computed"] == 64 + 256
 
@@ -344,3 +350,16 @@ def test_explain_records_the_engine_in_the_sidecar(tmp_path, make_config):
     assert sidecars["fast"]["method"]["params"]["engine"] == "auto"
     scale = float(np.abs(maps["plain"]).max())
     np.testing.assert_allclose(maps["fast"], maps["plain"], rtol=0, atol=1e-4 * scale)
+    # The work done is reported: every window as an input scored (issue: it said 2), and the
+    # equivalent whole passes, fewer than the windows.
+    import csv
+
+    with open(out / "manifest.csv", newline="") as fh:
+        rows = {row["method"]: row for row in csv.DictReader(fh)}
+    windows = sidecars["fast"]["method_details"]["windows"]
+    assert int(rows["fast"]["forward_passes"]) == windows + 2
+    assert int(rows["plain"]["forward_passes"]) == windows + 1
+    passes = sidecars["fast"]["passes"]
+    assert passes["forward"] == windows + 2
+    assert 1 < passes["full_pass_equivalent"] < windows
+    assert sidecars["plain"]["passes"]["full_pass_equivalent"] == windows + 1

@@ -60,9 +60,36 @@ def choose_batch_size(
     Without a budget, half of what the device has free is used, leaving room for the model,
     the data and whatever else runs beside us.
     """
-    if fixed is not None:
-        return fixed
     if budget is None:
         budget = available_memory(inputs.device) // 2
+    tiled = size_patch_batches(model, inputs, budget)
+    if fixed is not None:
+        return fixed
     per_sample = max(1, bytes_per_sample(model, inputs))
-    return int(max(1, min(MAX_BATCH, budget // per_sample)))
+    batch = max(1, min(MAX_BATCH, budget // per_sample))
+    if tiled is not None:
+        # A call with gradients holds max(batch, patches_per_call) patch samples at once.
+        batch = min(batch, tiled)
+    return int(batch)
+
+
+def size_patch_batches(model: torch.nn.Module, inputs: torch.Tensor, budget: int) -> int | None:
+    """Give every tiling wrapper inside ``model`` the number of patch samples that fit in
+    ``budget`` with their activations kept for backward; returns that number (None: no tiling,
+    or an input that fits in one patch)."""
+    from xaimed.engine.tiling import TiledInference
+
+    sized: int | None = None
+    for module in model.modules():
+        if not isinstance(module, TiledInference):
+            continue
+        plan = module.plan(tuple(int(n) for n in inputs.shape[2:]), inputs.device)
+        if plan is None:
+            continue
+        patch = inputs[(slice(0, 1), slice(None), *plan.boxes[0])]
+        per_patch = max(1, bytes_per_sample(module.model, patch))
+        # Half of the budget for the patches' activations; the rest holds the input-sized
+        # buffers (inputs, gradients, blended outputs) of the batch.
+        module.patches_per_call = int(max(1, budget // 2 // per_patch))
+        sized = module.patches_per_call if sized is None else min(sized, module.patches_per_call)
+    return sized

@@ -10,19 +10,38 @@ import torch
 
 @dataclass
 class PassCount:
-    """Samples sent forward and backward through the model, and forward calls (batches)."""
+    """Samples sent forward and backward through the model, and forward calls (batches).
+
+    ``forward`` counts inputs scored, however they were computed; ``full_pass_equivalent`` is
+    the forward work done in units of one complete forward pass of one input: the same as
+    ``forward`` for whole passes, less where an engine recomputes only what a perturbation
+    changes (patches under tiling, changed boxes of feature maps).
+    """
 
     forward: int = 0
     backward: int = 0
     forward_calls: int = 0
+    full_pass_equivalent: float = 0.0
 
-    def as_dict(self) -> dict[str, int]:
+    def add(self, *, samples: int, calls: int, equivalent: float) -> None:
+        """Count ``samples`` inputs scored in ``calls`` calls for ``equivalent`` full passes."""
+        self.forward += samples
+        self.forward_calls += calls
+        self.full_pass_equivalent += equivalent
+
+    def as_dict(self) -> dict[str, int | float]:
         """For sidecars and the manifest."""
         return {
             "forward": self.forward,
             "backward": self.backward,
             "forward_calls": self.forward_calls,
+            "full_pass_equivalent": round(self.full_pass_equivalent, 3),
         }
+
+
+def widen(t: torch.Tensor) -> torch.Tensor:
+    """At least float32: half-precision outputs of autocast widened, float64 kept."""
+    return t if t.dtype == torch.float64 else t.float()
 
 
 class CountingModel(torch.nn.Module):
@@ -52,11 +71,10 @@ class CountingModel(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = int(x.shape[0])
-        self.count.forward += n
-        self.count.forward_calls += 1
+        self.count.add(samples=n, calls=1, equivalent=float(n))
         with self._autocast(x):
             out = self.model(x)
-        out = out.float()
+        out = widen(out)
         if out.requires_grad:
 
             def _on_backward(grad: torch.Tensor) -> None:

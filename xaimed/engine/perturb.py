@@ -13,11 +13,15 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
+from xaimed.engine.counting import widen
 from xaimed.errors import OutOfMemoryError
+
+if TYPE_CHECKING:
+    from xaimed.engine.patchwise import PatchwiseScores
 
 log = logging.getLogger("xaimed")
 
@@ -83,11 +87,38 @@ class Evaluator:
     progress: Progress | None = None
     backoffs: int = 0
     samples: int = 0
+    # With the unperturbed ``inputs`` and ``patchwise``, a tiled segmentation model recomputes
+    # only the patches each perturbed input changes (:mod:`xaimed.engine.patchwise`).
+    inputs: torch.Tensor | None = None
+    patchwise: bool = False
+    _patches: PatchwiseScores | None = None
+    _tried: bool = False
+
+    def _engine(self) -> PatchwiseScores | None:
+        if not self._tried and self.patchwise and self.inputs is not None:
+            from xaimed.engine.patchwise import build
+
+            self._tried = True
+            try:
+                self._patches = build(self.model, self.inputs, self.batch_size)
+            except ValueError as exc:
+                log.debug("patch-incremental scoring not used: %s", exc)
+        return self._patches
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            out = self.model(batch)
-        return out.reshape(out.shape[0], -1)[:, self.target].float()
+        engine = self._engine()
+        if engine is not None:
+            out = engine.rows(batch)
+        else:
+            with torch.no_grad():
+                out = self.model(batch)
+        return widen(out.reshape(out.shape[0], -1)[:, self.target])
+
+    def engine_record(self) -> dict[str, Any]:
+        """For the sidecar: how the scores were computed."""
+        if self._patches is None:
+            return {}
+        return {"engine": "patch_incremental", "patch_incremental": self._patches.record()}
 
     def score(self, batch: torch.Tensor) -> torch.Tensor:
         """Scores of the target for a few inputs (the unperturbed input, the baseline), (N,)."""

@@ -10,6 +10,7 @@ through unchanged, so every method family sees the same (N, n_outputs) model.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -47,16 +48,43 @@ class TargetReduction(torch.nn.Module):
 
     def reduce(self, out: torch.Tensor) -> torch.Tensor:
         """(N, L, I, J, K) per-voxel outputs -> (N, L) scores."""
+        return self.finish(self.box_sums(out, None), tuple(int(n) for n in out.shape[2:]))
+
+    def box_sums(self, out: torch.Tensor, box: tuple[slice, ...] | None) -> torch.Tensor:
+        """(N, L): the per-voxel scores of ``out`` summed over each label's region, for the
+        voxels of ``box`` only (``out`` holds just those voxels; None: the whole volume).
+
+        Every score is a sum over voxels, so a change confined to a box changes only that
+        box's sum: the perturbation engines update scores from it.
+        """
+        if self.regions is None:
+            return self.region_sums(out, None)
+        region = self.regions if box is None else self.regions[(slice(None), *box)]
+        return self.region_sums(out, region[None])
+
+    def region_sums(self, out: torch.Tensor, region: torch.Tensor | None) -> torch.Tensor:
+        """(N, L): the per-voxel scores of ``out`` (N, L, ...) summed where ``region`` (1 or
+        N, L, ...) is set (None: everywhere)."""
         if self.spec.score == "probabilities" and self.output == "logits":
             out = torch.sigmoid(out) if out.shape[1] == 1 else torch.softmax(out, dim=1)
+        if region is None:
+            return out.flatten(2).sum(-1)
+        return (out * region.to(out.dtype)).flatten(2).sum(-1)
+
+    @property
+    def linear(self) -> bool:
+        """Whether the score is a weighted sum of the raw outputs (no per-voxel softmax)."""
+        return not (self.spec.score == "probabilities" and self.output == "logits")
+
+    def finish(self, sums: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        """(N, L) region sums over a volume of ``shape`` -> scores (divided by the region's
+        size for a mean)."""
+        if self.spec.reduction != "mean":
+            return sums
         if self.regions is None:
-            summed = out.flatten(2).sum(-1)
-            count = out[0, 0].numel()
-        else:
-            region = self.regions.to(out.dtype)
-            summed = (out * region).flatten(2).sum(-1)
-            count = region.flatten(1).sum(-1).clamp(min=1)
-        return summed / count if self.spec.reduction == "mean" else summed
+            return sums / math.prod(shape)
+        count = self.regions.flatten(1).sum(-1).clamp(min=1)
+        return sums / count.to(sums.dtype)
 
     def configure(self, inputs: torch.Tensor, case: CaseData) -> None:
         """Find out whether the model segments and, if so, fix this case's regions."""
@@ -98,9 +126,12 @@ class TargetReduction(torch.nn.Module):
                 winner = out[0].argmax(dim=0)
                 regions = torch.stack([winner == i for i in range(labels)])
         elif self.spec.region == "mask":
-            if self.spec.mask is None:  # checked with the config
-                raise RuntimeError("target.region 'mask' without target.mask passed validation")
             template = case.mask if case.mask is not None else self.spec.mask
+            if template is None:  # the config check requires one; a case list may not
+                raise InputError(
+                    f"case {case.case_id}: target.region is 'mask' but neither target.mask nor "
+                    "the case list's mask column gives a mask; set one of them."
+                )
             mask = torch.from_numpy(case.labels(template, "target.mask") > 0)
             regions = mask.to(inputs.device)[None].expand(labels, *mask.shape)
         else:

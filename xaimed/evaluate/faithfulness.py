@@ -17,6 +17,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from xaimed.engine.patchwise import forward_for
+
 CurveKind = Literal["deletion", "insertion"]
 
 
@@ -102,6 +104,8 @@ def perturbation_curve(
     counts = [round(k * n_units / steps) for k in range(steps + 1)]
     scores: list[torch.Tensor] = []
     batch = max(1, int(batch_size))
+    # A tiled segmentation model recomputes only the patches each step changes.
+    forward = forward_for(model, inputs, batch)
     with torch.no_grad():
         for start in range(0, steps + 1, batch):
             n = torch.tensor(counts[start : start + batch], device=inputs.device)
@@ -110,7 +114,7 @@ def perturbation_curve(
                 x = torch.where(perturbed, baseline, inputs)
             else:
                 x = torch.where(perturbed, inputs, baseline)
-            scores.append(output_scores(model(x), target, output=output, score=score).cpu())
+            scores.append(output_scores(forward(x), target, output=output, score=score).cpu())
     fractions = np.asarray(counts, dtype=np.float64) / n_units
     return Curve(kind, fractions, torch.cat(scores).numpy().astype(np.float64))
 

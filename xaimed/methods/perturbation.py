@@ -51,10 +51,13 @@ FAMILY = "perturbation"
 # ---------------------------------------------------------------- shared pieces
 
 
-def _evaluator(ctx: MethodContext) -> Evaluator:
+def _evaluator(ctx: MethodContext, *, patchwise: bool = True) -> Evaluator:
     from xaimed.engine.perturb import Evaluator
 
-    return Evaluator(ctx.model, ctx.target, ctx.batch_size, progress=ctx.progress)
+    return Evaluator(
+        ctx.model, ctx.target, ctx.batch_size, progress=ctx.progress,
+        inputs=ctx.inputs.detach(), patchwise=patchwise,
+    )  # fmt: skip
 
 
 def _details(evaluator: Evaluator, **extra: Any) -> dict[str, Any]:
@@ -63,6 +66,7 @@ def _details(evaluator: Evaluator, **extra: Any) -> dict[str, Any]:
         "batch_size": evaluator.batch_size,
         "out_of_memory_backoffs": evaluator.backoffs,
         **extra,
+        **evaluator.engine_record(),
     }
 
 
@@ -113,8 +117,9 @@ def occlusion(ctx: MethodContext, params: OcclusionParams) -> MethodOutput:
     fill = make_fill(params.baseline, ctx)
     approximate = params.approximate
     threshold = approximate.projective_threshold if approximate is not None else 1.0
+    freeze = approximate is not None and approximate.freeze_norm_statistics
     engine, record = window_scores(
-        ctx, params.engine, fill, method="occlusion", threshold=threshold
+        ctx, params.engine, fill, method="occlusion", threshold=threshold, freeze_norm=freeze
     )
     refined: dict[str, Any] | None = None
     if approximate is not None and approximate.refine is not None:
@@ -151,6 +156,9 @@ def occlusion(ctx: MethodContext, params: OcclusionParams) -> MethodOutput:
             if record["engine"] == "incremental"
             else "not applied (plain engine)",
             "refine": refined,
+            "freeze_norm_statistics": freeze
+            if record["engine"] == "incremental" or not freeze
+            else f"not applied ({record['engine']} engine)",
         }
     return _output(attribution, details)
 
@@ -171,7 +179,7 @@ def feature_ablation(ctx: MethodContext, params: FeatureAblationParams) -> Metho
         )
     groups, n_groups, fill, record = _group_setup(ctx, params)
     build_present = _coalitions(x, fill, groups)
-    evaluator = _evaluator(ctx)
+    evaluator = _evaluator(ctx, patchwise=params.engine != "plain")
     reference = evaluator.score(x)[0]
 
     def build(start: int, stop: int) -> torch.Tensor:

@@ -71,6 +71,13 @@ class Approximate(BaseModel):
         ),
     )
     refine: Refine | None = Field(None, description="Adaptive refinement; none by default.")
+    freeze_norm_statistics: bool = Field(
+        False,
+        description=(
+            "Incremental engine: instance / group norm use the unoccluded pass's statistics, "
+            "so a window's change stays local through them."
+        ),
+    )
 
 
 class WindowScores(Protocol):
@@ -88,12 +95,15 @@ class WindowScores(Protocol):
 class PlainWindows:
     """Whole forward passes of occluded copies, batched by the Evaluator."""
 
-    def __init__(self, ctx: MethodContext, fill: torch.Tensor) -> None:
+    def __init__(self, ctx: MethodContext, fill: torch.Tensor, *, patchwise: bool = False) -> None:
         from xaimed.engine.perturb import Evaluator
 
         self.x = ctx.inputs.detach()
         self.fill = fill
-        self.evaluator = Evaluator(ctx.model, ctx.target, ctx.batch_size, progress=ctx.progress)
+        self.evaluator = Evaluator(
+            ctx.model, ctx.target, ctx.batch_size, progress=ctx.progress,
+            inputs=self.x, patchwise=patchwise,
+        )  # fmt: skip
         self.reference = self.evaluator.score(self.x)[0]
 
     def scores(
@@ -118,18 +128,23 @@ class PlainWindows:
             "perturbations": self.evaluator.samples,
             "batch_size": self.evaluator.batch_size,
             "out_of_memory_backoffs": self.evaluator.backoffs,
+            **self.evaluator.engine_record(),
         }
 
 
 class IncrementalWindows:
     """The incremental engine; the reference score still comes from one counted model pass."""
 
-    def __init__(self, ctx: MethodContext, fill: torch.Tensor, threshold: float) -> None:
+    def __init__(
+        self, ctx: MethodContext, fill: torch.Tensor, threshold: float, freeze_norm: bool = False
+    ) -> None:
+        from xaimed.engine.counting import CountingModel
         from xaimed.engine.incremental import NotIncremental, build_scorer, network_of
         from xaimed.engine.perturb import Evaluator
 
-        network, autocast = network_of(ctx)
+        network, autocast, reducer = network_of(ctx)
         x = ctx.inputs.detach()
+        count = ctx.model.count if isinstance(ctx.model, CountingModel) else None
         self.scorer = build_scorer(
             network,
             x,
@@ -139,16 +154,19 @@ class IncrementalWindows:
             autocast_dtype=autocast,
             threshold=threshold,
             progress=ctx.progress,
+            count=count,
+            reducer=reducer,
+            freeze_norm=freeze_norm,
         )
         # The reference goes through the scored model, as with the plain engine.
         evaluator = Evaluator(ctx.model, ctx.target, ctx.batch_size, progress=ctx.progress)
         self.reference = evaluator.score(x)[0]
         # The recorded pass is a real forward pass of the network on one input: count it.
-        count = getattr(ctx.model, "count", None)
         if count is not None:
-            count.forward += 1
-            count.forward_calls += 1
+            count.add(samples=1, calls=1, equivalent=1.0)
         cached = self.scorer.graph.cache[self.scorer.graph.nodes[-1]]
+        if reducer is not None:
+            cached = reducer.reduce(cached)
         own = cached.reshape(1, -1)[0, ctx.target].float()
         scale = max(1.0, abs(float(self.reference)))
         if abs(float(own) - float(self.reference)) > 1e-3 * scale:
@@ -158,20 +176,20 @@ class IncrementalWindows:
         self, lo: torch.Tensor, hi: torch.Tensor, *, label: str, exact: bool = False
     ) -> torch.Tensor:
         """``exact`` ignores the projective threshold for these windows."""
-        threshold = self.scorer.threshold
-        if exact:
-            self.scorer.threshold = 1.0
-        try:
-            return self.scorer.scores(lo, hi, label=label)
-        finally:
-            self.scorer.threshold = threshold
+        return self.scorer.scores(lo, hi, label=label, threshold=1.0 if exact else None)
 
     def record(self) -> dict[str, Any]:
         return self.scorer.record()
 
 
 def window_scores(
-    ctx: MethodContext, engine: Engine, fill: torch.Tensor, *, method: str, threshold: float = 1.0
+    ctx: MethodContext,
+    engine: Engine,
+    fill: torch.Tensor,
+    *,
+    method: str,
+    threshold: float = 1.0,
+    freeze_norm: bool = False,
 ) -> tuple[WindowScores, dict[str, Any]]:
     """The engine that scores windows, and its sidecar record (engine used, why not another)."""
     from xaimed.engine.incremental import NotIncremental
@@ -179,15 +197,19 @@ def window_scores(
     record: dict[str, Any] = {"engine_requested": engine}
     if engine != "plain":
         try:
-            scorer = IncrementalWindows(ctx, fill, threshold)
+            scorer = IncrementalWindows(ctx, fill, threshold, freeze_norm)
         except NotIncremental as exc:
             if engine == "incremental":
                 raise MethodError(
                     f"{method} with engine: incremental cannot run on this model ({exc}); use "
                     "engine: auto or plain."
                 ) from None
+            plain = PlainWindows(ctx, fill, patchwise=True)
+            if plain.evaluator.engine_record():
+                # Tiled: exact patch by patch instead (the record says so).
+                return plain, record | {"engine": "patch_incremental", "fallback": str(exc)}
             log.info("%s: the plain engine is used: %s", method, exc)
-            record |= {"engine": "plain", "fallback": str(exc)}
+            return plain, record | {"engine": "plain", "fallback": str(exc)}
         else:
             return scorer, record | {"engine": "incremental"}
     return PlainWindows(ctx, fill), record | {"engine": "plain"}

@@ -18,18 +18,22 @@ from xaimed.engine.incremental.graph import NotIncremental
 from xaimed.engine.incremental.runner import IncrementalScorer, build_scorer
 
 if TYPE_CHECKING:
+    from xaimed.engine.targets import TargetReduction
     from xaimed.methods.context import MethodContext
 
 __all__ = ["IncrementalScorer", "NotIncremental", "build_scorer", "network_of"]
 
 
-def network_of(ctx: MethodContext) -> tuple[torch.nn.Module, torch.dtype | None]:
-    """The network whose output is the explained score, and the autocast dtype it runs under.
+def network_of(
+    ctx: MethodContext,
+) -> tuple[torch.nn.Module, torch.dtype | None, TargetReduction | None]:
+    """The network whose output is the explained score, the autocast dtype it runs under, and
+    the target reduction that turns its maps into scores (None for class scores).
 
     Only the wrappers xaimed itself puts around a network are looked through: pass counting
-    (its precision is kept) and a target reduction that passes class scores through. Tiling or
-    a segmentation reduced over a region change what a forward pass computes, so they raise
-    NotIncremental, as does a TorchScript model.
+    (its precision is kept) and a target reduction (class scores pass through; segmentation
+    maps are reduced over their regions from the changed box). Tiling raises NotIncremental
+    (the patch-incremental engine handles it), as does a TorchScript model.
     """
     from xaimed.engine.counting import CountingModel
     from xaimed.engine.targets import TargetReduction
@@ -37,11 +41,11 @@ def network_of(ctx: MethodContext) -> tuple[torch.nn.Module, torch.dtype | None]
 
     model = ctx.model
     autocast: torch.dtype | None = None
+    reducer: TargetReduction | None = None
     if isinstance(model, CountingModel):
         autocast, model = model.autocast_dtype, model.model
     if isinstance(model, TargetReduction):
-        if model.segmentation:
-            raise NotIncremental("the explained score reduces a segmentation over a region")
+        reducer = model if model.segmentation else None
         model = model.model
     if isinstance(model, TiledInference):
         raise NotIncremental("tiling is configured")
@@ -49,4 +53,4 @@ def network_of(ctx: MethodContext) -> tuple[torch.nn.Module, torch.dtype | None]
         raise NotIncremental("a TorchScript model has no traceable Python forward")
     if ctx.network is not None and model is not ctx.network:
         raise NotIncremental("the scored model wraps the network in an unknown way")
-    return model, autocast
+    return model, autocast, reducer

@@ -66,11 +66,28 @@ class ShapeRule:
 
 
 @dataclass(frozen=True)
+class FrozenNormRule:
+    """Instance / group norm with the statistics of the unoccluded pass (the opt-in
+    approximation): per channel an affine map, so elementwise."""
+
+    run: Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
 class NoRule:
     reason: str
 
 
-Rule = SlidingRule | ElementwiseRule | UpsampleRule | GlobalMeanRule | ShapeRule | NoRule
+Rule = (
+    SlidingRule
+    | ElementwiseRule
+    | UpsampleRule
+    | GlobalMeanRule
+    | ShapeRule
+    | FrozenNormRule
+    | NoRule
+)
+_PER_SAMPLE_NORM = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.GroupNorm)
 
 _POINTWISE_MODULES = (
     nn.ReLU,
@@ -172,6 +189,7 @@ class Graph:
     cache: dict[fx.Node, Any]
     depends: set[fx.Node]
     rules: dict[fx.Node, Rule]
+    freeze_norm: bool = False
 
     def describe(self, node: fx.Node) -> str:
         """The op behind a node as a user would name it (module class or function name)."""
@@ -223,11 +241,16 @@ def call(module: fx.GraphModule, node: fx.Node, args: tuple, kwargs: dict) -> An
         for part in str(node.target).split("."):
             value = getattr(value, part)
         return value
-    raise AssertionError(node.op)
+    raise NotIncremental(f"{node.name}: graph nodes of kind {node.op!r} cannot be run alone")
 
 
-def record(module: fx.GraphModule, x: torch.Tensor) -> Graph:
-    """Run the traced network on ``x`` and keep every node's output and input dependence."""
+def record(
+    module: fx.GraphModule, x: torch.Tensor, *, maps: bool = False, freeze_norm: bool = False
+) -> Graph:
+    """Run the traced network on ``x`` and keep every node's output and input dependence.
+
+    The network must return one row of class scores, or with ``maps`` a segmentation (one
+    map per label of the input's size)."""
     nodes = list(module.graph.nodes)
     placeholders = [n for n in nodes if n.op == "placeholder"]
     if not placeholders or any(n.args == () for n in placeholders[1:]):
@@ -254,9 +277,12 @@ def record(module: fx.GraphModule, x: torch.Tensor) -> Graph:
                 cache[node] = call(module, node, args, kwargs)  # type: ignore[arg-type]
             if any(n in depends for n in node.all_input_nodes):
                 depends.add(node)
-    if not isinstance(output, torch.Tensor) or output.ndim != 2 or output.shape[0] != 1:
+    if maps:
+        if not _is_map(output) or tuple(output.shape[2:]) != tuple(x.shape[2:]):
+            raise NotIncremental("the model does not return one map per label of the input")
+    elif not isinstance(output, torch.Tensor) or output.ndim != 2 or output.shape[0] != 1:
         raise NotIncremental("the model does not return one row of class scores")
-    graph = Graph(module, nodes, input_node, cache, depends, {})
+    graph = Graph(module, nodes, input_node, cache, depends, {}, freeze_norm)
     graph.rules = {n: classify(graph, n) for n in nodes if n in depends and n.op != "output"}
     return graph
 
@@ -324,7 +350,7 @@ def _pool_rule(graph: Graph, node: fx.Node, pool: nn.Module) -> Rule:
         geometry = Sliding(kernel, stride, dilation, pad)
         return _sliding(graph, node, geometry, float("-inf"), run_max)
     if not isinstance(pool, nn.AvgPool3d):
-        raise RuntimeError(f"not a 3D pooling module: {type(pool).__name__}")
+        return NoRule(f"no changed-box rule for {type(pool).__name__}")
     if any(pad) and not pool.count_include_pad:
         return NoRule("average pooling that excludes padding from the count")
 
@@ -423,6 +449,13 @@ def _module_rule(graph: Graph, node: fx.Node, module: nn.Module) -> Rule:
         if module.training or module.running_mean is None:
             return NoRule("batch norm that uses the batch's statistics (training mode)")
         return ElementwiseRule()
+    if isinstance(module, _PER_SAMPLE_NORM):
+        if not graph.freeze_norm:
+            return NoRule(
+                "normalisation with per-sample statistics (approximate: "
+                "{freeze_norm_statistics: true} freezes them)"
+            )
+        return _frozen_norm(graph.cache[node.all_input_nodes[0]], module)
     if isinstance(module, _DROPOUT):
         return NoRule("dropout in training mode") if module.training else ElementwiseRule()
     if isinstance(module, _POINTWISE_MODULES):
@@ -451,3 +484,32 @@ def _function_rule(graph: Graph, node: fx.Node) -> Rule:
         corners = node.kwargs.get("align_corners", node.args[4] if len(node.args) > 4 else None)
         return _upsample_rule(graph, node, str(mode), corners)
     return NoRule("no changed-box rule for this function")
+
+
+def _frozen_norm(cached: torch.Tensor, norm: nn.Module) -> Rule:
+    """The norm as an affine map per channel, with the statistics of its cached input."""
+    if isinstance(norm, nn.InstanceNorm1d | nn.InstanceNorm2d | nn.InstanceNorm3d):
+        if norm.track_running_stats and not norm.training:
+            return ElementwiseRule()  # running statistics: already the same for every input
+        groups = int(cached.shape[1])
+    else:
+        groups = int(norm.num_groups)  # type: ignore[attr-defined]
+    channels = int(cached.shape[1])
+    grouped = cached.double().reshape(1, groups, -1)
+    mean = grouped.mean(-1).repeat_interleave(channels // groups, dim=1)
+    var = grouped.var(-1, unbiased=False).repeat_interleave(channels // groups, dim=1)
+    shape = (1, channels, 1, 1, 1)
+    scale = (var + float(norm.eps)).rsqrt().reshape(shape)  # type: ignore[arg-type]
+    shift = (-mean).reshape(shape) * scale
+    weight, bias = getattr(norm, "weight", None), getattr(norm, "bias", None)
+    if weight is not None:
+        scale = scale * weight.detach().double().reshape(shape)
+        shift = shift * weight.detach().double().reshape(shape)
+    if bias is not None:
+        shift = shift + bias.detach().double().reshape(shape)
+    scale, shift = scale.to(cached.dtype), shift.to(cached.dtype)
+
+    def run(t: torch.Tensor) -> torch.Tensor:
+        return t * scale.to(t.dtype) + shift.to(t.dtype)
+
+    return FrozenNormRule(run)

@@ -105,18 +105,13 @@ def read(
     if patch is None:
         return base
     size = patch.size
-    inside = None
+    masks = []
     idx = []
     for a in range(3):
         rel = _axis_index(start[:, a] - pad_lo[a] - patch.lo[:, a], extent[a])
-        ok = (rel >= 0) & (rel < size[a])
+        masks.append(_along(a, (rel >= 0) & (rel < size[a]), len(start), extent))
         idx.append(rel.clamp(0, size[a] - 1))
-        shape = [len(start), 1, 1, 1]
-        shape[a + 1] = extent[a]
-        ok = ok.reshape(shape)
-        inside = ok if inside is None else inside & ok
-    if inside is None:  # three axes were looped over
-        raise RuntimeError("no axis to test the boxes on")
+    inside = masks[0] & masks[1] & masks[2]
     if not bool(inside.any()):
         return base
     batch = len(start)
@@ -157,14 +152,16 @@ def crop(values: torch.Tensor, offset: torch.Tensor, extent: Triple) -> torch.Te
 
 def box_mask(start: torch.Tensor, extent: Triple, lo: torch.Tensor, hi: torch.Tensor):
     """(B, 1, *extent) bool: which voxels of the region at ``start`` lie in the box [lo, hi)."""
-    inside = None
+    masks = []
     for a in range(3):
         coord = _axis_index(start[:, a], extent[a])
         ok = (coord >= lo[:, a, None]) & (coord < hi[:, a, None])
-        shape = [len(start), 1, 1, 1]
-        shape[a + 1] = extent[a]
-        ok = ok.reshape(shape)
-        inside = ok if inside is None else inside & ok
-    if inside is None:  # three axes were looped over
-        raise RuntimeError("no axis to test the boxes on")
-    return inside[:, None]
+        masks.append(_along(a, ok, len(start), extent))
+    return (masks[0] & masks[1] & masks[2])[:, None]
+
+
+def _along(axis: int, ok: torch.Tensor, batch: int, extent: Triple) -> torch.Tensor:
+    """(B, R) per-axis flags -> (B, 1, 1, 1) shaped to broadcast along ``axis``."""
+    shape = [batch, 1, 1, 1]
+    shape[axis + 1] = extent[axis]
+    return ok.reshape(shape)

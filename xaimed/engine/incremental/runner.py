@@ -20,9 +20,11 @@ from typing import Any
 import torch
 from torch import fx
 
+from xaimed.engine.counting import PassCount, widen
 from xaimed.engine.incremental import boxes as bx
 from xaimed.engine.incremental.graph import (
     ElementwiseRule,
+    FrozenNormRule,
     GlobalMeanRule,
     Graph,
     NoRule,
@@ -46,6 +48,7 @@ from xaimed.engine.incremental.patches import (
     whole,
 )
 from xaimed.engine.perturb import ProgressMeter, run_batches
+from xaimed.engine.targets import TargetReduction
 
 log = logging.getLogger("xaimed")
 
@@ -65,7 +68,9 @@ class IncrementalScorer:
     """Target scores of occluded copies of ``x``, computed incrementally.
 
     ``threshold`` below 1 caps every changed box at that fraction of its map per axis (the
-    approximate mode): changes outside the cap are ignored.
+    approximate mode): changes outside the cap are ignored. ``count``, when given, receives
+    the windows scored and the work done in units of full forward passes (the convolution and
+    pooling multiply-adds computed, over those of one whole pass).
     """
 
     graph: Graph
@@ -76,6 +81,10 @@ class IncrementalScorer:
     autocast_dtype: torch.dtype | None = None
     threshold: float = 1.0
     progress: Any = None
+    count: PassCount | None = None
+    # A segmentation network: its maps are reduced to scores over each label's region, from
+    # the changed box of the output alone (the rest of the region keeps its cached sum).
+    reducer: TargetReduction | None = None
     backoffs: int = 0
     windows: int = 0
     batches: int = 0
@@ -85,18 +94,31 @@ class IncrementalScorer:
     _last_use: dict[fx.Node, int] = field(default_factory=dict)
     _sized: bool = False
     _state_bytes: int = 0
+    _work: float = 0.0
+    _costs: dict[fx.Node, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         order = {n: i for i, n in enumerate(self.graph.nodes)}
         for node in self.graph.nodes:
             for user in node.users:
                 self._last_use[node] = max(self._last_use.get(node, 0), order[user])
+            rule = self.graph.rules.get(node)
+            if isinstance(rule, SlidingRule):
+                source = self.graph.cache[node.all_input_nodes[0]]
+                self._costs[node] = math.prod(rule.op.kernel) * int(source.shape[1])
+        self._full_work = sum(
+            self.graph.cache[n].numel() * per_voxel for n, per_voxel in self._costs.items()
+        )
 
     # ------------------------------------------------------------ public
 
-    def scores(self, lo: torch.Tensor, hi: torch.Tensor, *, label: str) -> torch.Tensor:
-        """Target scores (N,) of ``x`` with the boxes ``[lo, hi)`` (N, 3) replaced by the fill."""
+    def scores(
+        self, lo: torch.Tensor, hi: torch.Tensor, *, label: str, threshold: float | None = None
+    ) -> torch.Tensor:
+        """Target scores (N,) of ``x`` with the boxes ``[lo, hi)`` (N, 3) replaced by the fill;
+        ``threshold`` replaces the scorer's own for these windows (1: exact)."""
         total = len(lo)
+        cap = self.threshold if threshold is None else threshold
 
         def counted(n: int) -> None:
             self._grow_batch(n)
@@ -105,7 +127,7 @@ class IncrementalScorer:
         return run_batches(
             self,
             total,
-            lambda start, stop: self._batch(lo[start:stop], hi[start:stop]),
+            lambda start, stop: self._batch(lo[start:stop], hi[start:stop], cap),
             ProgressMeter(label, total, self.progress),
             too_big="one occlusion window does not fit in memory on this device ({exc}); use a "
             "smaller input or runtime.device: cpu.",
@@ -121,6 +143,10 @@ class IncrementalScorer:
             "windows_per_batch": self.batch_size,
             "out_of_memory_backoffs": self.backoffs,
             "cache_forwards": 1,
+            "frozen_norm_statistics": sorted(
+                n.name for n, r in self.graph.rules.items() if isinstance(r, FrozenNormRule)
+            ),
+            "full_pass_equivalent": round(self.full_pass_equivalent, 3),
             "whole_maps_from": [{"node": name, **about} for name, about in self.whole_from.items()],
         }
 
@@ -147,23 +173,29 @@ class IncrementalScorer:
             return nullcontext()
         return torch.autocast(device_type=self.x.device.type, dtype=self.autocast_dtype)
 
-    def _batch(self, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    @property
+    def full_pass_equivalent(self) -> float:
+        """Work done so far in units of one whole forward pass."""
+        return self._work / max(1, self._full_work)
+
+    def _batch(self, lo: torch.Tensor, hi: torch.Tensor, threshold: float) -> torch.Tensor:
         self.batches += 1
         self._state_bytes = 0
+        work = self._work
         env: dict[fx.Node, State] = {}
         graph = self.graph
         result: Any = None
         with torch.no_grad(), self._autocast():
             for index, node in enumerate(graph.nodes):
                 if node.op == "output":
-                    result = self._as_whole(node.args[0], env)  # type: ignore[arg-type]
+                    result = self._output(node.args[0], env)  # type: ignore[arg-type]
                     break
                 if node not in graph.depends:
                     continue
                 if node is graph.input_node:
                     state: State = self._input(lo, hi)
                 else:
-                    state = self._step(node, env)
+                    state = self._step(node, env, threshold)
                 env[node] = state
                 if isinstance(state, Patch | Whole) and isinstance(
                     getattr(state, "values", getattr(state, "value", None)), torch.Tensor
@@ -173,7 +205,11 @@ class IncrementalScorer:
                 for arg in node.all_input_nodes:
                     if self._last_use.get(arg, -1) <= index:
                         env.pop(arg, None)
-        return result.reshape(result.shape[0], -1)[:, self.target].float()
+        if self.count is not None:
+            self.count.add(
+                samples=len(lo), calls=1, equivalent=(self._work - work) / max(1, self._full_work)
+            )
+        return widen(result.reshape(result.shape[0], -1)[:, self.target])
 
     # ------------------------------------------------------------ states
 
@@ -184,6 +220,28 @@ class IncrementalScorer:
         if node not in self._caches:
             self._caches[node] = PaddedCache(self.graph.cache[node])
         return self._caches[node]
+
+    def _output(self, node: fx.Node, env: dict[fx.Node, State]) -> Any:
+        """The network's output as scores: rows as they are, or region-reduced maps."""
+        if self.reducer is None:
+            return self._as_whole(node, env)
+        cached = self.graph.cache[node]
+        dims = _triple(cached.shape)
+        if node not in self._sums:
+            self._sums[node] = self.reducer.box_sums(cached.double(), None)  # (1, L)
+        state = self._state(node, env)
+        if isinstance(state, Patch):
+            # Only the box changed: swap its old sum for its new one, per window.
+            regions = self.reducer.regions
+            region = None
+            if regions is not None:
+                region = gather(regions[None].to(cached.dtype), state.lo, state.size)
+            old = self.reducer.region_sums(gather(cached, state.lo, state.size), region)
+            new = self.reducer.region_sums(state.values, region)
+            sums = self._sums[node] + new.double() - old.double()
+        else:
+            sums = self.reducer.box_sums(state.value.double(), None)
+        return self.reducer.finish(sums, dims)
 
     def _as_whole(self, node: fx.Node, env: dict[fx.Node, State]) -> Any:
         state = self._state(node, env)
@@ -206,7 +264,7 @@ class IncrementalScorer:
         )
         return self._finish(values, start, dims)
 
-    def _step(self, node: fx.Node, env: dict[fx.Node, State]) -> State:
+    def _step(self, node: fx.Node, env: dict[fx.Node, State], threshold: float) -> State:
         graph = self.graph
         rule = graph.rules[node]
         inputs = [n for n in node.all_input_nodes if n in graph.depends]
@@ -218,16 +276,22 @@ class IncrementalScorer:
         if not patched or isinstance(rule, NoRule | ShapeRule):
             if isinstance(rule, NoRule) and any(isinstance(s, Patch) for s in states):
                 self._note_whole(node, rule.reason)
-            return Whole(self._call(node, lambda n: self._as_whole(n, env)))
+            value = self._call(node, lambda n: self._as_whole(n, env))
+            if node in self._costs and isinstance(value, torch.Tensor):
+                self._work += value.numel() * self._costs[node]
+            return Whole(value)
         patches: dict[fx.Node, Patch] = dict(zip(inputs, states, strict=True))  # type: ignore[arg-type]
         if isinstance(rule, SlidingRule):
-            return self._sliding(node, rule, inputs[0], patches[inputs[0]])
+            return self._sliding(node, rule, inputs[0], patches[inputs[0]], threshold)
         if isinstance(rule, GlobalMeanRule):
             return self._global_mean(node, inputs[0], patches[inputs[0]])
         if isinstance(rule, UpsampleRule):
-            return self._upsample(node, rule, inputs[0], patches[inputs[0]])
+            return self._upsample(node, rule, inputs[0], patches[inputs[0]], threshold)
+        if isinstance(rule, FrozenNormRule):
+            patch = patches[inputs[0]]
+            return Patch(rule.run(patch.values), patch.lo)
         if not isinstance(rule, ElementwiseRule):
-            raise RuntimeError(f"no incremental rule for {type(rule).__name__}")
+            raise NotIncremental(f"{node.name}: no way to compute a changed box for its rule")
         return self._elementwise(node, patches)
 
     def _call(self, node: fx.Node, value_of) -> Any:
@@ -250,10 +314,12 @@ class IncrementalScorer:
 
     # ------------------------------------------------------------ rules
 
-    def _sliding(self, node: fx.Node, rule: SlidingRule, source: fx.Node, patch: Patch) -> State:
+    def _sliding(
+        self, node: fx.Node, rule: SlidingRule, source: fx.Node, patch: Patch, threshold: float
+    ) -> State:
         dims = _triple(self.graph.cache[node].shape)
         lo, hi = bx.reach(patch.lo, patch.hi, rule.op, dims)
-        lo, hi = bx.cap(lo, hi, dims, self.threshold)
+        lo, hi = bx.cap(lo, hi, dims, threshold)
         start, extent = bx.uniform(lo, hi, dims)
         region_start, region_extent = bx.region(start, extent, rule.op)
         values = read(
@@ -265,7 +331,9 @@ class IncrementalScorer:
             rule.pad_hi,
             rule.pad_value,
         )
-        return self._finish(rule.run(values), start, dims)
+        out = rule.run(values)
+        self._work += out.numel() * self._costs.get(node, 0)
+        return self._finish(out, start, dims)
 
     def _elementwise(self, node: fx.Node, patches: dict[fx.Node, Patch]) -> State:
         dims = _triple(self.graph.cache[node].shape)
@@ -290,7 +358,9 @@ class IncrementalScorer:
         like = self.graph.cache[node]
         return Whole(mean.to(like.dtype).reshape(len(patch.lo), *like.shape[1:]))
 
-    def _upsample(self, node: fx.Node, rule: UpsampleRule, source: fx.Node, patch: Patch) -> State:
+    def _upsample(
+        self, node: fx.Node, rule: UpsampleRule, source: fx.Node, patch: Patch, threshold: float
+    ) -> State:
         dims = _triple(self.graph.cache[node].shape)
         src_dims = _triple(self.graph.cache[source].shape)
         r = torch.tensor(rule.scale, dtype=torch.long)
@@ -298,7 +368,7 @@ class IncrementalScorer:
         margin = 2 if linear else 0
         # Linear interpolation reads the neighbours on both sides: one more input voxel.
         lo, hi = bx.clip(patch.lo * r - r * int(linear), patch.hi * r + r * int(linear), dims)
-        lo, hi = bx.cap(lo, hi, dims, self.threshold)
+        lo, hi = bx.cap(lo, hi, dims, threshold)
         start, extent = bx.uniform(lo, hi, dims)
         # Input region with a margin, so that the clamping of the interpolation at the region's
         # edges never reaches an output voxel we keep (it matches the map's own at its border).
@@ -329,6 +399,9 @@ def build_scorer(
     autocast_dtype: torch.dtype | None,
     threshold: float = 1.0,
     progress: Any = None,
+    count: PassCount | None = None,
+    reducer: TargetReduction | None = None,
+    freeze_norm: bool = False,
 ) -> IncrementalScorer:
     """Trace ``network``, record its unoccluded forward pass on ``x`` and return the scorer
     (raises NotIncremental, with the reason, when the network cannot be handled at all)."""
@@ -339,7 +412,7 @@ def build_scorer(
         else torch.autocast(device_type=x.device.type, dtype=autocast_dtype)
     )
     with context:
-        graph = record(module, x)
+        graph = record(module, x, maps=reducer is not None, freeze_norm=freeze_norm)
     users = [u for u in graph.input_node.users if u.op != "output"]
     if users and all(isinstance(graph.rules.get(u), NoRule) for u in users):
         first = users[0]
@@ -354,4 +427,6 @@ def build_scorer(
         autocast_dtype=autocast_dtype,
         threshold=threshold,
         progress=progress,
+        count=count,
+        reducer=reducer,
     )
