@@ -169,8 +169,8 @@ def test_union_errors_name_no_pydantic_internals(tmp_path):
     assert problems == [
         "c.yaml: methods[0].params.window: input should be greater than or equal to 1, got -3",
         "c.yaml: methods[0].params.stride[2]: too few values: give one per axis (three)",
-        "c.yaml: methods[1].params.baseline: input should be 'zero', 'min' or 'mean', or a "
-        "valid number, got 'foo'",
+        "c.yaml: methods[1].params.baseline: expected 'zero', 'min', 'mean', a number, or a "
+        "mapping with kind: blur, noise or reference, got 'foo'",
     ]
 
 

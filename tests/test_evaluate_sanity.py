@@ -149,6 +149,7 @@ def test_guided_backprop_on_the_sample_model_is_what_the_warning_and_verdict_say
     from xaimed.config import MethodEntry, load_config
     from xaimed.engine.scoring import build_scorer
     from xaimed.evaluate.session import like, open_case, reexplain
+    from xaimed.io.case import Case
     from xaimed.methods.gradient import GUIDED_WARNING
     from xaimed.model import load_model
 
@@ -157,7 +158,7 @@ def test_guided_backprop_on_the_sample_model_is_what_the_warning_and_verdict_say
     loaded = load_model(config.model, torch.device("cpu"))
     scorer = build_scorer(loaded.module, config, is_script=loaded.is_script)
     path = root / "sample_data" / "images" / "case03.nii.gz"
-    case = open_case("case03", path, config, scorer, torch.device("cpu"))
+    case = open_case(Case("case03", path), config, scorer, torch.device("cpu"))
 
     def cascade(method: str) -> list[float]:
         entry = MethodEntry(name=method)

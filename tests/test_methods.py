@@ -201,14 +201,15 @@ class _Failing(TinyCNN):
         return _Boom.apply(out)
 
 
-# Every method that installs hooks, failing in the forward and in the backward pass (CAM takes
-# no gradient: a failing backward cannot reach it).
+# Every method that installs hooks, failing in the forward and in the backward pass (the CAMs
+# that take no gradient run no backward pass: a failing backward cannot reach them).
+GRADIENT_FREE = {"cam", "score_cam", "ablation_cam", "eigen_cam"}
 HOOK_FAILURES = [
     (info.name, phase)
     for info in registry.all_methods()
     if info.needs_module
     for phase in ("forward", "backward")
-    if not (info.name == "cam" and phase == "backward")
+    if not (info.name in GRADIENT_FREE and phase == "backward")
 ]
 
 

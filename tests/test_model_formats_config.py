@@ -52,6 +52,7 @@ def test_own_preprocessing_formats_refuse_preprocessing_and_tiling(tmp_path, sec
 
 def test_one_model_source_and_distinct_folds(tmp_path):
     folder = _folder(tmp_path)
+    (tmp_path / "m.ts").write_bytes(b"")  # exists, so the one-source rule is what is reported
     problems = _problems(
         tmp_path, {"model": {"nnunet": {"folder": str(folder)}, "torchscript": "m.ts"}}
     )

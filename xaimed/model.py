@@ -191,7 +191,8 @@ def _frozen(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
 def _load_ensemble(section: ModelSection, device: torch.device) -> LoadedModel:
     from xaimed.models.ensemble import EnsembleModule
 
-    assert section.ensemble is not None  # the caller checked
+    if section.ensemble is None:
+        raise RuntimeError("_load_ensemble needs model.ensemble")
     shared = {"classes": section.classes, "output": section.output}
     loaded = [load_model(member.model_copy(update=shared), device) for member in section.ensemble]
     members = tuple(m.module for m in loaded)
@@ -217,7 +218,8 @@ def _load_format(section: ModelSection, device: torch.device) -> LoadedModel:
     else:
         from xaimed.models.monai_bundle import load_bundle
 
-        assert section.monai_bundle is not None  # the caller checked
+        if section.monai_bundle is None:
+            raise RuntimeError("a model format without its section")
         built = load_bundle(section.monai_bundle, allow_pickle=section.allow_pickle, device=device)
     for member in built.members:
         _without_inplace(member)

@@ -29,7 +29,8 @@ class EnsembleModule(torch.nn.Module):
         for member in self.members:
             out = checkpoint(member, x, use_reentrant=False) if recompute else member(x)
             total = out if total is None else total + out
-        assert total is not None  # at least one member, checked in __init__
+        if total is None:  # at least one member, checked in __init__
+            raise RuntimeError("an ensemble without members")
         # Members may sum in float16 as nnU-Net does (NnunetWindow); the mean is float32 here.
         return (total / len(self.members)).float()
 

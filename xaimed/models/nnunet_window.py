@@ -96,7 +96,8 @@ class NnunetWindow(torch.nn.Module):
                 total = out.new_zeros((out.shape[0], out.shape[1], *size), dtype=dtype)
             total[(slice(None), slice(None), *box)] += out * gaussian
             weight[box] += gaussian
-        assert total is not None  # there is always at least one patch
+        if total is None:  # there is always at least one patch
+            raise RuntimeError("a sliding window without patches")
         logits = (total / weight)[(slice(None), slice(None), *crop_box(before, shape))]
         return logits if self.float16_result else logits.float()
 
