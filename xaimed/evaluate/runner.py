@@ -58,7 +58,7 @@ from xaimed.methods.baselines import make_baseline
 from xaimed.model import LoadedModel, load_model, resolve_device
 from xaimed.progress import LogReporter, Reporter
 from xaimed.report.hook import refresh_report
-from xaimed.run.signals import StopFlag
+from xaimed.run.signals import RunInterrupted, StopFlag
 
 log = logging.getLogger("xaimed")
 
@@ -353,11 +353,19 @@ def _evaluate_case(ev: _Evaluation, case_id: str, rows: list[dict[str, str]]) ->
         result = ev.result
         marks = (len(result.rows), len(result.curves), len(result.cascades), len(result.failures))
         t0 = time.perf_counter()
-        for m in usable:
-            try:
-                steps[kind](m)
-            except XaimedError as exc:
-                result.failures.append(f"case {case_id} {m.method} {kind}: {exc}")
+        try:
+            for m in usable:
+                ev.stop.check()
+                try:
+                    steps[kind](m)
+                except XaimedError as exc:
+                    result.failures.append(f"case {case_id} {m.method} {kind}: {exc}")
+        except RunInterrupted:
+            # A kind that re-explains (sanity, robustness, agreement) can take minutes per case:
+            # its partial results are discarded rather than waited for; the rerun redoes it.
+            del result.rows[marks[0] :], result.curves[marks[1] :]
+            del result.cascades[marks[2] :], result.failures[marks[3] :]
+            return
         if kind == "agreement":
             _method_agreement(ev, case, usable)
         record = KindRecord(
@@ -424,6 +432,7 @@ def _sanity(ev: _Evaluation, case: OpenCase, m: _Map) -> None:
         return
 
     def explain_with(network: torch.nn.Module) -> np.ndarray:
+        ev.stop.check()  # between cascade steps
         return reexplain(like(ev.scorer, network, ev.config), case, m.entry, m.target, ev.config)
 
     steps = sanity.model_randomisation(
@@ -467,8 +476,13 @@ def _robustness(ev: _Evaluation, case: OpenCase, m: _Map) -> None:
     s = ev.settings.robustness
     if not _selected(s.methods, m):
         return
+
+    def explain_noisy(x: torch.Tensor) -> np.ndarray:
+        ev.stop.check()  # between noise draws
+        return reexplain(ev.scorer, case, m.entry, m.target, ev.config, inputs=x)
+
     value = robustness.max_sensitivity(
-        lambda x: reexplain(ev.scorer, case, m.entry, m.target, ev.config, inputs=x),
+        explain_noisy,
         case.inputs, m.data,
         samples=s.samples, radius=s.radius, seed=ev.config.runtime.seed,
     )  # fmt: skip
