@@ -11,6 +11,9 @@ MODE says where the process is hit on the N-th occurrence (counting from 1):
   name (the temporary is left behind);
 - ``pause-in-method``: at the N-th method run, create the file named by ``XAIMED_TEST_MARKER``
   and sleep 3 s inside the method, so the test can signal a run that is mid-work;
+- ``pause-after-record``: after the N-th per-case record of ``xaimed evaluate`` is saved, create
+  the file named by ``XAIMED_TEST_MARKER`` and sleep 3 s, so the test can signal an evaluation
+  between two metric kinds;
 - ``none``: no fault.
 
 Patching here keeps fault injection out of xaimed itself.
@@ -69,6 +72,18 @@ def main() -> None:
             return run_method(self, *a, **k)
 
         worker.Explainer._run_method = patched
+    elif mode == "pause-after-record":
+        from xaimed.evaluate import runner
+
+        save = runner.save_records
+
+        def save_then_pause(*a, **k) -> None:
+            save(*a, **k)
+            if hit():
+                Path(os.environ["XAIMED_TEST_MARKER"]).touch()
+                time.sleep(3)
+
+        runner.save_records = save_then_pause
     elif mode == "kill-in-write":
         replace = os.replace
         match = os.environ.get("XAIMED_TEST_MATCH", "")

@@ -362,24 +362,46 @@ def evaluate(
         ),
     ] = None,
     device: DeviceOption = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Redo cases and metrics an earlier run recorded.")
+    ] = False,
+    log_format: LogFormatOption = "text",
     quiet: QuietOption = False,
 ) -> None:
     """Evaluate a run's maps: localisation, faithfulness, sanity, robustness, agreement."""
     from xaimed.errors import XaimedError
     from xaimed.evaluate.runner import evaluate as run_evaluate
+    from xaimed.progress import LogReporter, RichReporter
+    from xaimed.run.logs import LogSetup, detach_run_handlers, run_log_path
     from xaimed.run.outdir import check_out_dir
+    from xaimed.run.signals import EXIT_INTERRUPTED, StopFlag, stop_on_signals
 
-    _setup_logging(quiet)
+    _setup_logging(quiet, log_format)
+    target = out_dir or run_dir
+    log_file = run_log_path(target, "", "evaluate") if run_dir.is_dir() else None
+    level = logging.WARNING if quiet else logging.INFO
+    LogSetup(level, log_format, log_file).apply()  # type: ignore[arg-type]
+    fancy = err.is_terminal and not quiet and log_format == "text"
+    reporter = RichReporter() if fancy else LogReporter()
+    stop = StopFlag()
     try:
-        if out_dir is not None:
-            check_out_dir(out_dir)
-        result = run_evaluate(run_dir, config, out_dir=out_dir, metrics=metric, device=device)
+        with stop_on_signals(stop):
+            if out_dir is not None:
+                check_out_dir(out_dir)
+            result = run_evaluate(
+                run_dir, config, out_dir=out_dir, metrics=metric, device=device,
+                overwrite=overwrite, reporter=reporter, stop=stop,
+            )  # fmt: skip
     except XaimedError as exc:
+        reporter.finish()
         _print_problems(exc)
         raise typer.Exit(EXIT_UNUSABLE) from None
     except OSError as exc:
-        _print_problems(_write_failure(exc, out_dir or run_dir))
+        reporter.finish()
+        _print_problems(_write_failure(exc, target))
         raise typer.Exit(EXIT_UNUSABLE) from None
+    finally:
+        detach_run_handlers()
     for method_id, warning in result.summary.get("warnings", {}).items():
         err.print(f"[yellow]warning:[/] {escape(method_id)}: {escape(warning)}", soft_wrap=True)
     verdicts_shown = {} if quiet else result.summary.get("verdicts", {})
@@ -390,14 +412,28 @@ def evaluate(
                 f"{v['undetermined']} undetermined ({escape(v['rule'])})",
                 highlight=False, soft_wrap=True,
             )  # fmt: skip
+    if not quiet:
+        for kind, cost in result.summary.get("cost", {}).items():
+            err.print(
+                f"{kind}: {cost['seconds_per_case']:.1f} s per case ({cost['cases']} case(s))",
+                highlight=False,
+            )
     for message in result.failures:
         err.print(f"[red]failed:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    if not quiet or result.failures:
+    if not quiet or result.failures or result.interrupted:
+        skipped = f", {result.skipped} case x metric(s) done earlier and skipped"
         err.print(
-            f"{len(result.rows)} value(s) written, {len(result.failures)} failed; "
-            f"metrics: {result.metrics_csv}",
-            highlight=False,
-        )
+            f"{len(result.rows)} value(s) written{skipped if result.skipped else ''}, "
+            f"{len(result.failures)} failed; metrics: {result.metrics_csv}; log: {log_file}",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
+    if result.interrupted:
+        err.print(
+            "[yellow]interrupted:[/] metrics.csv holds the cases done so far; run the same "
+            f"command again to resume (exit status {EXIT_INTERRUPTED}).",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
+        raise typer.Exit(EXIT_INTERRUPTED)
     raise typer.Exit(EXIT_FAILED_CASES if result.failures else EXIT_OK)
 
 

@@ -6,7 +6,8 @@
 map comparisons they share; ``session`` the bridge to xaimed's model, preprocessing and method
 registry; ``runner`` reads an explain run and writes ``metrics.csv``, the summary JSON and the
 plots (``report``, ``plots``), with the interval statistics and paired tests of
-``stats``.
+``stats``; ``records`` keeps each case's results per kind so that a stopped evaluation
+resumes.
 """
 
 from __future__ import annotations

@@ -8,6 +8,11 @@ step), robustness (one per noise draw) and checkpoint agreement (one per checkpo
 
 A metric that cannot run for one case and method is recorded as a failure and the evaluation
 goes on; only an unusable run folder, config or model stops it.
+
+Each case's results are recorded per metric kind as they finish (:mod:`xaimed.evaluate.records`),
+with the kind's wall time: a rerun skips what is recorded under the same key, and a stop request
+(SIGTERM/SIGINT through a :class:`StopFlag`) ends the evaluation after the kind in flight, with
+metrics.csv and evaluation.json written for what is done.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import csv
 import json
 import logging
 import math
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +36,13 @@ from xaimed.config import Config, EvaluateSection, MethodEntry, load_config, wit
 from xaimed.errors import ConfigError, InputError, XaimedError
 from xaimed.evaluate import agreement, faithfulness, localisation, robustness, sanity
 from xaimed.evaluate.masks import read_mask
+from xaimed.evaluate.records import (
+    KindRecord,
+    load_records,
+    record_key,
+    record_path,
+    save_records,
+)
 from xaimed.evaluate.report import summarise, write_json, write_metrics_csv
 from xaimed.evaluate.session import (
     Scorer,
@@ -43,7 +56,9 @@ from xaimed.evaluate.session import (
 from xaimed.methods import registry
 from xaimed.methods.baselines import make_baseline
 from xaimed.model import LoadedModel, load_model, resolve_device
+from xaimed.progress import LogReporter, Reporter
 from xaimed.report.hook import refresh_report
+from xaimed.run.signals import RunInterrupted, StopFlag
 
 log = logging.getLogger("xaimed")
 
@@ -61,6 +76,9 @@ class EvaluationResult:
     cascades: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     plots: list[Path] = field(default_factory=list)
+    interrupted: bool = False
+    skipped: int = 0  # case x kind pairs reused from an earlier run's records
+    seconds: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
     @property
     def metrics_csv(self) -> Path:
@@ -104,6 +122,9 @@ class _Evaluation:
     result: EvaluationResult
     shuffled: LoadedModel | None = None
     checkpoints: list[LoadedModel] = field(default_factory=list)
+    overwrite: bool = False
+    reporter: Reporter = field(default_factory=LogReporter)
+    stop: StopFlag = field(default_factory=StopFlag)
 
 
 def _manifest(run_dir: Path) -> list[dict[str, str]]:
@@ -153,13 +174,18 @@ def evaluate(
     out_dir: str | Path | None = None,
     metrics: list[str] | None = None,
     device: str | None = None,
+    overwrite: bool = False,
+    reporter: Reporter | None = None,
+    stop: StopFlag | None = None,
 ) -> EvaluationResult:
     """Evaluate the maps of an explain run and write metrics.csv, evaluation.json and plots.
 
     ``config`` defaults to the run's ``config.json``; its ``evaluate`` section says what to
     compute. ``metrics`` (kinds, e.g. ``["localisation"]``) replaces ``evaluate.metrics``;
-    ``out_dir`` defaults to the run folder. Raises XaimedError when nothing can be evaluated;
-    failures of single cases or metrics are listed in the result.
+    ``out_dir`` defaults to the run folder. Case x kind pairs recorded by an earlier evaluation
+    with the same key are reused unless ``overwrite``. When ``stop`` is set the evaluation ends
+    after the kind in flight and ``result.interrupted`` is True. Raises XaimedError when nothing
+    can be evaluated; failures of single cases or metrics are listed in the result.
     """
     run = Path(run_dir)
     if not run.is_dir():
@@ -180,7 +206,9 @@ def evaluate(
     loaded = load_model(cfg.model, torch_device)
     scorer = build_scorer(loaded.module, cfg, is_script=loaded.is_script)
     out = Path(out_dir) if out_dir is not None else run
-    ev = _Evaluation(cfg, settings, chosen, loaded, scorer, EvaluationResult(out))
+    ev = _Evaluation(cfg, settings, chosen, loaded, scorer, EvaluationResult(out),
+                     overwrite=overwrite, reporter=reporter or LogReporter(),
+                     stop=stop or StopFlag())  # fmt: skip
     checkpoint = settings.sanity.randomised_labels_checkpoint
     if "sanity" in chosen and checkpoint is not None:
         key = "evaluate.sanity.randomised_labels_checkpoint"
@@ -193,9 +221,16 @@ def evaluate(
     by_case: dict[str, list[dict[str, str]]] = defaultdict(list)
     for row in rows:
         by_case[row["case_id"]].append(row)
+    ev.reporter.start(len(by_case) * len(chosen), cases=len(by_case))
     for case_id, case_rows in by_case.items():
-        log.info("evaluating %s (%d maps)", case_id, len(case_rows))
+        if ev.stop.requested:
+            ev.result.interrupted = True
+            break
+        ev.reporter.step(f"{case_id} ({len(case_rows)} maps)")
         _evaluate_case(ev, case_id, case_rows)
+        ev.reporter.case_done(f"{case_id} evaluated")
+    ev.reporter.finish()
+    ev.result.interrupted = ev.result.interrupted or ev.stop.requested
     _write(ev)
     refresh_report(run / "manifest.csv", evaluation_dir=out)
     return ev.result
@@ -273,13 +308,38 @@ def _add(
 
 
 def _evaluate_case(ev: _Evaluation, case_id: str, rows: list[dict[str, str]]) -> None:
+    # The metrics list is left out of the key: evaluating one kind now and another later
+    # reuses the first.
+    settings = ev.settings.model_dump(mode="json", exclude={"metrics"})
+    key = record_key(rows, settings, ev.loaded.sha256, ev.config.runtime.seed)
+    path = record_path(ev.result.out_dir, case_id)
+    records = {} if ev.overwrite else load_records(path, key)
+    todo = [kind for kind in ev.metrics if kind not in records]
+    for kind in ev.metrics:
+        if kind in records:
+            _take(ev, kind, records[kind])
+            ev.result.skipped += 1
+            ev.reporter.advance(f"{case_id} {kind}: done earlier, skipped")
+    if not todo:
+        return
     try:
         case = open_case(case_of_run(rows[0]), ev.config, ev.scorer, ev.loaded.device)
         maps = [_read_map(row, ev.config, ev.loaded.sha256) for row in rows]
-        mask = _mask(ev, case) if "localisation" in ev.metrics else None
+        mask = _mask(ev, case) if "localisation" in todo else None
     except XaimedError as exc:
         ev.result.failures.append(str(exc))
+        for _ in todo:
+            ev.reporter.advance(f"{case_id}: {exc}", failed=True)
         return
+    usable = []
+    for m in maps:
+        if m.data.shape != case.prepared.source.spatial_shape:
+            ev.result.failures.append(
+                f"case {case_id} {m.method}: the map's shape {m.data.shape} is not the source's "
+                f"{case.prepared.source.spatial_shape}; re-run `xaimed explain`."
+            )
+        else:
+            usable.append(m)
     steps = {
         "localisation": lambda m: _localisation(ev, case, m, mask),
         "faithfulness": lambda m: _faithfulness(ev, case, m),
@@ -287,20 +347,47 @@ def _evaluate_case(ev: _Evaluation, case_id: str, rows: list[dict[str, str]]) ->
         "robustness": lambda m: _robustness(ev, case, m),
         "agreement": lambda m: _checkpoint_agreement(ev, case, m),
     }
-    for m in maps:
-        if m.data.shape != case.prepared.source.spatial_shape:
-            ev.result.failures.append(
-                f"case {case_id} {m.method}: the map's shape {m.data.shape} is not the source's "
-                f"{case.prepared.source.spatial_shape}; re-run `xaimed explain`."
-            )
-            continue
-        for kind in ev.metrics:
-            try:
-                steps[kind](m)
-            except XaimedError as exc:
-                ev.result.failures.append(f"case {case_id} {m.method} {kind}: {exc}")
-    if "agreement" in ev.metrics:
-        _method_agreement(ev, case, maps)
+    for kind in todo:
+        if ev.stop.requested:
+            return  # what is recorded stays; the rest is done by the next run
+        result = ev.result
+        marks = (len(result.rows), len(result.curves), len(result.cascades), len(result.failures))
+        t0 = time.perf_counter()
+        try:
+            for m in usable:
+                ev.stop.check()
+                try:
+                    steps[kind](m)
+                except XaimedError as exc:
+                    result.failures.append(f"case {case_id} {m.method} {kind}: {exc}")
+        except RunInterrupted:
+            # A kind that re-explains (sanity, robustness, agreement) can take minutes per case:
+            # its partial results are discarded rather than waited for; the rerun redoes it.
+            del result.rows[marks[0] :], result.curves[marks[1] :]
+            del result.cascades[marks[2] :], result.failures[marks[3] :]
+            return
+        if kind == "agreement":
+            _method_agreement(ev, case, usable)
+        record = KindRecord(
+            key, time.perf_counter() - t0, result.rows[marks[0]:], result.curves[marks[1]:],
+            result.cascades[marks[2]:], result.failures[marks[3]:],
+        )  # fmt: skip
+        result.seconds[kind].append(record.seconds)
+        records[kind] = record
+        save_records(path, case_id, records)
+        ev.reporter.advance(
+            f"{case_id} {kind}: {len(record.rows)} value(s) in {record.seconds:.1f} s",
+            failed=bool(record.failures),
+        )
+
+
+def _take(ev: _Evaluation, kind: str, record: KindRecord) -> None:
+    """Add a recorded kind's results to the evaluation, as if computed now."""
+    ev.result.rows.extend(record.rows)
+    ev.result.curves.extend(record.curves)
+    ev.result.cascades.extend(record.cascades)
+    ev.result.failures.extend(record.failures)
+    ev.result.seconds[kind].append(record.seconds)
 
 
 def _localisation(ev: _Evaluation, case: OpenCase, m: _Map, mask: np.ndarray | None) -> None:
@@ -345,6 +432,7 @@ def _sanity(ev: _Evaluation, case: OpenCase, m: _Map) -> None:
         return
 
     def explain_with(network: torch.nn.Module) -> np.ndarray:
+        ev.stop.check()  # between cascade steps
         return reexplain(like(ev.scorer, network, ev.config), case, m.entry, m.target, ev.config)
 
     steps = sanity.model_randomisation(
@@ -388,8 +476,13 @@ def _robustness(ev: _Evaluation, case: OpenCase, m: _Map) -> None:
     s = ev.settings.robustness
     if not _selected(s.methods, m):
         return
+
+    def explain_noisy(x: torch.Tensor) -> np.ndarray:
+        ev.stop.check()  # between noise draws
+        return reexplain(ev.scorer, case, m.entry, m.target, ev.config, inputs=x)
+
     value = robustness.max_sensitivity(
-        lambda x: reexplain(ev.scorer, case, m.entry, m.target, ev.config, inputs=x),
+        explain_noisy,
         case.inputs, m.data,
         samples=s.samples, radius=s.radius, seed=ev.config.runtime.seed,
     )  # fmt: skip
@@ -438,6 +531,18 @@ def _write(ev: _Evaluation) -> None:
         seed=ev.config.runtime.seed,
     )
     result.summary["failures"] = result.failures
+    # What each kind costs, so users can choose: wall time per case over every map of the case
+    # (reused records keep the time they took when computed).
+    result.summary["cost"] = {
+        kind: {
+            "cases": len(times),
+            "seconds_per_case": sum(times) / len(times),
+            "seconds_total": sum(times),
+        }
+        for kind, times in result.seconds.items()
+        if times
+    }
+    result.summary["complete"] = not result.interrupted
     write_metrics_csv(result.rows, result.metrics_csv)
     write_json(
         {**result.summary, "curves": result.curves, "cascades": result.cascades},

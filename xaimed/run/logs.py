@@ -106,7 +106,7 @@ def detach_run_handlers() -> None:
                 handler.close()
 
 
-def run_log_path(out_dir: Path, shard_suffix: str) -> Path:
-    """``OUT/logs/explain<shard>-<UTC time>-<pid>.log``: one file per run and shard."""
+def run_log_path(out_dir: Path, shard_suffix: str, command: str = "explain") -> Path:
+    """``OUT/logs/<command><shard>-<UTC time>-<pid>.log``: one file per run and shard."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return out_dir / "logs" / f"explain{shard_suffix}-{stamp}-{os.getpid()}.log"
+    return out_dir / "logs" / f"{command}{shard_suffix}-{stamp}-{os.getpid()}.log"
