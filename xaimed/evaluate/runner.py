@@ -12,7 +12,6 @@ goes on; only an unusable run folder, config or model stops it.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -44,6 +43,8 @@ from xaimed.methods import registry
 from xaimed.methods.baselines import make_baseline
 from xaimed.model import LoadedModel, load_model, resolve_device
 from xaimed.report.hook import refresh_report
+from xaimed.run.records import check_outputs
+from xaimed.writers.manifest import read_manifest
 
 log = logging.getLogger("xaimed")
 
@@ -104,6 +105,8 @@ class _Evaluation:
     result: EvaluationResult
     shuffled: LoadedModel | None = None
     checkpoints: list[LoadedModel] = field(default_factory=list)
+    # The run folder evaluated: its completion records hold the hashes its maps are checked by.
+    run_dir: Path = field(default_factory=Path)
 
 
 def _manifest(run_dir: Path) -> list[dict[str, str]]:
@@ -113,8 +116,7 @@ def _manifest(run_dir: Path) -> list[dict[str, str]]:
             f"{run_dir}: no manifest.csv, so not an explain run; give the folder that "
             "`xaimed explain --out` wrote."
         )
-    with path.open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = read_manifest(path)  # the run's own files, wherever the folder now is
     ok = [r for r in rows if r["status"] == "ok" and r["nifti"] and r["target"] != "dominant"]
     if not ok:
         raise InputError(
@@ -180,7 +182,7 @@ def evaluate(
     loaded = load_model(cfg.model, torch_device)
     scorer = build_scorer(loaded.module, cfg, is_script=loaded.is_script)
     out = Path(out_dir) if out_dir is not None else run
-    ev = _Evaluation(cfg, settings, chosen, loaded, scorer, EvaluationResult(out))
+    ev = _Evaluation(cfg, settings, chosen, loaded, scorer, EvaluationResult(out), run_dir=run)
     checkpoint = settings.sanity.randomised_labels_checkpoint
     if "sanity" in chosen and checkpoint is not None:
         key = "evaluate.sanity.randomised_labels_checkpoint"
@@ -275,6 +277,8 @@ def _add(
 def _evaluate_case(ev: _Evaluation, case_id: str, rows: list[dict[str, str]]) -> None:
     try:
         case = open_case(case_of_run(rows[0]), ev.config, ev.scorer, ev.loaded.device)
+        for row in rows:
+            check_outputs(ev.run_dir, row)
         maps = [_read_map(row, ev.config, ev.loaded.sha256) for row in rows]
         mask = _mask(ev, case) if "localisation" in ev.metrics else None
     except XaimedError as exc:
