@@ -458,7 +458,8 @@ def _write(ev: _Evaluation) -> None:
                 result.out_dir / "evaluation_cascade.png",
             )
         )  # fmt: skip
-    if result.summary["metrics"]:
+    # Pairwise agreement ("a vs b") alone has no method-by-metric table to draw.
+    if any(" vs " not in method for method in result.summary["metrics"]):
         result.plots.append(
             plots.plot_heatmap(result.summary, result.out_dir / "evaluation_table.png")
         )
