@@ -5,7 +5,8 @@ map, DICOM series) has been renamed to its final name, so its presence means the
 complete. It stores the work key and the manifest rows of that work. A later run skips the work
 only when the record's key equals the key it would write itself and every file the record lists
 is still there with the size it had; anything else (a changed config, model or xaimed version, a
-deleted map) redoes it.
+deleted map) redoes it. Output paths are stored relative to the run folder, with each file's
+SHA-256 (``xaimed evaluate`` checks maps by it), so a copied or moved run folder keeps working.
 
 The key covers the case (its source path, size and modification time, its mask and label), the
 whole validated config except the method list (only this method's entry counts, so adding a
