@@ -50,6 +50,8 @@ import numpy as np
 import yaml
 from scipy import stats
 
+from xaimed.writers.manifest import read_manifest
+
 REPO = Path(__file__).resolve().parents[1]
 BLUR = {4: {"kind": "blur", "sigma_mm": 4.0}, 8: {"kind": "blur", "sigma_mm": 8.0},
         16: {"kind": "blur", "sigma_mm": 16.0}}  # fmt: skip
@@ -207,17 +209,17 @@ def measure(
 def _lesion_ratios(run: Path, mask_template: Path) -> list[dict[str, str]]:
     """Mean |attribution| per voxel inside the lesion over that outside, per map."""
     out = []
-    with (run / "manifest.csv").open(encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            if row["status"] != "ok" or not row["nifti"]:
-                continue
-            a = np.abs(np.asarray(nib.load(row["nifti"]).get_fdata(dtype=np.float32)))
-            mask_path = str(mask_template).replace("{case_id}", row["case_id"])
-            m = np.asarray(nib.load(mask_path).dataobj) > 0
-            inside, outside = float(a[m].mean()), float(a[~m].mean())
-            ratio = inside / outside if outside > 0 else float("nan")
-            out.append({"case_id": row["case_id"], "method": row["method"],
-                        "metric": "lesion_ratio", "value": str(ratio)})  # fmt: skip
+    # Output paths in a manifest are relative to its folder; read_manifest resolves them.
+    for row in read_manifest(run / "manifest.csv"):
+        if row["status"] != "ok" or not row["nifti"]:
+            continue
+        a = np.abs(np.asarray(nib.load(row["nifti"]).get_fdata(dtype=np.float32)))
+        mask_path = str(mask_template).replace("{case_id}", row["case_id"])
+        m = np.asarray(nib.load(mask_path).dataobj) > 0
+        inside, outside = float(a[m].mean()), float(a[~m].mean())
+        ratio = inside / outside if outside > 0 else float("nan")
+        out.append({"case_id": row["case_id"], "method": row["method"],
+                    "metric": "lesion_ratio", "value": str(ratio)})  # fmt: skip
     return out
 
 

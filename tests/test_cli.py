@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import gzip
 import json
 from pathlib import Path
@@ -15,6 +14,7 @@ from typer.testing import CliRunner
 
 from xaimed import __version__
 from xaimed.cli import app
+from xaimed.writers.manifest import read_manifest
 
 runner = CliRunner()
 
@@ -25,8 +25,7 @@ def _invoke(*args: str):
 
 
 def _manifest(out: Path) -> list[dict[str, str]]:
-    with (out / "manifest.csv").open() as fh:
-        return list(csv.DictReader(fh))
+    return read_manifest(out / "manifest.csv")  # output paths resolved against the run
 
 
 @pytest.fixture

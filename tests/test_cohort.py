@@ -8,7 +8,6 @@ files, sidecars compared without their timing fields (``wall_s``, ``created``).
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -26,7 +25,7 @@ from typer.testing import CliRunner
 
 from xaimed.cli import app
 from xaimed.run.signals import EXIT_INTERRUPTED
-from xaimed.writers.manifest import TIMING_COLUMNS
+from xaimed.writers.manifest import TIMING_COLUMNS, read_manifest
 
 runner = CliRunner()
 DRIVER = TESTS / "run_driver.py"
@@ -82,8 +81,7 @@ def _child(mode: str, n: int, cohort: dict[str, Path], out: Path, **env: str):
 
 
 def _manifest(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as fh:
-        return list(csv.DictReader(fh))
+    return read_manifest(path)  # output paths resolved against the run
 
 
 def _outputs(out: Path) -> dict[str, bytes]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from typer.testing import CliRunner
 
 from xaimed.cli import app
 from xaimed.io.dicom import map_on_source_planes, scan_dicom
+from xaimed.writers.manifest import read_manifest
 
 runner = CliRunner()
 
@@ -26,8 +26,7 @@ def _explain(input_path: Path, config: Path, out: Path) -> list[dict[str, str]]:
     args = ["explain", str(input_path), "-c", str(config), "-o", str(out), "-q"]
     result = runner.invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code in (0, 1), result.stdout + (result.stderr or "")
-    with (out / "manifest.csv").open() as fh:
-        return list(csv.DictReader(fh))
+    return read_manifest(out / "manifest.csv")
 
 
 @pytest.fixture
@@ -205,6 +204,5 @@ def test_readme_sample_dicom_command(tmp_path):
     args += ["-o", str(tmp_path / "out"), "-m", "saliency", "--device", "cpu", "-q"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.stdout + (result.stderr or "")
-    with (tmp_path / "out" / "manifest.csv").open() as fh:
-        rows = list(csv.DictReader(fh))
+    rows = read_manifest(tmp_path / "out" / "manifest.csv")
     assert len(rows) == 2 and all(r["status"] == "ok" and r["dicom_pm"] for r in rows)

@@ -4,7 +4,6 @@ manifest's source path)."""
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -21,11 +20,11 @@ from xaimed.evaluate.runner import evaluate
 from xaimed.evaluate.session import build_scorer, case_of_run, open_case, reexplain
 from xaimed.model import load_model
 from xaimed.pipeline import explain
+from xaimed.writers.manifest import read_manifest
 
 
 def _manifest(run: Path) -> list[dict[str, str]]:
-    with (run / "manifest.csv").open(newline="") as fh:
-        return list(csv.DictReader(fh))
+    return read_manifest(run / "manifest.csv")  # output paths resolved against the run
 
 
 def _reexplained_equals_stored(run: Path, config_path: Path) -> None:

@@ -3,7 +3,6 @@ re-explaining that reproduces the stored maps, checkpoints, and one-line errors.
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from xaimed.io.case import Case
 from xaimed.model import load_model
 from xaimed.pipeline import explain
 from xaimed.progress import LogReporter
+from xaimed.writers.manifest import read_manifest
 
 AFFINE = oblique_affine((1.5, 2.0, 3.0), "LPS")
 SHAPE = (20, 18, 14)
@@ -83,8 +83,8 @@ def evaluated(study: Path, tmp_path_factory) -> tuple[Path, object]:
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as fh:
-        return list(csv.DictReader(fh))
+    # A manifest's output paths are relative to its folder; resolved here (other CSVs have none).
+    return read_manifest(path)
 
 
 def test_metrics_csv_has_every_kind_per_case_and_method(evaluated):

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from xaimed.cli import app
 from xaimed.io.caselist import read_case_list
+from xaimed.writers.manifest import read_manifest
 
 SAMPLE = ROOT / "sample_data"
 COMMAND = (
@@ -47,8 +48,7 @@ def test_first_run_explains_nifti_and_dicom_in_one_command(tmp_path):
     args = ["explain", str(SAMPLE / "cases.csv"), "-c", str(config), "-o", str(out)]
     result = CliRunner().invoke(app, [*args, "-m", "saliency", "--device", "cpu", "-q"])
     assert result.exit_code == 0, result.stdout + (result.stderr or "")
-    with (out / "manifest.csv").open() as fh:
-        rows = list(csv.DictReader(fh))
+    rows = read_manifest(out / "manifest.csv")
     assert len(rows) == 8 and all(r["status"] == "ok" and r["png"] for r in rows)
     dicom = [r for r in rows if r["dicom_pm"]]
     assert sorted(r["case_id"] for r in dicom) == ["dicom-case03", "dicom-case04"]

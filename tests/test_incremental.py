@@ -21,6 +21,7 @@ from xaimed.errors import MethodError
 from xaimed.methods import registry
 from xaimed.methods.context import MethodContext
 from xaimed.sample.network import SampleCNN
+from xaimed.writers.manifest import read_manifest
 
 SAMPLE = Path(__file__).parent.parent / "xaimed" / "sample"
 
@@ -352,10 +353,8 @@ def test_explain_records_the_engine_in_the_sidecar(tmp_path, make_config):
     np.testing.assert_allclose(maps["fast"], maps["plain"], rtol=0, atol=1e-4 * scale)
     # The work done is reported: every window as an input scored (issue: it said 2), and the
     # equivalent whole passes, fewer than the windows.
-    import csv
 
-    with open(out / "manifest.csv", newline="") as fh:
-        rows = {row["method"]: row for row in csv.DictReader(fh)}
+    rows = {row["method"]: row for row in read_manifest(out / "manifest.csv")}
     windows = sidecars["fast"]["method_details"]["windows"]
     assert int(rows["fast"]["forward_passes"]) == windows + 2
     assert int(rows["plain"]["forward_passes"]) == windows + 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import logging
 import shutil
@@ -24,6 +23,7 @@ from xaimed.io.dicom import scan_dicom
 from xaimed.pacs.settings import PacsSection
 from xaimed.pipeline import explain
 from xaimed.progress import LogReporter
+from xaimed.writers.manifest import read_manifest
 
 runner = CliRunner()
 
@@ -43,8 +43,7 @@ def _explain(input_path: str | Path, config: Path, out: Path, *extra: str):
     result = runner.invoke(app, args, env={"COLUMNS": "200"})
     rows = []
     if (out / "manifest.csv").exists():
-        with (out / "manifest.csv").open() as fh:
-            rows = list(csv.DictReader(fh))
+        rows = read_manifest(out / "manifest.csv")
     return result, rows
 
 

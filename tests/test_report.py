@@ -18,6 +18,7 @@ from report_fixtures import sample_config, sample_run_fixture, xaimed  # noqa: F
 
 from xaimed.errors import InputError
 from xaimed.report import build_report
+from xaimed.writers.manifest import read_manifest
 
 
 def read_script(path: Path) -> object:
@@ -37,8 +38,7 @@ def read_volume(path: Path) -> nib.Nifti1Image:
 
 
 def manifest(run: Path) -> list[dict[str, str]]:
-    with (run / "manifest.csv").open(newline="") as fh:
-        return list(csv.DictReader(fh))
+    return read_manifest(run / "manifest.csv")
 
 
 def test_explain_and_evaluate_write_the_report(sample_run: Path) -> None:

@@ -8,7 +8,6 @@ is done, and nothing may be silently overwritten or marked ``ok`` when it is gar
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -32,6 +31,7 @@ from xaimed.errors import InputError, OutputError, XaimedError
 from xaimed.io.nifti import read_nifti
 from xaimed.pipeline import explain
 from xaimed.preprocess import prepare
+from xaimed.writers.manifest import read_manifest as resolved_rows
 from xaimed.writers.sidecar import write_sidecar
 
 runner = CliRunner()
@@ -47,8 +47,7 @@ def strict_json(path: Path) -> dict:
 
 
 def read_manifest(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
+    return resolved_rows(path)
 
 
 def config_file(tmp_path: Path, tiny_state: Path, **sections) -> Path:

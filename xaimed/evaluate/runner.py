@@ -17,7 +17,6 @@ metrics.csv and evaluation.json written for what is done.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -58,7 +57,9 @@ from xaimed.methods.baselines import make_baseline
 from xaimed.model import LoadedModel, load_model, resolve_device
 from xaimed.progress import LogReporter, Reporter
 from xaimed.report.hook import refresh_report
+from xaimed.run.records import check_outputs
 from xaimed.run.signals import RunInterrupted, StopFlag
+from xaimed.writers.manifest import read_manifest
 
 log = logging.getLogger("xaimed")
 
@@ -125,6 +126,8 @@ class _Evaluation:
     overwrite: bool = False
     reporter: Reporter = field(default_factory=LogReporter)
     stop: StopFlag = field(default_factory=StopFlag)
+    # The run folder evaluated: its completion records hold the hashes its maps are checked by.
+    run_dir: Path = field(default_factory=Path)
 
 
 def _manifest(run_dir: Path) -> list[dict[str, str]]:
@@ -134,8 +137,7 @@ def _manifest(run_dir: Path) -> list[dict[str, str]]:
             f"{run_dir}: no manifest.csv, so not an explain run; give the folder that "
             "`xaimed explain --out` wrote."
         )
-    with path.open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = read_manifest(path)  # the run's own files, wherever the folder now is
     ok = [r for r in rows if r["status"] == "ok" and r["nifti"] and r["target"] != "dominant"]
     if not ok:
         raise InputError(
@@ -208,7 +210,7 @@ def evaluate(
     out = Path(out_dir) if out_dir is not None else run
     ev = _Evaluation(cfg, settings, chosen, loaded, scorer, EvaluationResult(out),
                      overwrite=overwrite, reporter=reporter or LogReporter(),
-                     stop=stop or StopFlag())  # fmt: skip
+                     stop=stop or StopFlag(), run_dir=run)  # fmt: skip
     checkpoint = settings.sanity.randomised_labels_checkpoint
     if "sanity" in chosen and checkpoint is not None:
         key = "evaluate.sanity.randomised_labels_checkpoint"
@@ -324,6 +326,8 @@ def _evaluate_case(ev: _Evaluation, case_id: str, rows: list[dict[str, str]]) ->
         return
     try:
         case = open_case(case_of_run(rows[0]), ev.config, ev.scorer, ev.loaded.device)
+        for row in rows:
+            check_outputs(ev.run_dir, row)
         maps = [_read_map(row, ev.config, ev.loaded.sha256) for row in rows]
         mask = _mask(ev, case) if "localisation" in todo else None
     except XaimedError as exc:
@@ -559,7 +563,8 @@ def _write(ev: _Evaluation) -> None:
                 result.out_dir / "evaluation_cascade.png",
             )
         )  # fmt: skip
-    if result.summary["metrics"]:
+    # Pairwise agreement ("a vs b") alone has no method-by-metric table to draw.
+    if any(" vs " not in method for method in result.summary["metrics"]):
         result.plots.append(
             plots.plot_heatmap(result.summary, result.out_dir / "evaluation_table.png")
         )

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from xaimed.errors import InputError
+from xaimed.writers.manifest import read_manifest
 
 # Manifest columns that can identify a patient or a study (paths often carry names or MRNs;
 # Series Instance UIDs can be looked up in a PACS): left out unless report.identifiers is true.
@@ -121,8 +122,7 @@ def read_run(run_dir: Path, evaluation_dir: Path | None = None) -> RunData:
             f"{run_dir}: no manifest.csv; give the --out folder of `xaimed explain` "
             "(for a sharded run, run `xaimed merge` first)."
         )
-    with manifest.open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = read_manifest(manifest)
     entries = [
         MapEntry(r.get("case_id", ""), r.get("method", ""), r.get("target", ""),
                  r.get("status", ""), r)

@@ -99,7 +99,7 @@ def plan_jobs(
             record = None
             if identity is not None:
                 path = record_path(out_dir, case.case_id, entry.output_id)
-                record = read_record(path, keys.key(entry, identity))
+                record = read_record(path, keys.key(entry, identity), out_dir)
             if record is None:
                 job.todo.append(entry)
             else:

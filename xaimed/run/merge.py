@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from xaimed.errors import InputError
 from xaimed.report.hook import refresh_report
-from xaimed.writers.manifest import write_manifest
+from xaimed.writers.manifest import read_manifest, write_manifest
 
 _SHARD = re.compile(r"manifest-shard-(\d+)-of-(\d+)\.csv")
 
@@ -75,9 +74,8 @@ def merge_manifests(run_dir: Path) -> MergeSummary:
     present = {int(_SHARD.fullmatch(p.name)[1]): p for p in shards}  # type: ignore[index]
     by_case: dict[str, list[dict[str, str]]] = {}
     for index in sorted(present):
-        with present[index].open(newline="", encoding="utf-8") as fh:
-            for row in csv.DictReader(fh):
-                by_case.setdefault(row["case_id"], []).append(row)
+        for row in read_manifest(present[index]):
+            by_case.setdefault(row["case_id"], []).append(row)
     rows: list[dict[str, str]] = []
     summary = MergeSummary(run_dir / "manifest.csv", shards, rows)
     summary.missing_shards = [i for i in range(count) if i not in present]

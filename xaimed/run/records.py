@@ -5,7 +5,8 @@ map, DICOM series) has been renamed to its final name, so its presence means the
 complete. It stores the work key and the manifest rows of that work. A later run skips the work
 only when the record's key equals the key it would write itself and every file the record lists
 is still there with the size it had; anything else (a changed config, model or xaimed version, a
-deleted map) redoes it.
+deleted map) redoes it. Output paths are stored relative to the run folder, with each file's
+SHA-256 (``xaimed evaluate`` checks maps by it), so a copied or moved run folder keeps working.
 
 The key covers the case (its source path, size and modification time, its mask and label), the
 whole validated config except the method list (only this method's entry counts, so adding a
@@ -26,9 +27,10 @@ from typing import Any
 
 from xaimed import __version__
 from xaimed.config import Config, MethodEntry
+from xaimed.errors import InputError
 from xaimed.io.case import Case
 from xaimed.writers.atomic import atomic_path
-from xaimed.writers.manifest import ManifestRow
+from xaimed.writers.manifest import ManifestRow, relative_paths, resolved_paths
 from xaimed.writers.naming import file_part
 from xaimed.writers.outputs import FILE_COLUMNS
 
@@ -104,15 +106,6 @@ class Record:
     rows: list[ManifestRow]
 
 
-def _outputs(row: ManifestRow) -> list[Path]:
-    paths = []
-    for column in FILE_COLUMNS:
-        value = row.get(column)
-        if value:
-            paths.append(Path(value))
-    return paths
-
-
 def _size(path: Path) -> int:
     """A file's size; for a folder (a DICOM series), the total size of its files."""
     if path.is_dir():
@@ -120,28 +113,98 @@ def _size(path: Path) -> int:
     return path.stat().st_size
 
 
-def write_record(path: Path, key: str, rows: list[ManifestRow]) -> None:
-    """Record the finished work (after every output file is in place)."""
-    sizes = {str(p): _size(p) for row in rows for p in _outputs(row) if p.exists()}
-    body = {"key": key, "xaimed": __version__, "rows": rows, "sizes": sizes}
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file; for a folder (a DICOM series), of its files' names and contents."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(file.name.encode("utf-8", "surrogateescape") + b"\0")
+        with file.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def write_record(path: Path, key: str, rows: list[ManifestRow], run_dir: Path) -> None:
+    """Record the finished work (after every output file is in place).
+
+    Output paths are stored relative to ``run_dir``, with each file's size (checked on resume)
+    and SHA-256 (checked by ``xaimed evaluate``), so the run folder can be copied or moved."""
+    relative = [relative_paths(row, run_dir) for row in rows]
+    sizes: dict[str, int] = {}
+    hashes: dict[str, str] = {}
+    for row, rel in zip(rows, relative, strict=True):
+        for column in FILE_COLUMNS:
+            if row.get(column) and Path(row[column]).exists():  # type: ignore[literal-required]
+                name = str(rel[column])
+                sizes[name] = _size(Path(row[column]))  # type: ignore[literal-required]
+                hashes[name] = file_sha256(Path(row[column]))  # type: ignore[literal-required]
+    body = {"key": key, "xaimed": __version__, "rows": relative, "sizes": sizes, "sha256": hashes}
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(body, indent=1, default=str) + "\n", encoding="utf-8")
 
 
-def read_record(path: Path, key: str) -> Record | None:
-    """The record at ``path`` when it matches ``key`` and its outputs are intact, else None."""
+def _read_body(path: Path) -> dict[str, Any] | None:
     try:
         body = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(body, dict) or body.get("key") != key:
+    return body if isinstance(body, dict) else None
+
+
+def read_record(path: Path, key: str, run_dir: Path) -> Record | None:
+    """The record at ``path`` when it matches ``key`` and its outputs (relative paths resolved
+    against ``run_dir``) are intact, else None."""
+    body = _read_body(path)
+    if body is None or body.get("key") != key:
         return None
     sizes: dict[str, int] = body.get("sizes", {})
-    for row in body.get("rows", []):
-        for output in _outputs(row):
-            if not output.exists() or sizes.get(str(output)) != _size(output):
+    rows = []
+    for stored in body.get("rows", []):
+        row = ManifestRow(**resolved_paths(stored, run_dir))  # type: ignore[typeddict-item]
+        for column in FILE_COLUMNS:
+            name = stored.get(column)
+            if not name:
+                continue
+            output = Path(row[column])  # type: ignore[literal-required]
+            if not output.exists() or sizes.get(name) != _size(output):
                 return None
-    return Record(key, list(body.get("rows", [])))
+        rows.append(row)
+    return Record(key, rows)
+
+
+def check_outputs(run_dir: Path, row: dict[str, str]) -> None:
+    """Raise InputError when a file of the manifest ``row`` (paths resolved against ``run_dir``)
+    is missing or differs from the SHA-256 its completion record holds.
+
+    A row without a record, or a record written before hashes were kept, is not checked."""
+    body = _read_body(record_path(run_dir, row["case_id"], row["method"]))
+    hashes: dict[str, str] = (body or {}).get("sha256", {})
+    if not hashes:
+        return
+    for column in FILE_COLUMNS:
+        text = row.get(column)
+        if not text:
+            continue
+        file = Path(text)
+        try:
+            name = file.resolve().relative_to(run_dir.resolve()).as_posix()
+        except ValueError:
+            name = text
+        if name not in hashes:
+            continue
+        if not file.exists():
+            raise InputError(
+                f"case {row['case_id']} {row['method']}: {file} is missing; re-run "
+                "`xaimed explain` on this run folder."
+            )
+        if file_sha256(file) != hashes[name]:
+            raise InputError(
+                f"case {row['case_id']} {row['method']}: {file} differs from what `xaimed "
+                "explain` wrote (SHA-256 mismatch; truncated or changed); re-run `xaimed "
+                "explain` on this run folder."
+            )
 
 
 def clear_stale_temporaries(case_dir: Path) -> int:

@@ -190,6 +190,7 @@ class Explainer:
                     record_path(self.out_dir, case.case_id, entry.output_id),
                     self.keys.key(entry, identity),
                     entry_rows,
+                    self.out_dir,
                 )
             rows += entry_rows
         return CaseOutcome(rows)

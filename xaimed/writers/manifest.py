@@ -9,6 +9,7 @@ unsharded case order. ``resumed`` is
 
 from __future__ import annotations
 
+import contextlib
 import csv
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -55,6 +56,9 @@ class ManifestRow(TypedDict, total=False):
 
 
 COLUMNS: tuple[str, ...] = tuple(ManifestRow.__annotations__)
+# Columns naming a run's output files. The manifest stores them relative to its own folder, so
+# that a run folder can be copied or moved whole (a test checks these are the writers' columns).
+PATH_COLUMNS = ("nifti", "png", "dicom_pm", "dicom_sc", "sidecar")
 # Columns that differ between two runs of the same work (compare manifests without them).
 TIMING_COLUMNS = ("wall_s", "peak_host_mib", "peak_device_mib", "resumed")
 
@@ -68,14 +72,45 @@ def check_row(row: Mapping[str, Any]) -> None:
 
 def write_manifest(rows: Iterable[Mapping[str, Any]], path: Path) -> Path:
     """Write the manifest CSV atomically; the run rewrites it as cases finish, so that a crash
-    keeps what was done."""
+    keeps what was done. Output paths inside the manifest's folder are written relative to it."""
     with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         writer.writeheader()
         for row in rows:
             check_row(row)
+            row = relative_paths(row, path.parent)
             writer.writerow({k: _cell(row.get(k)) for k in COLUMNS})
     return path
+
+
+def relative_paths(row: Mapping[str, Any], base: Path) -> dict[str, Any]:
+    """``row`` with its output paths (:data:`PATH_COLUMNS`) relative to ``base`` where they lie
+    inside it; paths elsewhere stay as they are."""
+    out = dict(row)
+    root = base.resolve()
+    for column in PATH_COLUMNS:
+        value = out.get(column)
+        if value and Path(value).is_absolute():
+            with contextlib.suppress(ValueError):
+                out[column] = Path(value).resolve().relative_to(root).as_posix()
+    return out
+
+
+def resolved_paths(row: Mapping[str, Any], base: Path) -> dict[str, Any]:
+    """``row`` with its relative output paths resolved against ``base`` (absolute text)."""
+    out = dict(row)
+    for column in PATH_COLUMNS:
+        value = out.get(column)
+        if value:
+            out[column] = str(base.absolute() / value)
+    return out
+
+
+def read_manifest(path: Path) -> list[dict[str, str]]:
+    """The rows of the manifest at ``path``, output paths resolved against its folder, so that
+    a copied or moved run reads its own files."""
+    with path.open(newline="", encoding="utf-8") as fh:
+        return [resolved_paths(row, path.parent) for row in csv.DictReader(fh)]
 
 
 def _cell(value: Any) -> Any:
