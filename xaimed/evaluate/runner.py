@@ -59,7 +59,7 @@ from xaimed.progress import LogReporter, Reporter
 from xaimed.report.hook import refresh_report
 from xaimed.run.records import check_outputs
 from xaimed.run.signals import RunInterrupted, StopFlag
-from xaimed.writers.manifest import read_manifest
+from xaimed.writers.manifest import read_manifest, relative_paths
 
 log = logging.getLogger("xaimed")
 
@@ -313,7 +313,9 @@ def _evaluate_case(ev: _Evaluation, case_id: str, rows: list[dict[str, str]]) ->
     # The metrics list is left out of the key: evaluating one kind now and another later
     # reuses the first.
     settings = ev.settings.model_dump(mode="json", exclude={"metrics"})
-    key = record_key(rows, settings, ev.loaded.sha256, ev.config.runtime.seed)
+    # Output paths relative to the run: a moved or copied run keeps its evaluation records.
+    key = record_key([relative_paths(r, ev.run_dir) for r in rows], settings, ev.loaded.sha256,
+                     ev.config.runtime.seed)  # fmt: skip
     path = record_path(ev.result.out_dir, case_id)
     records = {} if ev.overwrite else load_records(path, key)
     todo = [kind for kind in ev.metrics if kind not in records]
