@@ -25,15 +25,6 @@ if TYPE_CHECKING:
 
     from xaimed.methods.context import MethodContext
 
-# Measured on the sample model by benchmarks/sanity_cascade.py: its map survives
-# re-initialising the top layers better than saliency's, but decorrelates once every layer is
-# random, so the warning names the published result and leaves the verdict to the evaluation.
-GUIDED_WARNING = (
-    "failed published model- and data-randomisation sanity checks on deep image classifiers "
-    "(Adebayo et al. 2018: its maps barely changed when the top layers were randomised, like "
-    "edge detectors); `xaimed evaluate` (sanity) measures whether it does on this model"
-)
-
 
 def _batch(ctx: MethodContext, requested: int | None) -> int:
     return requested or ctx.batch_size
