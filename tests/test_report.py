@@ -269,3 +269,23 @@ def test_dicom_study_shows_its_image_without_identifiers(tmp_path: Path) -> None
     for value in (str(header.PatientName), header.PatientID, header.SeriesInstanceUID,
                   header.StudyInstanceUID, row["series_uid"], str(study)):  # fmt: skip
         assert value and value not in text
+
+
+def test_dicom_study_from_a_case_list_shows_its_image(tmp_path: Path) -> None:
+    # A case list names DICOM cases with ids of its own (not the study hash): the report finds
+    # the study as the run did, so the image is under the map.
+    study = tmp_path / "dicom" / "PAT01"
+    shutil.copytree(Path(__file__).parent.parent / "sample_data" / "dicom" / "PAT01", study)
+    cases = tmp_path / "cases.csv"
+    cases.write_text("case_id,path\nmr-phantom,dicom/PAT01\n")
+    config = sample_config(tmp_path, methods=[{"name": "saliency"}], outputs={"png": False})
+    run = tmp_path / "run"
+    done = xaimed("explain", str(cases), "--config", str(config), "--out", str(run))
+    assert done.returncode == 0, done.stderr
+    assert "no longer holds it" not in done.stderr
+    row = manifest(run)[0]
+    assert row["case_id"] == "mr-phantom"
+    record = read_script(run / "report" / "data" / "cases" / "mr-phantom" / "case.js")
+    image = read_volume(run / "report" / record["source"]["file"])
+    assert image.shape == nib.load(row["nifti"]).shape
+    assert np.ptp(image.get_fdata()) > 0

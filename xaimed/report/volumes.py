@@ -92,7 +92,7 @@ def _read_dicom_source(case_id: str, source: Path, config_json: Path | None) -> 
     # The same reader the run used (series selection per the run's dicom section), so the
     # voxels are those the map was computed on.
     from xaimed.config import load_config
-    from xaimed.io.cases import discover_cases
+    from xaimed.io.case import Case
     from xaimed.io.read import read_case
 
     if config_json is None or not config_json.is_file():
@@ -101,10 +101,14 @@ def _read_dicom_source(case_id: str, source: Path, config_json: Path | None) -> 
             "source; give the run folder `xaimed explain` wrote."
         )
     config = load_config(config_json)
-    for case in discover_cases(source):
-        if case.case_id == case_id:
-            return np.asarray(read_case(case, config).array)
-    raise InputError(f"case {case_id}: its source {source} no longer holds it; restore it.")
+    # Located like a case-list entry: the study of that folder with this case's id, or its only
+    # study (a case list names DICOM cases with ids of its own).
+    try:
+        return np.asarray(read_case(Case(case_id, source, format=None), config).array)
+    except InputError:
+        raise InputError(
+            f"case {case_id}: its source {source} no longer holds it; restore it."
+        ) from None
 
 
 def quantised(array: np.ndarray) -> tuple[np.ndarray, float]:
