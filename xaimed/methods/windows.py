@@ -139,13 +139,13 @@ class IncrementalWindows:
         self, ctx: MethodContext, fill: torch.Tensor, threshold: float, freeze_norm: bool = False
     ) -> None:
         from xaimed.engine.counting import CountingModel
-        from xaimed.engine.incremental import NotIncremental, build_scorer, network_of
+        from xaimed.engine.incremental import NotIncremental, build_incremental_scorer, network_of
         from xaimed.engine.perturb import Evaluator
 
         network, autocast, reducer = network_of(ctx)
         x = ctx.inputs.detach()
         count = ctx.model.count if isinstance(ctx.model, CountingModel) else None
-        self.scorer = build_scorer(
+        self.scorer = build_incremental_scorer(
             network,
             x,
             fill,

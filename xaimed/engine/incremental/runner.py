@@ -389,7 +389,7 @@ def _stand_in(cached: torch.Tensor, batch: int) -> torch.Tensor:
     return cached.expand(batch, *cached.shape[1:])
 
 
-def build_scorer(
+def build_incremental_scorer(
     network: torch.nn.Module,
     x: torch.Tensor,
     fill: torch.Tensor,
