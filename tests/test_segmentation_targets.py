@@ -18,8 +18,8 @@ from xaimed.errors import InputError
 from xaimed.methods import registry
 from xaimed.methods.casedata import CaseData
 from xaimed.pipeline import explain
+from xaimed.prediction import Target, predict
 from xaimed.preprocess import prepare
-from xaimed.target import Target, predict
 from xaimed.volume import Source, Volume
 
 

@@ -21,7 +21,7 @@ from xaimed.errors import InputError
 if TYPE_CHECKING:
     from xaimed.config import TargetSection
     from xaimed.methods.casedata import CaseData
-    from xaimed.target import Prediction, Target
+    from xaimed.prediction import Prediction, Target
 
 
 class TargetReduction(torch.nn.Module):

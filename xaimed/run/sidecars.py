@@ -19,8 +19,8 @@ from xaimed.io.case import Case
 from xaimed.methods.postprocess import is_identity
 from xaimed.methods.registry import MethodInfo
 from xaimed.model import LoadedModel
+from xaimed.prediction import Prediction, Target
 from xaimed.preprocess import Prepared
-from xaimed.target import Prediction, Target
 from xaimed.volume import Volume
 
 RESEARCH_NOTE = "Research use only; not for diagnosis."

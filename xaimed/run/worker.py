@@ -36,6 +36,7 @@ from xaimed.models.agreement import member_agreement
 from xaimed.models.members import member_scorer
 from xaimed.pacs.source import PacsSource
 from xaimed.pacs.store import output_files, store_for_run
+from xaimed.prediction import Prediction, Target, predict, resolve_targets
 from xaimed.progress import LogReporter, Reporter
 from xaimed.run.memory import PeakMeter
 from xaimed.run.options import interrupted_fields
@@ -53,7 +54,6 @@ from xaimed.run.sidecars import (
     software_versions,
 )
 from xaimed.run.signals import RunInterrupted, StopFlag
-from xaimed.target import Prediction, Target, predict, resolve_targets
 from xaimed.volume import Volume
 from xaimed.writers.base import MapOutput
 from xaimed.writers.dicom_outputs import dicom_source_record, is_dicom, series_uid
