@@ -53,7 +53,7 @@ from xaimed.evaluate.session import (
     reexplain,
 )
 from xaimed.methods import registry
-from xaimed.methods.baselines import make_baseline
+from xaimed.methods.fills import constant_fill
 from xaimed.model import LoadedModel, load_model, resolve_device
 from xaimed.progress import LogReporter, Reporter
 from xaimed.report.hook import refresh_report
@@ -410,7 +410,7 @@ def _localisation(ev: _Evaluation, case: OpenCase, m: _Map, mask: np.ndarray | N
 def _faithfulness(ev: _Evaluation, case: OpenCase, m: _Map) -> None:
     s = ev.settings.faithfulness
     grid_map = case.to_model_grid(m.data)
-    baseline = make_baseline(s.baseline, case.inputs)
+    baseline = constant_fill(s.baseline, case.inputs)
     # A segmentation target is already one reduced score per label (a sum or mean over the
     # region, of probabilities when target.score says so); a softmax across labels of those
     # would mean nothing, so the curves follow the explained score itself.
