@@ -16,7 +16,7 @@ from xaimed.config import PreprocessingSection, TargetSection, load_config, upda
 from xaimed.engine.targets import TargetReduction
 from xaimed.errors import InputError
 from xaimed.methods import registry
-from xaimed.methods.casedata import CaseData
+from xaimed.methods.casefiles import CaseFiles
 from xaimed.pipeline import explain
 from xaimed.prediction import Target, predict
 from xaimed.preprocess import prepare
@@ -30,10 +30,10 @@ class _TwoLabels(torch.nn.Module):
         return torch.cat([x, 1 - x], dim=1)
 
 
-def _case(x: torch.Tensor) -> CaseData:
+def _case(x: torch.Tensor) -> CaseFiles:
     volume = Volume(x[0, 0].numpy(), np.eye(4), Source(Path("c.nii.gz"), "nifti"))
     section = PreprocessingSection()
-    return CaseData("c", prepare(volume, section), section)
+    return CaseFiles("c", prepare(volume, section), section)
 
 
 def _reduction(**spec) -> TargetReduction:

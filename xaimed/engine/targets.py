@@ -20,7 +20,7 @@ from xaimed.errors import InputError
 
 if TYPE_CHECKING:
     from xaimed.config import TargetSection
-    from xaimed.methods.casedata import CaseData
+    from xaimed.methods.casefiles import CaseFiles
     from xaimed.prediction import Prediction, Target
 
 
@@ -86,7 +86,7 @@ class TargetReduction(torch.nn.Module):
         count = self.regions.flatten(1).sum(-1).clamp(min=1)
         return sums / count.to(sums.dtype)
 
-    def configure(self, inputs: torch.Tensor, case: CaseData) -> None:
+    def configure(self, inputs: torch.Tensor, case: CaseFiles) -> None:
         """Find out whether the model segments and, if so, fix this case's regions."""
         self.reset()
         with torch.no_grad():
@@ -97,7 +97,7 @@ class TargetReduction(torch.nn.Module):
         """Forget the previous case: until ``fix_regions``, outputs pass through unreduced."""
         self.segmentation, self.regions = False, None
 
-    def fix_regions(self, out: torch.Tensor, inputs: torch.Tensor, case: CaseData) -> torch.Tensor:
+    def fix_regions(self, out: torch.Tensor, inputs: torch.Tensor, case: CaseFiles) -> torch.Tensor:
         """Fix this case's regions from the model's raw output ``out`` on the unperturbed
         ``inputs``; returns the scores of that output (reduced for a segmentation).
 
@@ -107,7 +107,7 @@ class TargetReduction(torch.nn.Module):
         self._fix_regions(out, inputs, case)
         return self.reduce(out) if self.segmentation else out
 
-    def _fix_regions(self, out: torch.Tensor, inputs: torch.Tensor, case: CaseData) -> None:
+    def _fix_regions(self, out: torch.Tensor, inputs: torch.Tensor, case: CaseFiles) -> None:
         if out.ndim <= 2:
             return
         if tuple(out.shape[2:]) != tuple(inputs.shape[2:]):

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class CaseData:
+class CaseFiles:
     """One case as the model sees it, with the means to bring per-case files onto its grid."""
 
     case_id: str
