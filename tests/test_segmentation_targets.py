@@ -53,7 +53,7 @@ def test_predicted_region_sum_and_mean_of_logits(x):
     assert scores.shape == (1, 2)
     assert float(scores[0, 0]) == pytest.approx(float(x[0, 0][bright].sum()), rel=1e-6)
     assert float(scores[0, 1]) == pytest.approx(float((1 - x[0, 0])[~bright].sum()), rel=1e-6)
-    assert reduction.record()["region_voxels"] == [int(bright.sum()), int((~bright).sum())]
+    assert reduction.sidecar_fields()["region_voxels"] == [int(bright.sum()), int((~bright).sum())]
     mean = _reduction(region="predicted", reduction="mean")
     mean.configure(x, _case(x))
     assert float(mean(x)[0, 0]) == pytest.approx(float(x[0, 0][bright].mean()), rel=1e-6)
@@ -72,7 +72,7 @@ def test_whole_volume_and_probabilities(x):
 def test_classifier_outputs_pass_through(x):
     flat = TargetReduction(torch.nn.Flatten(), TargetSection(), output="logits")
     flat.configure(x, _case(x))
-    assert not flat.segmentation and flat.record() is None
+    assert not flat.segmentation and flat.sidecar_fields() is None
     torch.testing.assert_close(flat(x), x.flatten(1))
 
 

@@ -161,7 +161,7 @@ class TargetReduction(torch.nn.Module):
                     f"{self.spec.region}); choose another target.class or target.region: volume."
                 )
 
-    def record(self) -> dict[str, Any] | None:
+    def sidecar_fields(self) -> dict[str, Any] | None:
         """The reduction, for the sidecar's target (None for a classifier)."""
         if not self.segmentation:
             return None

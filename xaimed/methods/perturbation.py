@@ -66,7 +66,7 @@ def _details(evaluator: Evaluator, **extra: Any) -> dict[str, Any]:
         "batch_size": evaluator.batch_size,
         "out_of_memory_backoffs": evaluator.backoffs,
         **extra,
-        **evaluator.engine_record(),
+        **evaluator.engine_fields(),
     }
 
 
@@ -142,7 +142,7 @@ def occlusion(ctx: MethodContext, params: OcclusionParams) -> MethodOutput:
     mean = torch.where(covered > 0, total / covered.clamp(min=1), torch.zeros_like(total))
     attribution = mean.to(x.dtype)[None, None].expand_as(x).clone()
     details = {
-        **engine.record(),
+        **engine.sidecar_fields(),
         **record,
         "window": list(window),
         "stride": list(stride),
@@ -207,7 +207,7 @@ def _grid_ablation(ctx: MethodContext, params: FeatureAblationParams) -> MethodO
     engine, used = window_scores(ctx, params.engine, fill, method="feature_ablation")
     drops = engine.reference - engine.scores(lo, hi, label="feature_ablation")
     details = {
-        **engine.record(),
+        **engine.sidecar_fields(),
         **used,
         "grouping": record,
         "baseline": describe_fill(params.baseline),

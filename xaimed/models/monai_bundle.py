@@ -65,7 +65,7 @@ class AppliedBundle:
     output: Any  # the preprocessed MetaTensor: its meta and applied operations
     names: list[str] = field(default_factory=list)
 
-    def record(self) -> dict[str, Any]:
+    def sidecar_fields(self) -> dict[str, Any]:
         return {"step": "monai_bundle", "transforms": self.names}
 
     def invert(self, data: np.ndarray) -> np.ndarray:

@@ -64,7 +64,7 @@ class AppliedNnunet:
     preprocessed_shape: tuple[int, ...]
     details: dict[str, Any] = field(default_factory=dict)
 
-    def record(self) -> dict[str, Any]:
+    def sidecar_fields(self) -> dict[str, Any]:
         props = self.properties
         return {
             "step": "nnunet",
@@ -296,7 +296,7 @@ def load_nnunet(section: NnunetSection, *, allow_pickle: bool, device: torch.dev
             "configuration": configuration,
             "folds": [p.parent.name for p in paths],
             "checkpoint": section.checkpoint,
-            "sliding_window": members[0].record(),
+            "sliding_window": members[0].sidecar_fields(),
             "mirroring": section.mirroring,
         },
     )

@@ -71,8 +71,9 @@ def check_row(row: Mapping[str, Any]) -> None:
 
 
 def write_manifest(rows: Iterable[Mapping[str, Any]], path: Path) -> Path:
-    """Write the manifest CSV atomically; the run rewrites it as cases finish, so that a crash
-    keeps what was done. Output paths inside the manifest's folder are written relative to it."""
+    """Write the manifest CSV atomically; the run rewrites it as cases finish (spaced so that the
+    rewrites stay under 5 % of the run, see ``run.cohort``), so that a crash keeps what was done.
+    Output paths inside the manifest's folder are written relative to it."""
     with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         writer.writeheader()
