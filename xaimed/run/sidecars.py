@@ -17,7 +17,7 @@ from xaimed.config import Config, MethodEntry
 from xaimed.engine.targets import TargetReduction
 from xaimed.io.case import Case
 from xaimed.methods.postprocess import is_identity
-from xaimed.methods.registry import MethodInfo
+from xaimed.methods.spec import MethodInfo
 from xaimed.model import LoadedModel
 from xaimed.prediction import Prediction, Target
 from xaimed.preprocess import Prepared
