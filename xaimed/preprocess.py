@@ -334,7 +334,7 @@ def _resample(
     data: np.ndarray, affine: np.ndarray, params: ResampleStep
 ) -> tuple[np.ndarray, np.ndarray, AppliedResample]:
     shape = np.array(data.shape[1:])
-    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    spacing = np.asarray(Geometry.of(data.shape[1:], affine).spacing)
     scale = np.asarray(params.spacing, dtype=np.float64) / spacing
     new_shape = np.maximum(1, np.round(shape / scale)).astype(int)
     # Keep the grid centre where it was: old index of new voxel j is offset + j * scale.

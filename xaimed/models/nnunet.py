@@ -144,8 +144,7 @@ class NnunetModel:
             )
         if not np.all(np.isfinite(stack)):
             raise InputError(f"{name}: the volume has NaN or infinite voxels; fix the image.")
-        spacing = np.linalg.norm(volume.affine[:3, :3], axis=0)
-        properties: dict[str, Any] = {"spacing": [float(s) for s in spacing[::-1]]}
+        properties: dict[str, Any] = {"spacing": list(volume.geometry.spacing[::-1])}
         # nnU-Net's arrays are the file's grid with the axes reversed (SimpleITK order).
         arrays = np.ascontiguousarray(stack.transpose(0, 3, 2, 1), dtype=np.float32)
         preprocessor = self.configuration_manager.preprocessor_class(verbose=False)

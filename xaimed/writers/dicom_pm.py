@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import highdicom as hd
-import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.sr.codedict import codes
@@ -77,7 +76,7 @@ def build_parametric_map(heatmap: Volume, series: DerivedSeries) -> Dataset:
     planes = map_on_source_planes(heatmap)
     lo, hi = float(planes.min()), float(planes.max())
     first = frames[0]
-    step = float(np.linalg.norm(header.stack.affine_lps[:3, 2])) if len(frames) > 1 else None
+    step = header.stack.geometry.spacing[2] if len(frames) > 1 else None
     mapping = hd.pm.RealWorldValueMapping(
         lut_label=series.method[:16],
         lut_explanation=fit_lo(f"{series.method} attribution"),

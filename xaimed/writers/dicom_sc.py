@@ -70,7 +70,7 @@ def build_secondary_captures(
     window = window_limits(images)
     magnitude = float(np.abs(values).max()) if values.size else 0.0
     signed = bool(values.min() < 0)
-    step = float(np.linalg.norm(header.stack.affine_lps[:3, 2]))
+    step = header.stack.geometry.spacing[2]
     # highdicom builds the first instance (patient, study, equipment, SC modules); the others
     # differ only per slice, so they are copies of it with those attributes replaced: building
     # each with highdicom costs a module lookup per attribute, seconds per series.

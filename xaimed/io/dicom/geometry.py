@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from xaimed.errors import InputError
+from xaimed.geometry import Geometry, lps_to_ras
 from xaimed.io.dicom.frames import Frame
 
 # Direction cosines in real headers carry 5-7 decimals; planes within this are "the same".
@@ -43,6 +44,11 @@ class Stack:
     offsets: np.ndarray
     is_2d: bool = False
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def geometry(self) -> Geometry:
+        """The grid the stack is read onto, voxel -> RAS+ like every grid in xaimed."""
+        return Geometry.of(self.shape, lps_to_ras(self.affine_lps))
 
     @property
     def resampled(self) -> bool:

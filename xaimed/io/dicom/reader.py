@@ -16,7 +16,6 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from xaimed.errors import InputError
-from xaimed.geometry import lps_to_ras
 from xaimed.io.dicom.discovery import DicomSeries
 from xaimed.io.dicom.geometry import Stack, build_stack
 from xaimed.volume import Source, Volume
@@ -112,7 +111,7 @@ def read_dicom_series(
     try:
         return Volume(
             array=array,
-            affine=lps_to_ras(stack.affine_lps),
+            affine=stack.geometry.affine,
             source=Source(series.files[0].parent, "dicom", header),
             meta=meta,
         )
