@@ -1,0 +1,150 @@
+"""Read NRRD (``.nrrd``, ``.nhdr``) and MetaImage (``.mha``, ``.mhd``) files with SimpleITK.
+
+ITK places voxels in LPS+ (origin, spacing, direction); the Volume's affine is RAS+, converted
+once here with :func:`xaimed.geometry.lps_to_ras`. SimpleITK's array is (z, y, x[, component]);
+the Volume's axes are ITK's (x, y, z), components (vector images) on axis 3 like a 4D NIfTI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import SimpleITK as sitk
+
+from xaimed.errors import InputError
+from xaimed.geometry import lps_to_ras
+from xaimed.io.safety import check_declared_size, escape_text
+from xaimed.volume import Source, Volume
+
+if TYPE_CHECKING:
+    from xaimed.config import Config
+    from xaimed.io.case import Case
+
+# File suffix -> the Source.format of its volumes (detached headers share their format's name).
+ITK_FORMATS = {".nrrd": "nrrd", ".nhdr": "nrrd", ".mha": "metaimage", ".mhd": "metaimage"}
+ITK_SUFFIXES = tuple(ITK_FORMATS)
+
+
+def is_itk(path: Path) -> bool:
+    """Whether ``path`` names a NRRD or MetaImage file (or detached header) by its suffix."""
+    return path.suffix.lower() in ITK_FORMATS
+
+
+def itk_stem(path: Path) -> str:
+    """File name without its NRRD/MetaImage suffix."""
+    return path.stem
+
+
+def itk_affine(image: sitk.Image) -> np.ndarray:
+    """The voxel -> RAS+ affine of an ITK image's first three axes (ITK's own is LPS+)."""
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    affine = np.eye(4)
+    affine[:3, :3] = direction @ np.diag(np.asarray(image.GetSpacing(), dtype=np.float64))
+    affine[:3, 3] = image.GetOrigin()
+    return lps_to_ras(affine)
+
+
+def read_itk(path: Path, *, case_id: str | None = None, memory_budget: int | None = None) -> Volume:
+    """Read a 3D NRRD or MetaImage file into a float32 Volume (components on axis 3).
+
+    The header is read first, so that the declared size is checked against ``memory_budget``
+    (bytes; default: the memory available now) before any voxel is; then the voxels are read
+    here, not lazily, so that a missing or corrupt data file (``.nhdr``/``.mhd`` keep their
+    voxels in another file) fails now with a message naming it.
+    """
+    where = f"case {case_id}: {escape_text(str(path))}" if case_id else escape_text(str(path))
+    data_file = detached_data_file(path)
+    if data_file is not None and not data_file.is_file():
+        raise InputError(
+            f"{where}: its voxel data file {escape_text(str(data_file))} does not exist; "
+            "restore it next to the header (or fix the header's data file name)."
+        )
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        raise InputError(
+            f"{where}: not a readable NRRD or MetaImage header; re-export the image or remove it."
+        ) from None
+    size = tuple(int(n) for n in reader.GetSize())
+    if len(size) != 3:
+        raise InputError(
+            f"{where}: the image has {len(size)} dimensions, xaimed reads 3D NRRD and MetaImage "
+            "volumes; export it as a 3D volume."
+        )
+    components = int(reader.GetNumberOfComponents())
+    check_declared_size(size + ((components,) if components > 1 else ()), where, memory_budget)
+    try:
+        image = reader.Execute()
+    except RuntimeError:
+        holder = escape_text(str(data_file or path))
+        raise InputError(
+            f"{where}: the voxel data in {holder} cannot be read, the file is truncated or "
+            "corrupt; re-export the image."
+        ) from None
+    array = sitk.GetArrayViewFromImage(image)
+    # (z, y, x[, c]) -> (x, y, z[, c]): the Volume's axes are ITK's index axes.
+    axes = (2, 1, 0, 3) if array.ndim == 4 else (2, 1, 0)
+    data = np.ascontiguousarray(np.transpose(array, axes), dtype=np.float32)
+    try:
+        return Volume(
+            array=data, affine=itk_affine(image), source=Source(path, ITK_FORMATS[_suffix(path)])
+        )
+    except ValueError:
+        raise InputError(
+            f"{where}: unusable geometry (the direction is singular or not finite); fix the "
+            "header's direction and spacing."
+        ) from None
+
+
+class ItkReader:
+    """A NRRD or MetaImage file (``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``), read with SimpleITK."""
+
+    name = "itk"
+
+    def locate(self, case: Case) -> Case | None:
+        """A NRRD or MetaImage file (its header, when detached) is its own case."""
+        return (
+            replace(case, format=self.name) if case.path.is_file() and is_itk(case.path) else None
+        )
+
+    def read(self, case: Case, config: Config) -> Volume:
+        """The file's Volume."""
+        return read_itk(
+            case.path, case_id=case.case_id, memory_budget=config.runtime.memory_budget_bytes
+        )
+
+
+def _suffix(path: Path) -> str:
+    return path.suffix.lower()
+
+
+def detached_data_file(path: Path) -> Path | None:
+    """The separate file holding the voxels that a detached header names (a NRRD ``.nhdr``'s
+    ``data file:`` line, a MetaImage ``.mhd``'s ``ElementDataFile``), or None.
+
+    Looked up here, not by SimpleITK, only to name the file in messages: ITK's own error text
+    is its internals, and a missing NRRD data file already fails reading the header.
+    """
+    keys = {".nhdr": ("data file:", "datafile:"), ".mhd": ("elementdatafile",)}.get(_suffix(path))
+    if keys is None:
+        return None
+    try:
+        with path.open(encoding="latin-1") as fh:
+            lines = [fh.readline() for _ in range(200)]
+    except OSError:
+        return None
+    for line in lines:
+        text = line.strip()
+        for key in keys:
+            if text.lower().startswith(key):
+                name = text[len(key) :].strip().lstrip("=").strip()
+                # LOCAL: the voxels follow the header; LIST or a pattern: several files.
+                if name and name.split()[0].upper() not in ("LOCAL", "LIST") and "%" not in name:
+                    return path.parent / name
+                return None
+    return None
