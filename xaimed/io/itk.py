@@ -7,7 +7,7 @@ the Volume's axes are ITK's (x, y, z), components (vector images) on axis 3 like
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,13 +38,51 @@ def itk_stem(path: Path) -> str:
     return path.stem
 
 
-def itk_affine(image: sitk.Image) -> np.ndarray:
-    """The voxel -> RAS+ affine of an ITK image's first three axes (ITK's own is LPS+)."""
-    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
-    affine = np.eye(4)
-    affine[:3, :3] = direction @ np.diag(np.asarray(image.GetSpacing(), dtype=np.float64))
-    affine[:3, 3] = image.GetOrigin()
-    return lps_to_ras(affine)
+@dataclass(frozen=True)
+class ItkGeometry:
+    """A source's geometry as ITK stored it (LPS+), kept as the Volume's source header so that
+    maps written back in an ITK format carry the very same numbers, not ones recomputed from
+    the RAS+ affine."""
+
+    origin: tuple[float, ...]
+    spacing: tuple[float, ...]
+    direction: tuple[float, ...]  # row-major 3x3; column j is the direction of index axis j
+
+    @classmethod
+    def of(cls, image: sitk.Image) -> ItkGeometry:
+        """The geometry of ``image``."""
+        return cls(image.GetOrigin(), image.GetSpacing(), image.GetDirection())
+
+    @property
+    def affine(self) -> np.ndarray:
+        """The voxel -> RAS+ affine (ITK's own is LPS+)."""
+        direction = np.asarray(self.direction, dtype=np.float64).reshape(3, 3)
+        affine = np.eye(4)
+        affine[:3, :3] = direction @ np.diag(np.asarray(self.spacing, dtype=np.float64))
+        affine[:3, 3] = self.origin
+        return lps_to_ras(affine)
+
+
+def itk_arrays(image: sitk.Image, dtype: type | None = np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """An ITK image's voxels on xaimed's axes (x, y, z[, component]) and its RAS+ affine;
+    ``dtype`` None keeps the file's voxel type."""
+    array = sitk.GetArrayViewFromImage(image)
+    # (z, y, x[, c]) -> (x, y, z[, c]): the Volume's axes are ITK's index axes.
+    axes = (2, 1, 0, 3) if array.ndim == 4 else (2, 1, 0)
+    data = np.ascontiguousarray(np.transpose(array, axes), dtype=dtype)
+    return data, ItkGeometry.of(image).affine
+
+
+def read_itk_arrays(path: Path, dtype: type | None = np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """A written map (or source) file's voxels and RAS+ affine, for the report and evaluate;
+    raises ValueError when the file cannot be read."""
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError:
+        raise ValueError(
+            f"{escape_text(str(path))} is not a readable NRRD or MetaImage file"
+        ) from None
+    return itk_arrays(image, dtype)
 
 
 def read_itk(path: Path, *, case_id: str | None = None, memory_budget: int | None = None) -> Volume:
@@ -86,14 +124,10 @@ def read_itk(path: Path, *, case_id: str | None = None, memory_budget: int | Non
             f"{where}: the voxel data in {holder} cannot be read, the file is truncated or "
             "corrupt; re-export the image."
         ) from None
-    array = sitk.GetArrayViewFromImage(image)
-    # (z, y, x[, c]) -> (x, y, z[, c]): the Volume's axes are ITK's index axes.
-    axes = (2, 1, 0, 3) if array.ndim == 4 else (2, 1, 0)
-    data = np.ascontiguousarray(np.transpose(array, axes), dtype=np.float32)
+    data, affine = itk_arrays(image)
+    source = Source(path, ITK_FORMATS[_suffix(path)], ItkGeometry.of(image))
     try:
-        return Volume(
-            array=data, affine=itk_affine(image), source=Source(path, ITK_FORMATS[_suffix(path)])
-        )
+        return Volume(array=data, affine=affine, source=source)
     except ValueError:
         raise InputError(
             f"{where}: unusable geometry (the direction is singular or not finite); fix the "
