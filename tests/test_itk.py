@@ -177,6 +177,36 @@ def test_detached_header_without_its_data_file_names_both(tmp_path, header, data
         read_itk(path, case_id="c7")
 
 
+@pytest.mark.parametrize(
+    ("ndims", "message"),
+    [
+        ("-3", "not a readable MetaImage header"),
+        ("83", "the image has 83 dimensions"),
+        ("2", "the image has 2 dimensions"),
+    ],
+)
+def test_metaimage_ndims_other_than_3_is_refused_before_simpleitk(tmp_path, ndims, message):
+    # SimpleITK's MetaImage parser crashes the process on NDims -3 or 83 (found by fuzzing).
+    path = tmp_path / "x.mha"
+    sitk.WriteImage(_itk_image("flipped"), str(path))
+    path.write_bytes(path.read_bytes().replace(b"NDims = 3", f"NDims = {ndims}".encode(), 1))
+    with pytest.raises(InputError, match=rf"^case x: .*x\.mha: {message}"):
+        read_itk(path, case_id="x")
+
+
+def test_declared_size_is_checked_before_the_voxels_are_read(tmp_path):
+    path = tmp_path / "huge.nhdr"
+    path.write_text(
+        "NRRD0004\ntype: float\ndimension: 3\nsizes: 4000 4000 4000\nencoding: raw\n"
+        "endian: little\ndata file: huge.raw\n"
+    )
+    (tmp_path / "huge.raw").write_bytes(b"\0" * 64)
+    with pytest.raises(
+        InputError, match=r"declares 4000 x 4000 x 4000 voxels.*runtime.memory_budget"
+    ):
+        read_itk(path, case_id="huge", memory_budget=2**30)
+
+
 def test_discovery_of_a_mixed_folder(tmp_path):
     from dicom_helpers import write_study
 

@@ -100,6 +100,7 @@ def read_itk(path: Path, *, case_id: str | None = None, memory_budget: int | Non
             f"{where}: its voxel data file {escape_text(str(data_file))} does not exist; "
             "restore it next to the header (or fix the header's data file name)."
         )
+    _check_metaimage_dims(path, where)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -157,28 +158,59 @@ def _suffix(path: Path) -> str:
     return path.suffix.lower()
 
 
+def _header_fields(path: Path, suffix: str) -> dict[str, str]:
+    """The ``key: value`` (NRRD) or ``Key = Value`` (MetaImage) fields of a header, keys in
+    lower case; only the first 64 KiB are looked at (the voxels of ``.nrrd``/``.mha`` follow)."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(65536).decode("latin-1")
+    except OSError:
+        return {}
+    fields: dict[str, str] = {}
+    separator = "=" if suffix in (".mha", ".mhd") else ":"
+    for line in head.splitlines()[:200]:
+        if not line.strip():
+            break  # NRRD: the blank line ends the header
+        key, sep, value = line.partition(separator)
+        if sep and key.strip().lower() not in fields:
+            fields[key.strip().lower()] = value.lstrip("=").strip()
+        if key.strip().lower() == "elementdatafile":
+            break  # MetaImage: the last field
+    return fields
+
+
 def detached_data_file(path: Path) -> Path | None:
     """The separate file holding the voxels that a detached header names (a NRRD ``.nhdr``'s
     ``data file:`` line, a MetaImage ``.mhd``'s ``ElementDataFile``), or None.
 
-    Looked up here, not by SimpleITK, only to name the file in messages: ITK's own error text
-    is its internals, and a missing NRRD data file already fails reading the header.
+    Read here, not by SimpleITK, only to name the file in messages: ITK's own error text is its
+    internals, and a missing NRRD data file already fails reading the header.
     """
-    keys = {".nhdr": ("data file:", "datafile:"), ".mhd": ("elementdatafile",)}.get(_suffix(path))
+    suffix = _suffix(path)
+    keys = {".nhdr": ("data file", "datafile"), ".mhd": ("elementdatafile",)}.get(suffix)
     if keys is None:
         return None
-    try:
-        with path.open(encoding="latin-1") as fh:
-            lines = [fh.readline() for _ in range(200)]
-    except OSError:
+    fields = _header_fields(path, suffix)
+    name = next((fields[key] for key in keys if key in fields), "")
+    # LOCAL: the voxels follow the header; LIST or a pattern: several files.
+    if not name or name.split()[0].upper() in ("LOCAL", "LIST") or "%" in name:
         return None
-    for line in lines:
-        text = line.strip()
-        for key in keys:
-            if text.lower().startswith(key):
-                name = text[len(key) :].strip().lstrip("=").strip()
-                # LOCAL: the voxels follow the header; LIST or a pattern: several files.
-                if name and name.split()[0].upper() not in ("LOCAL", "LIST") and "%" not in name:
-                    return path.parent / name
-                return None
-    return None
+    return path.parent / name
+
+
+def _check_metaimage_dims(path: Path, where: str) -> None:
+    """Refuse a MetaImage header whose ``NDims`` is not 3 before SimpleITK reads it: its
+    MetaImage parser crashes the process (segmentation fault) on a negative or huge NDims."""
+    if _suffix(path) not in (".mha", ".mhd"):
+        return
+    ndims = _header_fields(path, _suffix(path)).get("ndims", "")
+    if not ndims.isdigit():
+        raise InputError(
+            f"{where}: not a readable MetaImage header (NDims is {ndims[:20]!r}); re-export the "
+            "image or remove it."
+        )
+    if int(ndims) != 3:
+        raise InputError(
+            f"{where}: the image has {int(ndims)} dimensions, xaimed reads 3D NRRD and "
+            "MetaImage volumes; export it as a 3D volume."
+        )
