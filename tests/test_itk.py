@@ -207,6 +207,20 @@ def test_declared_size_is_checked_before_the_voxels_are_read(tmp_path):
         read_itk(path, case_id="huge", memory_budget=2**30)
 
 
+def test_non_finite_and_overflowing_voxels_meet_the_nan_check(tmp_path):
+    from xaimed.config import PreprocessingSection
+    from xaimed.preprocess import prepare
+
+    values = np.ones(SHAPE[::-1])
+    values[1, 2, 3], values[2, 2, 2] = np.nan, 1e300  # float64: beyond float32 once read
+    sitk.WriteImage(sitk.GetImageFromArray(values), str(tmp_path / "bad.nrrd"))
+    volume = read_itk(tmp_path / "bad.nrrd")
+    with pytest.raises(InputError, match=r"bad\.nrrd: 2 voxels are NaN or infinite"):
+        prepare(volume, PreprocessingSection())
+    filled = prepare(volume, PreprocessingSection(nan_fill=0.0))
+    assert np.isfinite(filled.array).all()
+
+
 def test_discovery_of_a_mixed_folder(tmp_path):
     from dicom_helpers import write_study
 

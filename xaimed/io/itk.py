@@ -69,7 +69,10 @@ def itk_arrays(image: sitk.Image, dtype: type | None = np.float32) -> tuple[np.n
     array = sitk.GetArrayViewFromImage(image)
     # (z, y, x[, c]) -> (x, y, z[, c]): the Volume's axes are ITK's index axes.
     axes = (2, 1, 0, 3) if array.ndim == 4 else (2, 1, 0)
-    data = np.ascontiguousarray(np.transpose(array, axes), dtype=dtype)
+    # Values beyond float32 become infinite here; preprocessing refuses them with a sentence
+    # (or fills them, preprocessing.nan_fill), so numpy's overflow warning would only be noise.
+    with np.errstate(over="ignore", invalid="ignore"):
+        data = np.ascontiguousarray(np.transpose(array, axes), dtype=dtype)
     return data, ItkGeometry.of(image).affine
 
 
