@@ -25,7 +25,7 @@ from xaimed.io.nifti import read_nifti
 from xaimed.io.read import resolve_listed
 from xaimed.writers.manifest import read_manifest
 from xaimed.writers.nifti import write_nifti_map
-from xaimed.writers.volume import write_label_volume, write_map_volume
+from xaimed.writers.volume import map_format, write_label_volume, write_map_volume
 
 SHAPE = (7, 6, 5)  # x, y, z: distinct so that a transposed axis cannot pass
 
@@ -219,6 +219,29 @@ def test_non_finite_and_overflowing_voxels_meet_the_nan_check(tmp_path):
         prepare(volume, PreprocessingSection())
     filled = prepare(volume, PreprocessingSection(nan_fill=0.0))
     assert np.isfinite(filled.array).all()
+
+
+def test_a_label_map_on_the_grid_may_be_nrrd_and_dicom_maps_stay_nifti(tmp_path):
+    from xaimed.config import PreprocessingSection
+    from xaimed.methods.casedata import CaseData
+    from xaimed.preprocess import prepare
+    from xaimed.volume import Source
+
+    sitk.WriteImage(_itk_image("oblique"), str(tmp_path / "c1.nrrd"))
+    source = read_itk(tmp_path / "c1.nrrd")
+    labels = np.zeros(SHAPE, dtype=np.int16)
+    labels[2:4, 1:3, 0:2] = 5
+    label_image = sitk.GetImageFromArray(labels.transpose(2, 1, 0))
+    label_image.CopyInformation(sitk.ReadImage(str(tmp_path / "c1.nrrd")))
+    sitk.WriteImage(label_image, str(tmp_path / "c1_mask.mha"))
+    section = PreprocessingSection()
+    case = CaseData("c1", prepare(source, section), section, base_dir=tmp_path)
+    np.testing.assert_array_equal(case.labels("{case_id}_mask.mha", "target.mask"), labels)
+    dicom = source.with_array(source.array)
+    dicom = type(dicom)(dicom.array, dicom.affine, Source(tmp_path, "dicom"))
+    assert map_format(OutputsSection(format="same"), dicom) == "nifti"
+    assert map_format(OutputsSection(format="same"), source) == "nrrd"
+    assert map_format(OutputsSection(format="mha"), source) == "mha"
 
 
 def test_discovery_of_a_mixed_folder(tmp_path):
