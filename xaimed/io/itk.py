@@ -3,6 +3,8 @@
 ITK places voxels in LPS+ (origin, spacing, direction); the Volume's affine is RAS+, converted
 once here with :func:`xaimed.geometry.lps_to_ras`. SimpleITK's array is (z, y, x[, component]);
 the Volume's axes are ITK's (x, y, z), components (vector images) on axis 3 like a 4D NIfTI.
+SimpleITK is imported when a file is read (it takes about a second to import): discovery and
+case lists only look at names.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import SimpleITK as sitk
 
 from xaimed.errors import InputError
 from xaimed.geometry import lps_to_ras
@@ -20,6 +21,8 @@ from xaimed.io.safety import check_declared_size, escape_text
 from xaimed.volume import Source, Volume
 
 if TYPE_CHECKING:
+    import SimpleITK as sitk
+
     from xaimed.config import Config
     from xaimed.io.case import Case
 
@@ -66,6 +69,8 @@ class ItkGeometry:
 def itk_arrays(image: sitk.Image, dtype: type | None = np.float32) -> tuple[np.ndarray, np.ndarray]:
     """An ITK image's voxels on xaimed's axes (x, y, z[, component]) and its RAS+ affine;
     ``dtype`` None keeps the file's voxel type."""
+    import SimpleITK as sitk
+
     array = sitk.GetArrayViewFromImage(image)
     # (z, y, x[, c]) -> (x, y, z[, c]): the Volume's axes are ITK's index axes.
     axes = (2, 1, 0, 3) if array.ndim == 4 else (2, 1, 0)
@@ -79,6 +84,8 @@ def itk_arrays(image: sitk.Image, dtype: type | None = np.float32) -> tuple[np.n
 def read_itk_arrays(path: Path, dtype: type | None = np.float32) -> tuple[np.ndarray, np.ndarray]:
     """A written map (or source) file's voxels and RAS+ affine, for the report and evaluate;
     raises ValueError when the file cannot be read."""
+    import SimpleITK as sitk
+
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError:
@@ -104,6 +111,8 @@ def read_itk(path: Path, *, case_id: str | None = None, memory_budget: int | Non
             "restore it next to the header (or fix the header's data file name)."
         )
     _check_metaimage_dims(path, where)
+    import SimpleITK as sitk
+
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:

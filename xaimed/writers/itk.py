@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 from xaimed.geometry import ras_to_lps
 from xaimed.io.itk import ItkGeometry
@@ -39,6 +38,8 @@ def write_itk(
 ) -> Path:
     """Write the 3D ``volume`` (a map made by ``source.with_array``) at ``path``; the suffix
     (``.nrrd``, ``.mha``) chooses the format. ``meta`` become the header's key/value fields."""
+    import SimpleITK as sitk  # about a second to import: only when a map is written in its formats
+
     data = np.asarray(volume.array, dtype=dtype)
     if data.ndim != 3:
         raise ValueError(f"a map must be 3D, got shape {data.shape}")
