@@ -120,6 +120,10 @@ def test_map_of_a_nifti_source_lies_on_its_grid(tmp_path, fmt, axcodes):
     assert written.GetMetaData("xaimed_method") == "saliency"
     _assert_same_world(written, nib.load(str(tmp_path / "src.nii.gz")).affine)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(written).transpose(2, 1, 0), values)
+    again = write_map_volume(
+        source.with_array(values), tmp_path / "again", "m", outputs, method="saliency"
+    )
+    assert again.read_bytes() == path.read_bytes()  # deterministic: no time stamps
     back, back_affine = read_image_arrays(path)
     np.testing.assert_array_equal(back, values)
     np.testing.assert_allclose(back_affine, source.affine, rtol=0, atol=1e-9)
@@ -136,11 +140,15 @@ def test_map_of_an_itk_source_repeats_its_header_geometry(tmp_path, suffix):
     written = sitk.ReadImage(str(path))
     _assert_same_itk_geometry(written, image)
     labels = source.with_array(np.argmax(np.stack([source.array, -source.array]), axis=0))
-    label_path = write_label_volume(labels, tmp_path, "dominant", outputs, labels={0: "a", 1: "b"})
+    names = {0: "a", 1: "b\nc"}  # a line break in a class name must not break the header
+    label_path = write_label_volume(labels, tmp_path, "dominant", outputs, labels=names)
     label_image = sitk.ReadImage(str(label_path))
     assert label_image.GetPixelID() == sitk.sitkInt16
     _assert_same_itk_geometry(label_image, image)
-    assert "0=a, 1=b" in label_image.GetMetaData("description")
+    assert label_image.GetMetaData("description") == "xaimed dominant class: 0=a, 1=b c"
+    np.testing.assert_array_equal(
+        sitk.GetArrayFromImage(label_image).transpose(2, 1, 0), labels.array
+    )
 
 
 def test_nifti_format_writes_what_the_nifti_writer_writes(tmp_path):

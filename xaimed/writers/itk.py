@@ -50,7 +50,8 @@ def write_itk(
     image.SetSpacing(geometry.spacing)
     image.SetDirection(geometry.direction)
     for key, value in meta.items():
-        image.SetMetaData(key, value)
+        # One header line per field: a line break in a class name would end the header early.
+        image.SetMetaData(key, " ".join(value.split()))
     with atomic_path(path) as tmp:
         sitk.WriteImage(image, str(tmp), useCompression=compress)
     return path
