@@ -178,6 +178,8 @@ def test_detached_header_without_its_data_file_names_both(tmp_path, header, data
         match=r"^case c7: .*c7\.(mhd|nhdr): its voxel data file .*c7\.raw does not exist",
     ):
         read_itk(path, case_id="c7")
+    with pytest.raises(InputError, match=r"^case c8: .*c8\.(mhd|nhdr): file not found"):
+        read_itk(tmp_path / f"c8{header}", case_id="c8")
     (tmp_path / "c7.raw").write_bytes(b"\0" * 17)  # truncated
     with pytest.raises(
         InputError, match=r"^case c7: .*: the voxel data in .*c7\.raw cannot be read"

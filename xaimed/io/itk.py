@@ -104,6 +104,8 @@ def read_itk(path: Path, *, case_id: str | None = None, memory_budget: int | Non
     voxels in another file) fails now with a message naming it.
     """
     where = f"case {case_id}: {escape_text(str(path))}" if case_id else escape_text(str(path))
+    if not path.is_file():
+        raise InputError(f"{where}: file not found; check the input path.")
     data_file = detached_data_file(path)
     if data_file is not None and not data_file.is_file():
         raise InputError(
