@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import torch
 
@@ -52,6 +51,7 @@ from xaimed.evaluate.session import (
     open_case,
     reexplain,
 )
+from xaimed.io.image import read_image_arrays
 from xaimed.methods import registry
 from xaimed.methods.fills import constant_fill
 from xaimed.model import LoadedModel, load_model, resolve_device
@@ -253,7 +253,7 @@ def _entry(config: Config, method_id: str) -> MethodEntry:
 def _read_map(row: dict[str, str], config: Config, model_sha256: str) -> _Map:
     try:
         sidecar = json.loads(Path(row["sidecar"]).read_text(encoding="utf-8"))
-        data = np.asarray(nib.load(row["nifti"]).get_fdata(dtype=np.float32))
+        data = read_image_arrays(Path(row["nifti"]))[0]
     except (OSError, ValueError) as exc:
         raise InputError(
             f"case {row['case_id']}: cannot read the map {row['nifti']} or its sidecar ({exc}); "

@@ -16,6 +16,7 @@ from typing import Protocol
 from xaimed.config import Config
 from xaimed.errors import InputError
 from xaimed.io.case import Case, safe_id
+from xaimed.io.itk import ItkReader
 from xaimed.io.nifti import is_nifti, nifti_stem, read_nifti
 from xaimed.volume import Volume
 
@@ -100,8 +101,8 @@ class DicomReader:
         if len(studies) != 1:
             found = "no DICOM images" if not studies else f"{len(studies)} DICOM studies"
             raise InputError(
-                f"case {case.case_id}: {path} holds {found}; a case-list path must be a NIfTI "
-                "file or a folder with exactly one DICOM study."
+                f"case {case.case_id}: {path} holds {found}; a case-list path must be a NIfTI, "
+                "NRRD or MetaImage file or a folder with exactly one DICOM study."
             )
         return replace(case, path=studies[0].folder, format=self.name, study=studies[0])
 
@@ -120,4 +121,6 @@ class DicomReader:
 
 # Tried in this order for a case-list path (the last one may raise for what nobody claimed) and
 # for the files of an input folder (each reader gets the files earlier ones left).
-READERS: dict[str, Reader] = {reader.name: reader for reader in (NiftiReader(), DicomReader())}
+READERS: dict[str, Reader] = {
+    reader.name: reader for reader in (NiftiReader(), ItkReader(), DicomReader())
+}
