@@ -19,6 +19,7 @@ from xaimed.errors import InputError
 from xaimed.geometry import lps_to_ras
 from xaimed.io.dicom.discovery import DicomSeries
 from xaimed.io.dicom.geometry import Stack, build_stack
+from xaimed.io.dicom.planar import Presentation, presentation_values
 from xaimed.volume import Source, Volume
 
 
@@ -72,12 +73,16 @@ def read_dicom_series(
     *,
     min_slices: int = 3,
     resample_irregular: bool = False,
+    voi_lut: str = "apply",
     where: str | None = None,
 ) -> Volume:
     """Read ``series`` into a float32 Volume with a RAS affine (see geometry.py for the axes).
 
-    Rescale Slope / Intercept are applied per plane. A single plane gives a 2D Volume of one
-    slice (``meta["dimensionality"] == 2``). Raises InputError with the reason for a series
+    Rescale Slope / Intercept are applied per plane. A single plane gives a 2D Volume
+    (``meta["spatial_dims"] == 2``, shape (X, Y, 1), the affine's third column the plane's unit
+    normal); a single-frame 2D image (radiograph, secondary capture) goes through the grayscale
+    pipeline of :func:`xaimed.io.dicom.planar.presentation_values`, the VOI LUT applied to
+    radiographs when ``voi_lut`` is "apply". Raises InputError with the reason for a series
     that does not form one volume or cannot be decoded.
     """
     where = where or f"series {series.label}"
@@ -93,7 +98,7 @@ def read_dicom_series(
         resample_irregular=resample_irregular,
     )
     try:
-        array = _planes(stack, where)
+        array, presentation = _planes(stack, where, voi_lut)
     except (ValueError, IndexError, TypeError, OverflowError) as exc:
         # Headers that disagree with the pixel data (frame counts, plane sizes) in a corrupt or
         # hand-edited file: the planes do not form one volume.
@@ -104,11 +109,19 @@ def read_dicom_series(
     if stack.resampled:
         array = _resample_slices(array, stack.offsets, stack.shape[2])
     header = DicomHeader(series, stack, list(stack.warnings))
+    first = stack.frames[0]
     meta: dict[str, Any] = {
-        "dimensionality": 2 if stack.is_2d else 3,
+        "spatial_dims": 2 if stack.is_2d else 3,
         "series_uid": series.series_uid,
         "warnings": list(stack.warnings),
+        # (between rows, between columns) mm, and the attribute it came from (a radiograph may
+        # only have Imager Pixel Spacing, at the detector).
+        "pixel_spacing": list(first.pixel_spacing),
+        "pixel_spacing_source": first.spacing_source,
+        "geometry_source": first.geometry,
     }
+    if presentation is not None:
+        meta["presentation"] = presentation.record()
     try:
         return Volume(
             array=array,
@@ -120,21 +133,31 @@ def read_dicom_series(
         raise InputError(f"{where}: unusable geometry ({exc}); check the headers.") from None
 
 
-def _planes(stack: Stack, where: str) -> np.ndarray:
-    """The stack's planes decoded, rescaled and stacked along k: (cols, rows, k[, samples])."""
+def _planes(stack: Stack, where: str, voi_lut: str) -> tuple[np.ndarray, Presentation | None]:
+    """The stack's planes decoded, rescaled and stacked along k: (cols, rows, k[, samples]),
+    and, for a single-frame 2D image, what its grayscale pipeline did."""
     decoded: dict[Path, np.ndarray] = {}
     planes = []
+    presentation = None
     for frame in stack.frames:
         if frame.path not in decoded:
             ds = _decode(frame.path, where)
             pixels = _pixels(ds, frame.path, where)
+            if stack.is_2d and (frame.radiograph or not frame.in_patient) and pixels.ndim == 2:
+                # A grey 2D image: Modality LUT, VOI LUT, MONOCHROME1, as the standard orders
+                # them (a CT or MR slice keeps the per-plane rescale below: its window is for
+                # display only, and it is never MONOCHROME1).
+                values, presentation = presentation_values(
+                    pixels, ds, apply_voi=frame.radiograph and voi_lut == "apply"
+                )
+                return np.swapaxes(values, 0, 1)[:, :, None], presentation
             # pydicom drops the frame axis of a one-frame object; put it back.
             decoded[frame.path] = pixels if int(ds.get("NumberOfFrames", 1)) > 1 else pixels[None]
         pixels = decoded[frame.path][(frame.frame_number or 1) - 1]
         plane = pixels.astype(np.float32) * np.float32(frame.slope) + np.float32(frame.intercept)
         # (rows, cols[, samples]) -> (cols, rows[, samples]): axis 0 runs along a row.
         planes.append(np.swapaxes(plane, 0, 1))
-    return np.stack(planes, axis=2)
+    return np.stack(planes, axis=2), presentation
 
 
 def _resample_slices(array: np.ndarray, offsets: np.ndarray, count: int) -> np.ndarray:
