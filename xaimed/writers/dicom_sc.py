@@ -188,9 +188,8 @@ def _planar_instance(
     if frame.geometry != FROM_PATIENT_ORIENTATION:
         sc.PatientOrientation = ""  # Type 2: unknown, as in the source
     sc.PixelSpacing = ds_values(frame.pixel_spacing)
-    if ref.get("Laterality"):
-        # Type 2C, for paired body parts: copied when the radiograph says, absent otherwise.
-        sc.Laterality = ref.Laterality
+    # Type 2C: dciodvfy asks for it even for a chest; empty (unknown) when the source is silent.
+    sc.Laterality = ref.get("Laterality", "")
     return sc
 
 
