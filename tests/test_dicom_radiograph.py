@@ -6,6 +6,7 @@ the headers (PS3.3 C.11: Modality LUT, VOI LUT, MONOCHROME1), geometry against t
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import highdicom as hd
@@ -14,6 +15,7 @@ import pydicom
 import pytest
 from dicom_helpers import dciodvfy_errors
 from pydantic import ValidationError
+from pydicom.data import get_testdata_file
 from pydicom.sequence import Sequence
 
 from xaimed.config.schema import DicomSection
@@ -179,6 +181,27 @@ def test_identity_directions_without_patient_orientation(tmp_path):
     assert volume.meta["geometry_source"] == "identity"
     # DICOM's identity directions (LPS +x, +y, normal +z) in RAS.
     np.testing.assert_allclose(volume.affine, np.diag([-0.2, -0.2, 1.0, 1.0]), atol=1e-9)
+
+
+def test_single_frame_secondary_captures_without_a_plane_are_2d(tmp_path):
+    # pydicom's test files: a grey NM secondary capture (JPEG 2000) and an RGB one (RLE), both
+    # without Image Position / Orientation, Patient Orientation or a VOI window.
+    for name in ("JPEG2000.dcm", "SC_rgb_rle.dcm"):
+        (tmp_path / name).mkdir()
+        shutil.copy(get_testdata_file(name), tmp_path / name / "image")
+    grey = _read(tmp_path / "JPEG2000.dcm" / "image")
+    ds = pydicom.dcmread(tmp_path / "JPEG2000.dcm" / "image")
+    expected = ds.pixel_array.astype(np.float64)  # no rescale, MONOCHROME2
+    np.testing.assert_allclose(grey.array[:, :, 0].T, expected)
+    assert grey.meta["spatial_dims"] == 2 and grey.meta["geometry_source"] == "identity"
+    assert grey.meta["pixel_spacing_source"] == "PixelSpacing"
+    np.testing.assert_allclose(grey.spacing[:2], [float(v) for v in ds.PixelSpacing][::-1])
+    assert grey.meta["presentation"]["voi_lut"] == "none in the header"
+    assert "no Patient Orientation" in grey.meta["warnings"][0]
+    rgb = _read(tmp_path / "SC_rgb_rle.dcm" / "image")
+    ds = pydicom.dcmread(tmp_path / "SC_rgb_rle.dcm" / "image")
+    assert rgb.array.shape == (ds.Columns, ds.Rows, 1, 3) and rgb.meta["spatial_dims"] == 2
+    np.testing.assert_array_equal(rgb.array[:, :, 0].swapaxes(0, 1), ds.pixel_array)
 
 
 def test_image_plane_attributes_are_used_when_present(tmp_path):

@@ -18,6 +18,7 @@ from pydicom.dataset import Dataset
 from xaimed.errors import InputError
 from xaimed.io.dicom.planar import (
     FROM_PATIENT_PLANE,
+    NO_SPACING,
     RADIOGRAPH_SOP_CLASSES,
     is_planar,
     pixel_spacing,
@@ -137,17 +138,16 @@ def _frames_of(ds: Dataset, path: Path) -> list[Frame]:
         position, orientation, geometry = plane_without_position(ds)
     else:
         raise _geometry_missing(path, "Image Position / Orientation (Patient)")
-    spacing = pixel_spacing(ds) if planar else None
+    if planar:
+        spacing = pixel_spacing(ds)
+    elif "PixelSpacing" in ds:
+        spacing = (float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1])), "PixelSpacing"
+    else:
+        raise _geometry_missing(path, "Pixel Spacing")
     if spacing is None:
-        if "PixelSpacing" not in ds and not planar:
-            raise _geometry_missing(path, "Pixel Spacing")
         # A planar image without any spacing (secondary captures often have none): 1 mm, and
         # the source says so; its pixels are still the image a 2D model expects.
-        spacing = (
-            ((float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1])), "PixelSpacing")
-            if "PixelSpacing" in ds
-            else ((1.0, 1.0), "none (1 mm assumed)")
-        )
+        spacing = (1.0, 1.0), NO_SPACING
     return [
         Frame(
             path=path,

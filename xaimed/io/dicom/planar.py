@@ -37,6 +37,7 @@ PLANAR_SOP_CLASSES = RADIOGRAPH_SOP_CLASSES | {SECONDARY_CAPTURE}
 FROM_PATIENT_PLANE = "ImagePositionPatient/ImageOrientationPatient"
 FROM_PATIENT_ORIENTATION = "PatientOrientation"
 FROM_NOTHING = "identity"  # no orientation in the header: DICOM's identity directions
+NO_SPACING = "none (1 mm assumed)"  # Frame.spacing_source of an image without any spacing
 
 # Patient Orientation letters (PS3.3 C.7.6.1.1.1) as LPS+ unit vectors.
 _LETTERS = {

@@ -19,7 +19,12 @@ from xaimed.errors import InputError
 from xaimed.geometry import lps_to_ras
 from xaimed.io.dicom.discovery import DicomSeries
 from xaimed.io.dicom.geometry import Stack, build_stack
-from xaimed.io.dicom.planar import Presentation, presentation_values
+from xaimed.io.dicom.planar import (
+    FROM_NOTHING,
+    NO_SPACING,
+    Presentation,
+    presentation_values,
+)
 from xaimed.volume import Source, Volume
 
 
@@ -108,12 +113,23 @@ def read_dicom_series(
         ) from None
     if stack.resampled:
         array = _resample_slices(array, stack.offsets, stack.shape[2])
-    header = DicomHeader(series, stack, list(stack.warnings))
     first = stack.frames[0]
+    warnings = list(stack.warnings)
+    if first.spacing_source == NO_SPACING:
+        warnings.append(
+            f"{where}: the image has no Pixel Spacing or Imager Pixel Spacing; read with 1 mm "
+            "pixels (distances in mm and resampling to a model spacing are then nominal)."
+        )
+    if first.geometry == FROM_NOTHING:
+        warnings.append(
+            f"{where}: the image has no Patient Orientation; its rows and columns are placed "
+            "along DICOM's identity directions, which may not be the patient's."
+        )
+    header = DicomHeader(series, stack, warnings)
     meta: dict[str, Any] = {
         "spatial_dims": 2 if stack.is_2d else 3,
         "series_uid": series.series_uid,
-        "warnings": list(stack.warnings),
+        "warnings": warnings,
         # (between rows, between columns) mm, and the attribute it came from (a radiograph may
         # only have Imager Pixel Spacing, at the detector).
         "pixel_spacing": list(first.pixel_spacing),
