@@ -112,6 +112,21 @@ def test_dx_monochrome2_is_not_inverted(tmp_path):
     )
 
 
+def test_values_written_unscaled_read_back_unchanged(tmp_path):
+    values = np.round(_image() * 20.0 + 100.0)  # 12-bit detector-like values
+    assert values.max() <= STORED_MAX
+    dx = write_radiograph(
+        values, tmp_path / "dx" / "IM1", kind="DX", uid_seed="dx", scale=False,
+        window=(2048.0, 4096.0),
+    )  # fmt: skip
+    np.testing.assert_allclose(_read(dx).array[:, :, 0], values, atol=1e-3)  # the window: identity
+    cr = write_radiograph(values, tmp_path / "cr" / "IM1", kind="CR", uid_seed="cr", scale=False)
+    np.testing.assert_allclose(_stored(cr), STORED_MAX - values.T)  # MONOCHROME1 stores 4095 - v
+    np.testing.assert_allclose(_read(cr, voi_lut="display").array[:, :, 0], values)
+    with pytest.raises(ValueError, match="do not fit 12 bits"):
+        write_radiograph(values * 10, tmp_path / "x", kind="DX", uid_seed="x", scale=False)
+
+
 def test_modality_lut_sequence_replaces_the_rescale(cr):
     ds = pydicom.dcmread(cr)
     del ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType

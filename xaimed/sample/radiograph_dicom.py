@@ -3,6 +3,8 @@
 Not an output of ``xaimed explain``: it turns a 2D image (twod's phantom, a test pattern) into a
 radiograph as a modality writes it, so that reading it back exercises what real CR / DX files do:
 
+The array is in xaimed's axis order, (X, Y): axis 0 runs along a row (the column index).
+
 - ``CR``: Computed Radiography Image Storage, MONOCHROME1 (low stored values are white), a
   Modality rescale (``rescale``), a VOI LUT window, Pixel Spacing *and* a different Imager Pixel
   Spacing (so a test can tell which one the reader used), Patient Orientation ``L\\F`` (a PA view).
@@ -13,7 +15,8 @@ radiograph as a modality writes it, so that reading it back exercises what real 
 Neither carries Image Position / Orientation (Patient) or a Frame of Reference unless ``affine``
 is given (some DX modalities do write them). The input's brightest value is stored as the
 brightest pixel: the array is mapped linearly onto the 12-bit stored range (inverted for
-MONOCHROME1). UIDs come from ``uid_seed``, so the same call writes the same file.
+MONOCHROME1), or stored as it is (``scale=False``). UIDs come from ``uid_seed``, so the same
+call writes the same file.
 """
 
 from __future__ import annotations
@@ -35,20 +38,32 @@ BITS_STORED = 12
 STORED_MAX = 2**BITS_STORED - 1
 
 
-def stored_values(image: np.ndarray, kind: Literal["CR", "DX"]) -> np.ndarray:
+def stored_values(
+    image: np.ndarray, kind: Literal["CR", "DX"], *, scale: bool = True
+) -> np.ndarray:
     """The stored pixels (rows, columns) for ``image`` in xaimed's axis order (X, Y[, 1]).
 
-    Linear onto 0 .. 4095, brightest input -> brightest pixel (4095 for MONOCHROME2, 0 for
-    MONOCHROME1). A constant image is stored as mid-grey.
+    With ``scale``, linear onto 0 .. 4095 (a constant image is mid-grey); without, ``image``
+    must already hold values in 0 .. 4095 (e.g. twod's radiograph phantom), which are kept.
+    Either way the brightest input is the brightest pixel: 4095 for MONOCHROME2, 0 for
+    MONOCHROME1 (which stores ``4095 - value``).
     """
     data = np.asarray(image, dtype=np.float64)
     if data.ndim == 3 and data.shape[2] == 1:
         data = data[:, :, 0]
     if data.ndim != 2:
         raise ValueError(f"a radiograph is a 2D array (X, Y) or (X, Y, 1), got {data.shape}")
-    lo, hi = float(data.min()), float(data.max())
-    scaled = (data - lo) / (hi - lo) if hi > lo else np.full(data.shape, 0.5)
-    stored = np.round(scaled * STORED_MAX)
+    if scale:
+        lo, hi = float(data.min()), float(data.max())
+        scaled = (data - lo) / (hi - lo) if hi > lo else np.full(data.shape, 0.5)
+        stored = np.round(scaled * STORED_MAX)
+    else:
+        stored = np.round(data)
+        if stored.min() < 0 or stored.max() > STORED_MAX:
+            raise ValueError(
+                f"values {stored.min():g} .. {stored.max():g} do not fit 12 bits (0 .. 4095); "
+                "pass scale=True"
+            )
     if kind == "CR":
         stored = STORED_MAX - stored
     # (X, Y) -> (rows = Y, columns = X): axis 0 runs along a row.
@@ -70,6 +85,7 @@ def write_radiograph(
     window: tuple[float, float] | None = None,
     patient_orientation: tuple[str, str] | None = ("L", "F"),
     affine: np.ndarray | None = None,
+    scale: bool = True,
 ) -> Path:
     """Write ``image`` (X, Y) as one CR or DX file at ``path``; returns ``path``.
 
@@ -79,8 +95,14 @@ def write_radiograph(
     CR's (slope, intercept); DX always has the identity. ``window`` is (center, width) of the
     VOI LUT, in rescaled values; default: the middle 80 % of the rescaled range. ``affine``
     (RAS, voxel -> mm) adds Image Position / Orientation (Patient) and a Frame of Reference.
+    ``scale``: see :func:`stored_values`.
+
+    To write values that read back unchanged (a sample radiograph for a model trained on them):
+    ``scale=False``, identity ``rescale`` and ``window=(2048, 4096)``, the LINEAR window that maps
+    0 .. 4095 onto itself, so the default ``dicom.voi_lut: apply`` changes nothing. A phantom
+    drawn as (rows, columns) is passed transposed (``image.T``).
     """
-    stored = stored_values(image, kind)
+    stored = stored_values(image, kind, scale=scale)
     slope, intercept = rescale if kind == "CR" else (1.0, 0.0)
     if window is None:
         low, high = intercept + 0.1 * STORED_MAX * slope, intercept + 0.9 * STORED_MAX * slope
