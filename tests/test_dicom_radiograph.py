@@ -260,6 +260,19 @@ def test_ct_slice_without_image_position_is_still_refused(tmp_path, cr):
     assert scan_dicom([cr]) == []  # the series is skipped with that reason in the log
 
 
+def test_a_window_that_cannot_be_applied_is_named(cr):
+    ds = pydicom.dcmread(cr)
+    ds.WindowWidth = 0  # LINEAR needs a width of at least 1
+    ds.save_as(cr)
+    with pytest.raises(
+        InputError,
+        match=r"case xr, series .*: the Modality or VOI LUT of IM1 "
+        r"cannot be applied \(ValueError: .*\); set dicom.voi_lut: display",
+    ):
+        _read(cr)
+    assert _read(cr, voi_lut="display").meta["presentation"]["voi_lut"].startswith("not applied")
+
+
 def test_voi_lut_option_is_validated():
     with pytest.raises(ValidationError, match="voi_lut"):
         DicomSection(voi_lut="window")

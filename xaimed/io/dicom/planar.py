@@ -189,7 +189,7 @@ def presentation_values(
     if inverted:
         values = low + high - values
     display = None
-    if not voi.startswith("applied") and window is not None:
+    if not voi.startswith("applied") and window is not None and window[1] > 0:
         lo, hi = window[0] - window[1] / 2, window[0] + window[1] / 2
         display = (low + high - hi, low + high - lo) if inverted else (lo, hi)
     return values.astype(np.float32), Presentation(photometric, modality, voi, inverted, display)

@@ -163,9 +163,21 @@ def _planes(stack: Stack, where: str, voi_lut: str) -> tuple[np.ndarray, Present
                 # A grey 2D image: Modality LUT, VOI LUT, MONOCHROME1, as the standard orders
                 # them (a CT or MR slice keeps the per-plane rescale below: its window is for
                 # display only, and it is never MONOCHROME1).
-                values, presentation = presentation_values(
-                    pixels, ds, apply_voi=frame.radiograph and voi_lut == "apply"
-                )
+                apply_voi = frame.radiograph and voi_lut == "apply"
+                try:
+                    values, presentation = presentation_values(pixels, ds, apply_voi=apply_voi)
+                except (ValueError, IndexError, TypeError, KeyError, NotImplementedError) as exc:
+                    step = "Modality or VOI LUT" if apply_voi else "Modality LUT"
+                    raise InputError(
+                        f"{where}: the {step} of {frame.path.name} cannot be applied "
+                        f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
+                        + (
+                            "set dicom.voi_lut: display to skip the VOI LUT, or "
+                            if apply_voi
+                            else ""
+                        )
+                        + "re-export the image."
+                    ) from None
                 return np.swapaxes(values, 0, 1)[:, :, None], presentation
             # pydicom drops the frame axis of a one-frame object; put it back.
             decoded[frame.path] = pixels if int(ds.get("NumberOfFrames", 1)) > 1 else pixels[None]
