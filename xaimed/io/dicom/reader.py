@@ -18,6 +18,7 @@ from pydicom.dataset import Dataset
 from xaimed.errors import InputError
 from xaimed.geometry import lps_to_ras
 from xaimed.io.dicom.discovery import DicomSeries
+from xaimed.io.dicom.frames import Frame
 from xaimed.io.dicom.geometry import Stack, build_stack
 from xaimed.io.dicom.planar import (
     FROM_NOTHING,
@@ -151,10 +152,9 @@ def read_dicom_series(
 
 def _planes(stack: Stack, where: str, voi_lut: str) -> tuple[np.ndarray, Presentation | None]:
     """The stack's planes decoded, rescaled and stacked along k: (cols, rows, k[, samples]),
-    and, for a single-frame 2D image, what its grayscale pipeline did."""
+    and, for a single-frame grey 2D image, what its grayscale pipeline did."""
     decoded: dict[Path, np.ndarray] = {}
     planes = []
-    presentation = None
     for frame in stack.frames:
         if frame.path not in decoded:
             ds = _decode(frame.path, where)
@@ -163,21 +163,7 @@ def _planes(stack: Stack, where: str, voi_lut: str) -> tuple[np.ndarray, Present
                 # A grey 2D image: Modality LUT, VOI LUT, MONOCHROME1, as the standard orders
                 # them (a CT or MR slice keeps the per-plane rescale below: its window is for
                 # display only, and it is never MONOCHROME1).
-                apply_voi = frame.radiograph and voi_lut == "apply"
-                try:
-                    values, presentation = presentation_values(pixels, ds, apply_voi=apply_voi)
-                except (ValueError, IndexError, TypeError, KeyError, NotImplementedError) as exc:
-                    step = "Modality or VOI LUT" if apply_voi else "Modality LUT"
-                    raise InputError(
-                        f"{where}: the {step} of {frame.path.name} cannot be applied "
-                        f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
-                        + (
-                            "set dicom.voi_lut: display to skip the VOI LUT, or "
-                            if apply_voi
-                            else ""
-                        )
-                        + "re-export the image."
-                    ) from None
+                values, presentation = _present(pixels, ds, frame, where, voi_lut)
                 return np.swapaxes(values, 0, 1)[:, :, None], presentation
             # pydicom drops the frame axis of a one-frame object; put it back.
             decoded[frame.path] = pixels if int(ds.get("NumberOfFrames", 1)) > 1 else pixels[None]
@@ -185,7 +171,23 @@ def _planes(stack: Stack, where: str, voi_lut: str) -> tuple[np.ndarray, Present
         plane = pixels.astype(np.float32) * np.float32(frame.slope) + np.float32(frame.intercept)
         # (rows, cols[, samples]) -> (cols, rows[, samples]): axis 0 runs along a row.
         planes.append(np.swapaxes(plane, 0, 1))
-    return np.stack(planes, axis=2), presentation
+    return np.stack(planes, axis=2), None
+
+
+def _present(
+    pixels: np.ndarray, ds: Dataset, frame: Frame, where: str, voi_lut: str
+) -> tuple[np.ndarray, Presentation]:
+    """:func:`presentation_values` of one 2D image, its failures as one InputError."""
+    apply_voi = frame.radiograph and voi_lut == "apply"
+    try:
+        return presentation_values(pixels, ds, apply_voi=apply_voi)
+    except (ValueError, IndexError, TypeError, KeyError, NotImplementedError) as exc:
+        step = "Modality or VOI LUT" if apply_voi else "Modality LUT"
+        advice = "set dicom.voi_lut: display to skip the VOI LUT, or " if apply_voi else ""
+        raise InputError(
+            f"{where}: the {step} of {frame.path.name} cannot be applied ({type(exc).__name__}: "
+            f"{' '.join(str(exc).split())[:200]}); {advice}re-export the image."
+        ) from None
 
 
 def _resample_slices(array: np.ndarray, offsets: np.ndarray, count: int) -> np.ndarray:
