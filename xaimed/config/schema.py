@@ -434,6 +434,13 @@ class DicomSection(Strict):
     resample_irregular: bool = Field(
         False, description="Resample series with inconsistent slice spacing instead of refusing."
     )
+    voi_lut: Literal["apply", "display"] = Field(
+        "apply",
+        description="Radiographs (CR, DX, MG, IO): 'apply' the image's first VOI LUT (window) to "
+        "the values the model sees, as a viewer shows them and as exported training images "
+        "were made; 'display': the model sees the Modality LUT output and the window only sets "
+        "the grey window of the overlays.",
+    )
 
 
 class RuntimeSection(Strict):
