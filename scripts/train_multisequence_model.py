@@ -12,7 +12,8 @@ a minute). Writes:
 * ``xaimed/sample/multiseq_cnn_state.pt``: the state dict (``torch.load(..., weights_only=True)``),
 * ``xaimed/sample/multiseq_cnn.json``: how to rebuild the model and its validation accuracy,
 * ``sample_data/multisequence/``: ``case07`` (lesion) and ``case08`` (healthy), one int16 NIfTI
-  per sequence (32^3 at 6 mm), case07's lesion mask, and ``cases.csv`` with the columns t1, t1ce, t2, flair.
+  per sequence (32^3 at 6 mm), case07's lesion mask, and ``cases.csv`` (columns t1, t1ce, t2,
+  flair).
   case08's T2 and FLAIR are acquired on their own grid (5 mm, another shape), so that
   ``preprocessing.channels.resample_to`` has something to do.
 
