@@ -50,7 +50,6 @@ _LATTICE_STEP_MM = 3.0
 _LATTICE_HALF_EXTENT_MM = 108.0
 
 
-
 @dataclass(frozen=True)
 class Contrast:
     """Tissue intensities of one MR sequence; ``lesion`` None leaves the lesion invisible."""
