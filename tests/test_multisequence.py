@@ -40,24 +40,34 @@ def _rows(out: Path) -> dict[tuple[str, str], dict[str, str]]:
     return {(r["case_id"], r["method"]): r for r in read_manifest(out / "manifest.csv")}
 
 
+def _sample_config(root: Path, **changes) -> Path:
+    """configs/multisequence.yaml, small: two gradient methods, no PNG or report."""
+    config = yaml.safe_load((REPO / "configs" / "multisequence.yaml").read_text())
+    config["model"]["weights"] = str(REPO / "xaimed" / "sample" / "multiseq_cnn_state.pt")
+    config["methods"] = ["saliency", {"name": "integrated_gradients", "params": {"steps": 8}}]
+    config["outputs"] = {"png": False, "report": False}
+    config["runtime"] = {"device": "cpu", "threads": 1}
+    config.update(changes)
+    path = root / f"config{len(list(root.glob('config*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 @pytest.fixture(scope="module")
-def sample_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The sample four-sequence config without resample_to, on the two sample cases: case07's
-    sequences share one grid, case08's T2 and FLAIR do not."""
+def sample_cases(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The two sample cases: case07's sequences share one grid, case08's T2 and FLAIR do not."""
     root = tmp_path_factory.mktemp("multisequence")
     for path in SAMPLE.glob("*.nii.gz"):
         shutil.copy(path, root / path.name)
     shutil.copy(SAMPLE / "cases.csv", root / "cases.csv")
-    config = yaml.safe_load((REPO / "configs" / "multisequence.yaml").read_text())
-    config["model"]["weights"] = str(REPO / "xaimed" / "sample" / "multiseq_cnn_state.pt")
-    config["preprocessing"]["channels"] = list(SEQUENCES)  # the shorthand; no resample_to
-    config["methods"] = ["saliency", {"name": "integrated_gradients", "params": {"steps": 8}}]
-    config["outputs"] = {"png": False, "report": False}
-    config["runtime"] = {"device": "cpu", "threads": 1}
-    path = root / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    _explain(root / "cases.csv", path, root / "run")
-    return root / "run"
+    return root
+
+
+@pytest.fixture(scope="module")
+def sample_run(sample_cases: Path) -> Path:
+    """The sample config as shipped (resample_to: t1), on both sample cases."""
+    _explain(sample_cases / "cases.csv", _sample_config(sample_cases), sample_cases / "run")
+    return sample_cases / "run"
 
 
 def test_channel_maps_add_up_to_the_combined_map_exactly(sample_run: Path) -> None:
@@ -100,17 +110,33 @@ def test_shares_in_sidecar_and_manifest_sum_to_one_and_say_which_sequence_matter
 
 
 def test_a_case_whose_sequences_lie_on_two_grids_fails_alone_with_one_sentence(
-    sample_run: Path,
+    sample_cases: Path,
 ) -> None:
-    rows = _rows(sample_run)
+    # The shorthand, without resample_to: case08's T2 is on a grid of its own.
+    preprocessing = yaml.safe_load((REPO / "configs" / "multisequence.yaml").read_text())
+    preprocessing = {**preprocessing["preprocessing"], "channels": list(SEQUENCES)}
+    config = _sample_config(sample_cases, preprocessing=preprocessing, methods=["saliency"])
+    _explain(sample_cases / "cases.csv", config, sample_cases / "one-grid")
+    rows = _rows(sample_cases / "one-grid")
     assert rows[("case07", "saliency")]["status"] == "ok"
     failed = rows[("case08", "saliency")]
     assert failed["status"] == "failed" and failed["error_type"] == "InputError"
     assert failed["error"] == (
-        f"case case08: channel t2 ({sample_run.parent / 'case08_t2.nii.gz'}) is on another grid "
+        f"case case08: channel t2 ({sample_cases / 'case08_t2.nii.gz'}) is on another grid "
         "than t1: shape (32, 32, 32) against (38, 38, 30); set "
         "preprocessing.channels.resample_to: t1 or give files on one grid."
     )
+
+
+def test_the_sample_config_resamples_t2_and_flair_onto_t1(sample_run: Path) -> None:
+    row = _rows(sample_run)[("case08", "saliency")]
+    assert row["status"] == "ok"
+    source = json.loads(Path(row["sidecar"]).read_text())["source"]
+    assert source["shape"] == [32, 32, 32, 4]
+    resampled = {c["name"]: c["resampled_from"] for c in source["channels"]}
+    assert resampled == {"t1": None, "t1ce": None,
+                         "t2": "shape (38, 38, 30), spacing (5, 5, 6.5) mm, RAS",
+                         "flair": "shape (38, 38, 30), spacing (5, 5, 6.5) mm, RAS"}  # fmt: skip
 
 
 def test_resample_to_puts_every_channel_on_the_reference_grid(tmp_path: Path) -> None:
@@ -203,3 +229,19 @@ def test_channel_settings_are_checked_at_load(tmp_path, channels, in_channels, p
     with pytest.raises(ConfigError) as info:
         load_config(path, check_files=False)
     assert any(problem in p for p in info.value.problems), info.value.problems
+
+
+def test_evaluate_reopens_a_multi_sequence_case_from_its_sidecar(sample_run: Path) -> None:
+    # Faithfulness re-explains the case: it must read all four files again, in order (a case
+    # read from the manifest's source alone would have one channel, which the model refuses).
+    path = _sample_config(sample_run.parent, evaluate={"faithfulness": {"steps": 4}})
+    out = sample_run.parent / "evaluated"
+    result = runner.invoke(app, ["evaluate", str(sample_run), "-c", str(path), "-o", str(out),
+                                 "-m", "faithfulness", "-q"])  # fmt: skip
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    with (out / "metrics.csv").open() as fh:
+        rows = [line.split(",") for line in fh.read().splitlines()[1:]]
+    values = {(r[0], r[1], r[3]): float(r[4]) for r in rows if r[4]}
+    assert 0.0 <= values[("case07", "saliency", "deletion_auc")] <= 1.0
+    assert 0.0 <= values[("case07", "integrated_gradients", "insertion_auc")] <= 1.0
