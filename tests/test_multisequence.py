@@ -17,11 +17,13 @@ from tiny_models import TinyCNN
 from typer.testing import CliRunner
 
 from xaimed.cli import app
-from xaimed.config import load_config
+from xaimed.config import PreprocessingSection, load_config
 from xaimed.errors import ConfigError, InputError
 from xaimed.io.case import Case, ChannelFile
 from xaimed.io.cases import discover_cases
 from xaimed.io.read import read_case
+from xaimed.preprocess import prepare
+from xaimed.volume import Source, Volume
 from xaimed.writers.manifest import read_manifest
 
 REPO = TESTS.parent
@@ -245,3 +247,37 @@ def test_evaluate_reopens_a_multi_sequence_case_from_its_sidecar(sample_run: Pat
     values = {(r[0], r[1], r[3]): float(r[4]) for r in rows if r[4]}
     assert 0.0 <= values[("case07", "saliency", "deletion_auc")] <= 1.0
     assert 0.0 <= values[("case07", "integrated_gradients", "insertion_auc")] <= 1.0
+
+
+@pytest.mark.parametrize("reduce_map", ["sum", "mean"])
+def test_the_parts_add_up_to_the_map_with_either_reduction_and_repeats(reduce_map: str) -> None:
+    rng = np.random.default_rng(0)
+    volume = Volume(rng.normal(size=(5, 4, 3, 3)).astype(np.float32), np.eye(4),
+                    Source(Path("x.nii.gz"), "nifti"))  # fmt: skip
+    section = PreprocessingSection.model_validate({"channels": {
+        "source": "last_axis", "names": ["pet", "ct", "mr"], "repeat": 2,
+        "reduce_map": reduce_map}})  # fmt: skip
+    prepared = prepare(volume, section)
+    model_map = rng.normal(size=(6, 5, 4, 3)).astype(np.float32)
+    combined, parts = prepared.invert_map_parts(model_map)
+    assert list(parts) == ["pet", "ct", "mr"]
+    assert np.array_equal(parts["pet"] + parts["ct"] + parts["mr"], combined.array)
+    # Repeated copies of one channel add up (chain rule); mean divides by the channel count.
+    pet = model_map[0] + model_map[1]
+    assert np.allclose(parts["pet"], pet / (3 if reduce_map == "mean" else 1), atol=1e-6)
+    # A spatial map (one channel, as CAMs give) has no parts.
+    assert prepared.invert_map_parts(model_map[:1])[1] == {}
+
+
+def test_a_four_d_file_with_other_than_the_named_channel_count_is_refused() -> None:
+    volume = Volume(np.zeros((4, 4, 4, 2), np.float32), np.eye(4),
+                    Source(Path("pet_ct.nii.gz"), "nifti"))  # fmt: skip
+    section = PreprocessingSection.model_validate(
+        {"channels": {"source": "last_axis", "names": ["pet", "ct", "mr"]}}
+    )
+    with pytest.raises(InputError) as info:
+        prepare(volume, section)
+    assert str(info.value) == (
+        "pet_ct.nii.gz: the 4th axis holds 2 channel(s) but preprocessing.channels.names gives "
+        "3; name each channel."
+    )
