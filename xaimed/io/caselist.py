@@ -7,8 +7,9 @@ on the image's grid, used where ``target.region: mask`` needs one) and ``label``
 the outputs). Relative paths start at the list's folder. Rows keep the file's order.
 
 A multi-sequence list (config ``preprocessing.channels`` naming columns, e.g. ``t1, t1ce, t2,
-flair``) has one column per channel instead of ``path``, each cell a file of a format
-:data:`xaimed.io.readers.READERS` reads (NIfTI); every row fills every channel column.
+flair``) has one column per channel instead of ``path``, each cell a path of a format
+:data:`xaimed.io.readers.READERS` reads (a NIfTI file, a folder with one DICOM study); every
+row fills every channel column.
 
 Paths are not opened here: a missing or unreadable entry fails its own case when it is read,
 not the whole run. Problems with the list itself (no such column, duplicate or unusable ids)
@@ -74,16 +75,10 @@ def read_case_list(path: Path, channels: tuple[str, ...] | None = None) -> list[
         if study_uid and (len(study_uid) > 64 or not UID.fullmatch(study_uid)):
             problems.append(f"line {line}: study_uid {study_uid!r} is not a DICOM UID")
             continue
-        if safe_id(case_id) != case_id:
-            problems.append(
-                f"line {line}: case id {case_id!r} has characters unsafe in file names; use "
-                f"letters, digits, '.', '_' and '-' (e.g. {safe_id(case_id)!r})"
-            )
+        problem = _id_problem(case_id, line, seen)
+        if problem:
+            problems.append(problem)
             continue
-        if case_id in seen:
-            problems.append(f"line {line}: case id {case_id!r} repeats line {seen[case_id]}")
-            continue
-        seen[case_id] = line
         mask = cell("mask")
         cases.append(
             Case(
@@ -133,16 +128,10 @@ def _channel_cases(
             problems.append(f"line {line}: give case_id and a file in every channel column "
                             f"(empty: {', '.join(empty) or 'case_id'})")  # fmt: skip
             continue
-        if safe_id(case_id) != case_id:
-            problems.append(
-                f"line {line}: case id {case_id!r} has characters unsafe in file names; use "
-                f"letters, digits, '.', '_' and '-' (e.g. {safe_id(case_id)!r})"
-            )
+        problem = _id_problem(case_id, line, seen)
+        if problem:
+            problems.append(problem)
             continue
-        if case_id in seen:
-            problems.append(f"line {line}: case id {case_id!r} repeats line {seen[case_id]}")
-            continue
-        seen[case_id] = line
         files = tuple(ChannelFile(name, _resolve(cell(name), base)) for name in channels)
         mask = cell("mask")
         cases.append(
@@ -160,6 +149,20 @@ def _channel_cases(
     if not cases:
         raise InputError(f"case list {path}: no cases below the header row.")
     return cases
+
+
+def _id_problem(case_id: str, line: int, seen: dict[str, int]) -> str | None:
+    """What is wrong with ``case_id`` on ``line`` (unsafe characters, a repeat), or None; a
+    good id is added to ``seen``."""
+    if safe_id(case_id) != case_id:
+        return (
+            f"line {line}: case id {case_id!r} has characters unsafe in file names; use "
+            f"letters, digits, '.', '_' and '-' (e.g. {safe_id(case_id)!r})"
+        )
+    if case_id in seen:
+        return f"line {line}: case id {case_id!r} repeats line {seen[case_id]}"
+    seen[case_id] = line
+    return None
 
 
 def _resolve(text: str, base: Path) -> Path:
