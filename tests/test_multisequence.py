@@ -4,6 +4,7 @@ their shares, grid checks and resampling onto one channel's grid."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -281,3 +282,18 @@ def test_a_four_d_file_with_other_than_the_named_channel_count_is_refused() -> N
         "pet_ct.nii.gz: the 4th axis holds 2 channel(s) but preprocessing.channels.names gives "
         "3; name each channel."
     )
+
+
+def test_resume_skips_a_multi_sequence_case_until_one_of_its_files_changes(
+    sample_run: Path,
+) -> None:
+    root = sample_run.parent
+    config = sorted(root.glob("config*.yaml"))[0]  # the sample_run fixture's
+    _explain(root / "cases.csv", config, sample_run)
+    assert {r["resumed"] for r in _rows(sample_run).values()} == {"yes"}
+    flair = root / "case07_flair.nii.gz"
+    stat = flair.stat()
+    os.utime(flair, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # FLAIR re-exported
+    _explain(root / "cases.csv", config, sample_run)
+    resumed = {key: r["resumed"] for key, r in _rows(sample_run).items()}
+    assert resumed[("case07", "saliency")] != "yes" and resumed[("case08", "saliency")] == "yes"
