@@ -17,7 +17,8 @@ def test_the_columns_are_the_rows_keys_in_the_manifests_order():
         "case_id", "case_index", "source", "label", "method", "target", "status", "error_type",
         "error", "nifti", "sidecar", "png", "wall_s", "predicted_class", "probability",
         "forward_passes", "backward_passes", "peak_host_mib", "peak_device_mib", "resumed",
-        "warning", "series_uid", "dicom_pm", "dicom_sc", "stored",
+        "warning", "series_uid", "dicom_pm", "dicom_sc", "stored", "channel_shares",
+        "top_channel",
     )  # fmt: skip
 
 

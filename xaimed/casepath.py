@@ -130,6 +130,24 @@ class Attribution:
     heatmap: Volume
     params: Any
     details: dict[str, Any]
+    # Each source channel's raw part of the map (before post-processing), by channel name; they
+    # add up to the raw map exactly. Empty for one source channel or a spatial map (CAMs).
+    channel_maps: dict[str, Volume] = field(default_factory=dict)
+
+    @property
+    def channel_shares(self) -> dict[str, float] | None:
+        """Each channel's share of the total absolute attribution (they sum to 1); None for
+        no channel parts or a map that is zero everywhere."""
+        if not self.channel_maps:
+            return None
+        totals = {
+            name: float(np.abs(part.array).sum(dtype=np.float64))
+            for name, part in self.channel_maps.items()
+        }
+        total = sum(totals.values())
+        if total <= 0:
+            return None
+        return {name: value / total for name, value in totals.items()}
 
 
 def attribute(
@@ -180,7 +198,8 @@ def attribute(
             f"{entry.output_id} produced NaN or infinite values on case {case.case_id}; "
             "try runtime.precision: fp32 or other method parameters."
         )
-    raw = case.prepared.invert_map(attribution)
+    raw, parts = case.prepared.invert_map_parts(attribution)
     require_map_on_source(attribution, raw.array, where=f"case {case.case_id}")
     heatmap = raw.with_array(postprocess(raw.array, entry.postprocess))
-    return Attribution(heatmap, params, dict(output.details))
+    channel_maps = {name: raw.with_array(part) for name, part in parts.items()}
+    return Attribution(heatmap, params, dict(output.details), channel_maps)

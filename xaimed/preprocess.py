@@ -48,6 +48,11 @@ class AppliedChannels:
     params: ChannelsStep
     source_channels: int
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The source channels' names: the config's ``names``, else ``ch0``, ``ch1``..."""
+        return self.params.names or tuple(f"ch{i}" for i in range(self.source_channels))
+
     def sidecar_fields(self) -> dict[str, Any]:
         return {
             "step": "channels",
@@ -55,14 +60,26 @@ class AppliedChannels:
             "source_channels": self.source_channels,
         }
 
-    def invert(self, data: np.ndarray) -> np.ndarray:
+    def split(self, data: np.ndarray) -> np.ndarray:
+        """Each source channel's part of the combined map, (source channels, I, J, K): the
+        parts add up to :meth:`invert`'s map (``reduce_map: mean`` divides each by their count).
+        """
         # data: (C, I, J, K). Repeated copies of one source channel are all the same voxel, so
         # by the chain rule the source voxel's attribution is their sum.
         per_source = data.reshape(self.source_channels, self.params.repeat, *data.shape[1:])
         per_source = per_source.sum(axis=1)
-        if self.params.reduce_map == "sum":
-            return per_source.sum(axis=0)
-        return per_source.mean(axis=0)
+        if self.params.reduce_map == "mean":
+            per_source = per_source / np.float32(self.source_channels)
+        return per_source.astype(np.float32)
+
+    def invert(self, data: np.ndarray) -> np.ndarray:
+        # The parts added one after another, so that a user adding the per-channel files
+        # gets this map bit for bit.
+        parts = self.split(data)
+        out = parts[0].copy()
+        for part in parts[1:]:
+            out += part
+        return out
 
 
 @dataclass(frozen=True)
@@ -245,20 +262,29 @@ class Prepared:
         A map with one channel for a multi-channel input is spatial (a CAM) and is not combined
         over channels.
         """
+        return self.invert_map_parts(data)[0]
+
+    def invert_map_parts(self, data: np.ndarray) -> tuple[Volume, dict[str, np.ndarray]]:
+        """:meth:`invert_map`, and each source channel's part of it by channel name (empty for
+        a single-channel source or a spatial map): the parts add up to the map exactly."""
         spatial_only = data.shape[0] == 1 and self.array.shape[0] > 1
         if data.shape[1:] != self.array.shape[1:] or (
             data.shape[0] != self.array.shape[0] and not spatial_only
         ):
             raise ValueError(f"map shape {data.shape} differs from the input {self.array.shape}")
         out = np.asarray(data, dtype=np.float32)
+        parts: dict[str, np.ndarray] = {}
         for step in reversed(self.steps):
-            if spatial_only and isinstance(step, AppliedChannels):
-                out = out[0]  # a spatial map (one channel) needs no combining over channels
-                continue
+            if isinstance(step, AppliedChannels):
+                if spatial_only:
+                    out = out[0]  # a spatial map (one channel) needs no combining over channels
+                    continue
+                if step.source_channels > 1:
+                    parts = dict(zip(step.names, step.split(out), strict=True))
             out = step.invert(out)
         if out.ndim == 4:  # no channels step can have run; keep the contract explicit
             out = out[0]
-        return self.source.with_array(out.astype(np.float32))
+        return self.source.with_array(out.astype(np.float32)), parts
 
     def forward_labels(self, labels: np.ndarray) -> np.ndarray:
         """A label map on the source grid, (I, J, K), on the model's grid by the same grid steps.
@@ -304,10 +330,16 @@ def _channels(volume: Volume, params: ChannelsStep) -> tuple[np.ndarray, Applied
             )
         stack = data[None]
     else:
+        # 'columns': the channel files were stacked on axis 3 when the case was read.
         if data.ndim != 4:
             raise InputError(
                 f"{name}: preprocessing.channels.source is last_axis, which needs a 4D volume, "
                 f"got shape {data.shape}."
+            )
+        if params.names is not None and data.shape[3] != len(params.names):
+            raise InputError(
+                f"{name}: the 4th axis holds {data.shape[3]} channel(s) but "
+                f"preprocessing.channels.names gives {len(params.names)}; name each channel."
             )
         stack = np.moveaxis(data, 3, 0)
     repeated = np.repeat(stack, params.repeat, axis=0)

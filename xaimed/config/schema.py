@@ -144,16 +144,97 @@ class ModelSection(Strict):
         return self
 
 
-class ChannelsStep(Strict):
-    """How the source's channels become the model's input channels."""
+# Case-list columns every list may have; a channel may not take one of their names.
+CASE_LIST_COLUMNS = ("case_id", "path", "study_uid", "mask", "label")
 
-    source: Literal["single", "last_axis"] = Field(
-        "single", description="'single': a 3D volume; 'last_axis': a 4D volume, channels last."
+
+class ChannelsStep(Strict):
+    """How the source's channels become the model's input channels.
+
+    ``source: columns`` reads one file per channel from the case list's columns ``names`` (e.g.
+    T1, T1ce, T2, FLAIR) and stacks them in that order; the list shorthand
+    ``channels: [t1, t1ce, t2, flair]`` means exactly that. ``last_axis`` takes the channels of
+    a 4D file, named by ``names`` when given (their count is checked when a case is read).
+    """
+
+    source: Literal["single", "last_axis", "columns"] = Field(
+        "single",
+        description="'single': a 3D volume; 'last_axis': a 4D volume, channels last; "
+        "'columns': one file per channel, from the case list's columns `names`.",
+    )
+    names: tuple[str, ...] | None = Field(
+        None,
+        description="Channel names, in the model's channel order: case-list columns for "
+        "'columns', names of the 4th axis's channels for 'last_axis'; used in file names.",
+    )
+    resample_to: str | None = Field(
+        None,
+        description="'columns': resample every other channel linearly onto this channel's "
+        "grid; unset: the channels' files must share one grid.",
     )
     repeat: PositiveInt = Field(1, description="Repeat each channel this many times.")
     reduce_map: Literal["sum", "mean"] = Field(
         "sum", description="How per-channel attributions combine into one map on the source."
     )
+
+    @property
+    def columns(self) -> tuple[str, ...] | None:
+        """The case-list image columns of a multi-sequence run (source 'columns'), else None."""
+        return self.names if self.source == "columns" else None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        # `channels: [t1, t1ce]` names case-list columns; `names:` without `source:` does too.
+        if isinstance(value, list | tuple):
+            return {"source": "columns", "names": value}
+        if isinstance(value, dict) and "names" in value and "source" not in value:
+            return {**value, "source": "columns"}
+        return value
+
+    @field_validator("names")
+    @classmethod
+    def _names(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("give at least one channel name")
+        bad = [n for n in value if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", n)]
+        if bad:
+            raise ValueError(
+                f"channel names are used in file names and may hold letters, digits, '_' and "
+                f"'-' only, got {bad}"
+            )
+        lowered = [n.lower() for n in value]
+        repeated = sorted({n for n in value if lowered.count(n.lower()) > 1})
+        if repeated:
+            raise ValueError(f"channel name(s) {repeated} appear twice (case-insensitively)")
+        reserved = [n for n in value if n.lower() in CASE_LIST_COLUMNS]
+        if reserved:
+            raise ValueError(
+                f"channel name(s) {reserved} are case-list columns of their own "
+                f"({', '.join(CASE_LIST_COLUMNS)}); rename the image column(s)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ChannelsStep:
+        if self.source == "columns" and self.names is None:
+            raise ValueError("source 'columns' needs `names`, the case list's image columns")
+        if self.source == "single" and self.names is not None:
+            raise ValueError(
+                "`names` needs source 'columns' (one file per channel) or 'last_axis' (a 4D file)"
+            )
+        if self.resample_to is not None:
+            if self.source != "columns":
+                raise ValueError("`resample_to` needs source 'columns' (one file per channel)")
+            if self.resample_to not in (self.names or ()):
+                hint = suggest(self.resample_to, list(self.names or ()))
+                raise ValueError(
+                    f"resample_to {self.resample_to!r} is not one of the channel names "
+                    f"{list(self.names or ())}{hint}"
+                )
+        return self
 
 
 class ResampleStep(Strict):
@@ -510,6 +591,15 @@ class Config(Strict):
         size = self.preprocessing.resize
         if size is not None and size.size == "model" and self.model.input_size is None:
             raise ValueError("preprocessing.resize.size is 'model' but model.input_size is unset")
+        channels = self.preprocessing.channels
+        if channels.names is not None and not (self.model.nnunet or self.model.monai_bundle):
+            wanted = len(channels.names) * channels.repeat
+            if wanted != self.model.in_channels:
+                raise ValueError(
+                    f"preprocessing.channels names {len(channels.names)} channel(s) (x repeat "
+                    f"{channels.repeat}) but model.in_channels is {self.model.in_channels}; "
+                    "make them agree"
+                )
         own = "nnunet" if self.model.nnunet else "monai_bundle" if self.model.monai_bundle else None
         if own and (self.tiling is not None or self.preprocessing != PreprocessingSection()):
             raise ValueError(

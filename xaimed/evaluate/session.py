@@ -21,7 +21,7 @@ from xaimed.config import Config, MethodEntry, ModelSection
 from xaimed.engine.batching import choose_batch_size
 from xaimed.engine.scoring import Scorer, build_scorer
 from xaimed.errors import InputError, ModelError
-from xaimed.io.case import Case
+from xaimed.io.case import Case, ChannelFile
 from xaimed.model import LoadedModel, load_model
 
 
@@ -61,9 +61,14 @@ def case_of_run(row: dict[str, str]) -> Case:
             "restore it."
         )
     mask = None
+    channels: tuple[ChannelFile, ...] = ()
     try:
         recorded = json.loads(Path(row["sidecar"]).read_text(encoding="utf-8"))["source"]
         mask = recorded.get("mask")
+        # A multi-sequence case: its channel files, in the run's order.
+        channels = tuple(
+            ChannelFile(c["name"], Path(c["path"])) for c in recorded.get("channels") or ()
+        )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass  # a map without a readable sidecar fails when the map itself is read
     return Case(
@@ -72,6 +77,7 @@ def case_of_run(row: dict[str, str]) -> Case:
         format=None,
         mask=Path(mask) if mask else None,
         label=row.get("label") or None,
+        channels=channels,
     )
 
 

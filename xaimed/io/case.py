@@ -12,6 +12,14 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class ChannelFile:
+    """One channel of a multi-sequence case: its name (a case-list column) and its file."""
+
+    name: str
+    path: Path
+
+
+@dataclass(frozen=True)
 class Case:
     """One study to explain: an id safe for file names, and where its image is.
 
@@ -22,6 +30,9 @@ class Case:
     path is only looked at when it is read, so a missing or corrupt entry fails that case, not
     the run. A DICOM case carries its ``study`` (its series, headers only) and ``path`` is the
     study's folder. ``mask`` and ``label`` come from a case list's optional columns.
+    A multi-sequence case (config ``preprocessing.channels`` naming case-list columns) carries
+    one :class:`ChannelFile` per channel in ``channels``, in the config's order; its ``path`` is
+    the first channel's file.
     """
 
     case_id: str
@@ -32,6 +43,7 @@ class Case:
     label: str | None = None
     study_uid: str | None = None
     remote: str | None = None
+    channels: tuple[ChannelFile, ...] = ()
 
     @property
     def source(self) -> str:

@@ -11,7 +11,9 @@ from xaimed.io.readers import READERS
 from xaimed.io.safety import regular_files, require_readable_kind, unique_case_ids
 
 
-def discover_cases(input_path: Path, exclude: Path | None = None) -> list[Case]:
+def discover_cases(
+    input_path: Path, exclude: Path | None = None, channels: tuple[str, ...] | None = None
+) -> list[Case]:
     """Cases in a deterministic order; ids are unique and file-name safe.
 
     Each reader of :data:`xaimed.io.readers.READERS`, in order, finds the cases of its format
@@ -19,12 +21,21 @@ def discover_cases(input_path: Path, exclude: Path | None = None) -> list[Case]:
     per DICOM study, sorted by case id). Only regular files are read (never FIFOs or devices);
     the folder ``exclude`` (the run's output folder) is left out, so a run never explains its
     own outputs.
+
+    ``channels`` (config ``preprocessing.channels`` naming case-list columns) asks for
+    multi-sequence cases, which only a case list can give: discovery finds one file per case.
     """
     if not input_path.exists():
         raise InputError(f"{input_path}: no such file or folder; check the INPUT argument.")
     require_readable_kind(input_path, "INPUT")
+    if channels and not (input_path.is_file() and is_case_list(input_path)):
+        raise InputError(
+            f"{input_path}: preprocessing.channels names case-list columns "
+            f"({', '.join(channels)}) but INPUT is not a case list; folder and file discovery "
+            "find one image file per case, so give a CSV/TSV case list with those columns."
+        )
     if input_path.is_file() and is_case_list(input_path):
-        return unique_case_ids(read_case_list(input_path), input_path.parent)
+        return unique_case_ids(read_case_list(input_path, channels), input_path.parent)
     if input_path.is_file():
         files, root = [input_path], input_path.parent
     else:

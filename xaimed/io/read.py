@@ -5,13 +5,17 @@ from __future__ import annotations
 from xaimed.config import Config
 from xaimed.errors import InputError
 from xaimed.io.case import Case
+from xaimed.io.channels import read_channels
 from xaimed.io.readers import READERS
 from xaimed.io.safety import require_readable_kind
 from xaimed.volume import Volume
 
 
 def read_case(case: Case, config: Config) -> Volume:
-    """The Volume of ``case``: its NIfTI file, or the chosen series of its DICOM study."""
+    """The Volume of ``case``: its NIfTI file, or the chosen series of its DICOM study; a
+    multi-sequence case's channel files stacked on axis 3 (:mod:`xaimed.io.channels`)."""
+    if case.channels:
+        return read_channels(case, config, lambda one: read_case(one, config))
     if case.format is None:
         case = resolve_listed(case)
     reader = READERS.get(case.format)

@@ -195,7 +195,13 @@ def run_cohort(
         pacs.check()
     if config.outputs.store is not None and not options.dry_run:
         store_for_run(config).check()
+    columns = config.preprocessing.channels.columns
     if is_pacs_input(input_path):
+        if columns:
+            raise ConfigError(
+                "INPUT pacs: gives one series per study, but preprocessing.channels names "
+                "case-list columns; give a case list with those columns."
+            )
         if pacs is None:
             raise ConfigError(
                 "INPUT pacs: lists the studies of pacs.query on pacs.server, but the config has "
@@ -204,7 +210,9 @@ def run_cohort(
         all_cases = pacs.query_cases()
     else:
         input_path = input_path.resolve()
-        all_cases = remote_cases(discover_cases(input_path, exclude=out_dir), pacs)
+        all_cases = remote_cases(
+            discover_cases(input_path, exclude=out_dir, channels=columns), pacs
+        )
     _check_case_ids(all_cases)
     cases = options.shard.select(all_cases)
     log.info(

@@ -60,6 +60,14 @@ def case_identity(case: Case) -> dict[str, Any]:
         # header of a large cohort on each resume); the study id in the case id covers it.
         is_file = stat.S_ISREG(info.st_mode)
         identity[key] = [str(path), info.st_size, info.st_mtime_ns] if is_file else str(path)
+    for channel in case.channels:  # a multi-sequence case: every channel's file counts
+        try:
+            info = channel.path.stat()
+        except OSError:
+            continue
+        identity.setdefault("channels", {})[channel.name] = [
+            str(channel.path), info.st_size, info.st_mtime_ns,
+        ]  # fmt: skip
     return identity
 
 

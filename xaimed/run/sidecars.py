@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from xaimed import __version__
-from xaimed.config import Config, MethodEntry
+from xaimed.casepath import Attribution
+from xaimed.config import Config, MethodEntry, OutputsSection
 from xaimed.engine.targets import TargetReduction
 from xaimed.io.case import Case
 from xaimed.methods.postprocess import is_identity
@@ -22,6 +23,7 @@ from xaimed.model import LoadedModel
 from xaimed.prediction import Prediction, Target
 from xaimed.preprocess import Prepared
 from xaimed.volume import Volume
+from xaimed.writers.channel_maps import channel_map_name
 
 RESEARCH_NOTE = "Research use only; not for diagnosis."
 
@@ -113,6 +115,22 @@ def method_sidecar(
         "seed": config.runtime.seed,
         "software": software,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def channel_record(result: Attribution, stem: str, outputs: OutputsSection) -> dict[str, Any]:
+    """The sidecar's ``channels`` record of a map of a multi-channel source: each channel's
+    share of the total absolute attribution and its map's file (see
+    :mod:`xaimed.writers.channel_maps`)."""
+    shares = result.channel_shares
+    return {
+        "rule": "each channel's raw part of the map (before post-processing); the parts add up "
+        "to the raw combined map, and a share is sum |part| / sum over channels of sum |part|",
+        "shares": None if shares is None else {k: round(v, 6) for k, v in shares.items()},
+        "maps": {
+            name: channel_map_name(stem, name, outputs, part) if outputs.nifti else None
+            for name, part in result.channel_maps.items()
+        },
     }
 
 

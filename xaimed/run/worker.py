@@ -9,6 +9,7 @@ on.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import warnings
@@ -49,6 +50,7 @@ from xaimed.run.records import (
 )
 from xaimed.run.sidecars import (
     RESEARCH_NOTE,
+    channel_record,
     dominant_sidecar,
     method_sidecar,
     software_versions,
@@ -352,6 +354,14 @@ class Explainer:
                 row["series_uid"] = series_uid(prepared.source)
                 audit["source"]["dicom"] = dicom_source_record(prepared.source)
             audit["warnings"] += prepared.source.meta.get("warnings", [])
+            shares = result.channel_shares
+            if result.channel_maps:
+                audit["channels"] = channel_record(result, stem, self.config.outputs)
+                if "channels" in prepared.source.meta:  # a multi-sequence case's files
+                    audit["source"]["channels"] = prepared.source.meta["channels"]
+            if shares is not None:
+                row["channel_shares"] = json.dumps({k: round(v, 6) for k, v in shares.items()})
+                row["top_channel"] = max(shares, key=shares.__getitem__)
             out = MapOutput(
                 source=prepared.source,
                 heatmap=heatmap,
@@ -372,6 +382,7 @@ class Explainer:
                 },
                 model_sha256=self.model.sha256,
                 sidecar=audit,
+                channel_maps=result.channel_maps,
             )
             for writer in WRITERS:
                 if writer.wanted(out):

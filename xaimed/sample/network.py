@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["SampleCNN"]
+__all__ = ["MultiSequenceCNN", "SampleCNN"]
 
 
 def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -51,3 +51,33 @@ class SampleCNN(nn.Module):
         x = self.pool2(self.block2(x))
         x = self.gap(self.block3(x))
         return self.fc(torch.flatten(x, 1))
+
+
+class MultiSequenceCNN(nn.Module):
+    """The four-sequence sample model: a 3x3x3 and a 1x1x1 conv layer, global max pooling and a
+    linear head.
+
+    Small enough to train in seconds on a CPU (``scripts/train_multisequence_model.py``). Global
+    *max* pooling suits the task, a small bright lesion somewhere in the head: the strongest
+    feature response decides, wherever it is. ``conv2`` is the last convolutional layer (the
+    layer Grad-CAM hooks); every ReLU is its own module, as hook-based methods need.
+
+    Args:
+        in_channels: input channels (4: T1, T1ce, T2, FLAIR).
+        num_classes: number of output logits.
+        width: channels of both conv layers.
+    """
+
+    def __init__(self, in_channels: int = 4, num_classes: int = 2, width: int = 8) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv3d(in_channels, width, kernel_size=3, padding=1)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv3d(width, width, kernel_size=1)
+        self.relu2 = nn.ReLU()
+        self.gmp = nn.AdaptiveMaxPool3d(1)
+        self.fc = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of shape (N, num_classes) for volumes of shape (N, C, D, H, W)."""
+        x = self.relu2(self.conv2(self.relu1(self.conv1(x))))
+        return self.fc(torch.flatten(self.gmp(x), 1))

@@ -20,9 +20,13 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = [
+    "SEQUENCES",
+    "T1",
+    "Contrast",
     "Phantom",
     "grid_affine",
     "make_phantom",
+    "make_sequences",
     "mask_to_nifti",
     "phantom_to_nifti",
     "voxel_world_coordinates",
@@ -45,15 +49,33 @@ _AXIS_CODES: dict[str, tuple[int, float]] = {
 _LATTICE_STEP_MM = 3.0
 _LATTICE_HALF_EXTENT_MM = 108.0
 
+
+@dataclass(frozen=True)
+class Contrast:
+    """Tissue intensities of one MR sequence; ``lesion`` None leaves the lesion invisible."""
+
+    scalp: float
+    skull: float
+    csf: float
+    grey: float
+    white: float
+    lesion: float | None
+
+
 # T1-like tissue intensities (fat-containing scalp bright, bone and CSF dark, white matter
 # brighter than grey matter). The lesion is well above anything in healthy tissue even after the
 # bias field, which keeps the classification task learnable by a tiny network.
-_SCALP = 560.0
-_SKULL = 120.0
-_CSF = 190.0
-_GREY = 470.0
-_WHITE = 700.0
-_LESION = 1000.0
+T1 = Contrast(scalp=560.0, skull=120.0, csf=190.0, grey=470.0, white=700.0, lesion=1000.0)
+
+# The four sequences of a brain-tumour study, as the multi-sequence sample case has them: an
+# enhancing lesion that native T1 does not show, bright after contrast (T1ce), bright on FLAIR
+# (dark CSF) and moderately bright on T2 (where CSF is brighter still).
+SEQUENCES: dict[str, Contrast] = {
+    "t1": Contrast(scalp=560.0, skull=120.0, csf=190.0, grey=470.0, white=700.0, lesion=None),
+    "t1ce": T1,
+    "t2": Contrast(scalp=300.0, skull=60.0, csf=950.0, grey=620.0, white=460.0, lesion=780.0),
+    "flair": Contrast(scalp=420.0, skull=60.0, csf=120.0, grey=560.0, white=420.0, lesion=1000.0),
+}
 
 _NOISE_SIGMA = 12.0
 # Width of the partial-volume transition at tissue boundaries; soft edges keep the phantom from
@@ -175,8 +197,12 @@ def make_phantom(
     spacing: tuple[float, float, float] = (4.0, 4.0, 4.0),
     axcodes: str = "RAS",
     lesion: bool,
+    contrast: Contrast = T1,
 ) -> Phantom:
     """Generate a head-like T1 phantom for ``seed`` sampled on the requested grid.
+
+    ``contrast`` gives other tissue intensities (another MR sequence of the same subject, see
+    :data:`SEQUENCES`); the anatomy, lesion and noise stay those of ``seed``.
 
     The subject (head shape, shells, grey/white-matter pattern, ventricles, bias field and the
     lesion's location) depends on ``seed`` only; the grid only decides where it is sampled. The
@@ -197,7 +223,7 @@ def make_phantom(
     anatomy = _draw_anatomy(rng)
     points = voxel_world_coordinates(shape, affine)
 
-    clean, lesion_rho = _render(anatomy, points, lesion=lesion)
+    clean, lesion_rho = _render(anatomy, points, lesion=lesion, contrast=contrast)
     # Rician magnitude noise: the background becomes Rayleigh-distributed like a real magnitude
     # image instead of symmetric noise around zero.
     real = clean + _NOISE_SIGMA * rng.standard_normal(clean.shape)
@@ -209,6 +235,36 @@ def make_phantom(
     else:
         mask = np.zeros(shape, dtype=np.uint8)
     return Phantom(image=image, mask=mask, affine=affine)
+
+
+def make_sequences(
+    seed: int,
+    *,
+    shape: tuple[int, int, int] = (48, 48, 48),
+    spacing: tuple[float, float, float] = (4.0, 4.0, 4.0),
+    axcodes: str = "RAS",
+    lesion: bool,
+    sequences: tuple[str, ...] = tuple(SEQUENCES),
+) -> dict[str, Phantom]:
+    """One subject (``seed``) imaged with each of ``sequences`` (names in :data:`SEQUENCES`) on
+    one grid: same anatomy and lesion, each sequence's own contrast and noise.
+
+    The anatomy is drawn once and each sequence's noise follows it in the order given, so the
+    result depends on ``seed`` and ``sequences`` only.
+    """
+    affine = grid_affine(shape, spacing, axcodes)
+    rng = np.random.default_rng(seed)
+    anatomy = _draw_anatomy(rng)
+    points = voxel_world_coordinates(shape, affine)
+    out = {}
+    for name in sequences:
+        clean, lesion_rho = _render(anatomy, points, lesion=lesion, contrast=SEQUENCES[name])
+        real = clean + _NOISE_SIGMA * rng.standard_normal(clean.shape)
+        imag = _NOISE_SIGMA * rng.standard_normal(clean.shape)
+        image = np.hypot(real, imag).astype(np.float32).reshape(shape)
+        mask = (lesion_rho <= 1.0) if lesion else np.zeros(lesion_rho.shape, dtype=bool)
+        out[name] = Phantom(image=image, mask=mask.astype(np.uint8).reshape(shape), affine=affine)
+    return out
 
 
 def phantom_to_nifti(ph: Phantom) -> nib.Nifti1Image:
@@ -311,7 +367,7 @@ def _draw_lesion(rng: np.random.Generator, anatomy: _Anatomy) -> _Ellipsoid:
 
 
 def _render(
-    anatomy: _Anatomy, points: np.ndarray, *, lesion: bool
+    anatomy: _Anatomy, points: np.ndarray, *, lesion: bool, contrast: Contrast
 ) -> tuple[np.ndarray, np.ndarray]:
     """Noise-free intensities at (3, N) world points, and the lesion's normalised radius there."""
     sd = anatomy.head.signed_distance(points)
@@ -323,23 +379,24 @@ def _render(
     # field, which gives a gyri-like grey/white boundary without modelling real sulci.
     depth_in_brain = -(sd + anatomy.brain_depth_mm)
     white_fraction = _sigmoid((depth_in_brain - anatomy.cortex_mm + anatomy.fold_mm * fold) / 1.5)
-    brain = (_GREY + (_WHITE - _GREY) * white_fraction) * (1.0 + 0.035 * texture)
+    brain = contrast.grey + (contrast.white - contrast.grey) * white_fraction
+    brain = brain * (1.0 + 0.035 * texture)
 
     image = np.zeros(points.shape[1])
-    image = _blend(image, _SCALP * (1.0 + 0.04 * texture), _inside(sd))
-    image = _blend(image, _SKULL, _inside(sd + anatomy.scalp_mm))
-    image = _blend(image, _CSF, _inside(sd + anatomy.scalp_mm + anatomy.skull_mm))
+    image = _blend(image, contrast.scalp * (1.0 + 0.04 * texture), _inside(sd))
+    image = _blend(image, contrast.skull, _inside(sd + anatomy.scalp_mm))
+    image = _blend(image, contrast.csf, _inside(sd + anatomy.scalp_mm + anatomy.skull_mm))
     image = _blend(image, brain, _inside(sd + anatomy.brain_depth_mm))
     for ventricle in anatomy.ventricles:
-        image = _blend(image, _CSF, _inside(ventricle.signed_distance(points)))
+        image = _blend(image, contrast.csf, _inside(ventricle.signed_distance(points)))
 
     lesion_rho = anatomy.lesion.rho(points)
-    if lesion:
+    if lesion and contrast.lesion is not None:
         # Soft edge: about 1.5 mm from 12% to 88% so the blob looks like oedema fading out
         # rather than a pasted sphere, while the mask keeps the crisp rho <= 1 definition.
         mean_radius = float(anatomy.lesion.semi_axes.mean())
         weight = _sigmoid((1.0 - lesion_rho) * mean_radius / 0.75)
-        image = _blend(image, _LESION * (1.0 + 0.03 * texture), weight)
+        image = _blend(image, contrast.lesion * (1.0 + 0.03 * texture), weight)
 
     return image * _bias_field(anatomy, points), lesion_rho
 

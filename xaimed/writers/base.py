@@ -8,7 +8,7 @@ files on resume.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,7 +22,8 @@ class MapOutput:
 
     ``stem`` is the file-name stem under ``case_dir``; ``title`` the one-line caption of
     pictures; ``derivation`` what besides method, target and model shaped the map (it enters
-    DICOM UIDs); ``sidecar`` the finished sidecar record.
+    DICOM UIDs); ``sidecar`` the finished sidecar record; ``channel_maps`` each source
+    channel's raw part of the map, by channel name (multi-channel sources only).
     """
 
     source: Volume
@@ -36,6 +37,7 @@ class MapOutput:
     derivation: dict[str, Any]
     model_sha256: str
     sidecar: dict[str, Any]
+    channel_maps: dict[str, Volume] = field(default_factory=dict)
 
 
 class Writer(Protocol):

@@ -5,6 +5,11 @@ SIGTERM/SIGINT stopped the run first), ``not_run`` (``--fail-fast`` stopped it) 
 (not done yet: the run is going on, or was killed). ``case_index`` is the case's place in the
 unsharded case order. ``resumed`` is
 ``yes`` where the work was done by an earlier run and skipped by this one.
+
+``channel_shares`` (multi-channel sources: several sequences or a 4D file) is a JSON object,
+channel name -> share of the map's total absolute attribution (they sum to 1), e.g.
+``{"t1": 0.04, "t1ce": 0.41, "t2": 0.13, "flair": 0.42}``; ``top_channel`` the channel with the
+largest share. Both are empty for single-channel sources and spatial maps (CAMs).
 """
 
 from __future__ import annotations
@@ -54,6 +59,8 @@ class ManifestRow(TypedDict, total=False):
     dicom_pm: str
     dicom_sc: str
     stored: str
+    channel_shares: str
+    top_channel: str
 
 
 COLUMNS: tuple[str, ...] = tuple(ManifestRow.__annotations__)

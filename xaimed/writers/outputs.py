@@ -6,6 +6,7 @@ Adding an output is one module with a :class:`xaimed.writers.base.Writer` and on
 from __future__ import annotations
 
 from xaimed.writers.base import Writer
+from xaimed.writers.channel_maps import ChannelMapsWriter
 from xaimed.writers.dicom_outputs import ParametricMapWriter, SecondaryCaptureWriter
 from xaimed.writers.png import PngWriter
 from xaimed.writers.sidecar import SidecarWriter
@@ -13,6 +14,7 @@ from xaimed.writers.volume import MapVolumeWriter
 
 WRITERS: tuple[Writer, ...] = (
     MapVolumeWriter(),
+    ChannelMapsWriter(),
     PngWriter(),
     ParametricMapWriter(),
     SecondaryCaptureWriter(),

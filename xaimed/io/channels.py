@@ -1,0 +1,95 @@
+"""Read a multi-sequence case: one file per channel (T1, T1ce, T2, FLAIR...), stacked on axis 3.
+
+Each channel's file is read by the reader of its format (:mod:`xaimed.io.readers`), so a channel
+may be any format a case-list path may be. The channels must share one grid (checked with
+:meth:`xaimed.geometry.Geometry.same_grid`) unless ``preprocessing.channels.resample_to`` names
+the channel whose grid the others are resampled onto (linear interpolation, 0 outside a file's
+field of view). The stacked Volume keeps the reference channel's source (header, path), so maps
+are written on that channel's grid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+import numpy as np
+from scipy import ndimage
+
+from xaimed.config import Config
+from xaimed.errors import InputError
+from xaimed.io.case import Case, ChannelFile
+from xaimed.volume import Volume
+
+
+def read_channels(case: Case, config: Config, read_one: Callable[[Case], Volume]) -> Volume:
+    """The channels of ``case`` stacked in the config's order: a Volume of shape (I, J, K, C).
+
+    ``read_one`` reads a single-file case (:func:`xaimed.io.read.read_case`). Raises
+    InputError naming the case and channel when a file cannot be read, is not 3D, or lies on
+    another grid than the reference channel while ``resample_to`` is unset.
+    """
+    volumes = {}
+    for channel in case.channels:
+        # A missing or unreadable file's message names the case and that file.
+        volume = read_one(replace(case, path=channel.path, channels=(), format=None))
+        volumes[channel.name] = _three_d(volume, case, channel)
+    wanted = config.preprocessing.channels.resample_to
+    reference = wanted if wanted is not None else case.channels[0].name
+    base = volumes[reference]
+    stacked = []
+    records = []
+    for channel in case.channels:
+        volume = volumes[channel.name]
+        record = {"name": channel.name, "path": str(channel.path), "resampled_from": None}
+        if not base.geometry.same_grid(volume.geometry):
+            if wanted is None:
+                raise InputError(
+                    f"case {case.case_id}: channel {channel.name} ({channel.path}) is on another "
+                    f"grid than {reference}: {_difference(base, volume)}; set "
+                    f"preprocessing.channels.resample_to: {reference} or give files on one grid."
+                )
+            record["resampled_from"] = volume.geometry.describe()
+            volume = base.with_array(_resample_onto(volume, base))
+        stacked.append(np.asarray(volume.array, dtype=np.float32))
+        records.append(record)
+    return base.with_array(np.stack(stacked, axis=3), channels=records)
+
+
+def _three_d(volume: Volume, case: Case, channel: ChannelFile) -> Volume:
+    data = volume.array
+    if data.ndim == 4 and data.shape[3] == 1:
+        return volume.with_array(data[..., 0])
+    if data.ndim != 3:
+        raise InputError(
+            f"case {case.case_id}: channel {channel.name} ({channel.path}) has shape "
+            f"{data.shape}; each channel column must name one 3D image."
+        )
+    return volume
+
+
+def _difference(base: Volume, other: Volume) -> str:
+    """How two grids differ, in words: shapes, or how far apart their affines are."""
+    if base.spatial_shape != other.spatial_shape:
+        return f"shape {base.spatial_shape} against {other.spatial_shape}"
+    gap = float(np.max(np.abs(base.affine - other.affine)))
+    return (
+        f"same shape {base.spatial_shape} but affines differ by up to {gap:.3g} mm "
+        f"({base.geometry.describe()} against {other.geometry.describe()})"
+    )
+
+
+def _resample_onto(volume: Volume, base: Volume) -> np.ndarray:
+    """``volume``'s voxels sampled at ``base``'s voxel centres (linear; 0 outside its field)."""
+    # Reference voxel index -> world -> this volume's voxel index: one affine map, which is
+    # what ndimage.affine_transform takes (scipy does the interpolation).
+    index_map = np.linalg.solve(volume.affine, base.affine)
+    return ndimage.affine_transform(
+        np.asarray(volume.array, dtype=np.float32),
+        index_map[:3, :3],
+        offset=index_map[:3, 3],
+        output_shape=base.spatial_shape,
+        order=1,
+        mode="constant",
+        cval=0.0,
+    ).astype(np.float32)
