@@ -10,6 +10,7 @@ input.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,9 @@ from xaimed.engine.scoring import Scorer, build_scorer
 from xaimed.errors import InputError, ModelError
 from xaimed.io.case import Case
 from xaimed.model import LoadedModel, load_model
+from xaimed.preprocess import Prepared
+from xaimed.volume import Volume
+from xaimed.writers.manifest import ManifestRow
 
 
 def like(scorer: Scorer, network: torch.nn.Module, config: Config) -> Scorer:
@@ -48,7 +52,7 @@ def load_checkpoint(
     return load_model(section.model_copy(update={field: Path(path)}), device)
 
 
-def case_of_run(row: dict[str, str]) -> Case:
+def case_of_run(row: ManifestRow) -> Case:
     """The case a manifest row was made from, as the run read it.
 
     The row gives the id, source and label; the map's sidecar gives the mask of a case list's
@@ -77,9 +81,16 @@ def case_of_run(row: dict[str, str]) -> Case:
     )
 
 
-def open_case(case: Case, config: Config, scorer: Scorer, device: torch.device) -> OpenCase:
-    """Open a case as the run did, fix its target region and size its batches."""
-    opened = open_source(case, config).on(device)
+def open_case(
+    case: Case,
+    config: Config,
+    scorer: Scorer,
+    device: torch.device,
+    own_prepare: Callable[[Volume], Prepared] | None = None,
+) -> OpenCase:
+    """Open a case as the run did (with the model format's own preprocessing, nnU-Net's or a
+    MONAI bundle's, when it brings one), fix its target region and size its batches."""
+    opened = open_source(case, config, own_prepare).on(device)
     scorer.reduction.configure(opened.inputs, opened.data)
     batch = choose_batch_size(
         scorer.counting, opened.inputs,

@@ -13,7 +13,7 @@ import contextlib
 import csv
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 from xaimed.io.case import Case
 from xaimed.io.safety import escape_text
@@ -106,11 +106,12 @@ def resolved_paths(row: Mapping[str, Any], base: Path) -> dict[str, Any]:
     return out
 
 
-def read_manifest(path: Path) -> list[dict[str, str]]:
+def read_manifest(path: Path) -> list[ManifestRow]:
     """The rows of the manifest at ``path``, output paths resolved against its folder, so that
-    a copied or moved run reads its own files."""
+    a copied or moved run reads its own files. Cells come back as the CSV's text (a number
+    column too: parse it where it is used)."""
     with path.open(newline="", encoding="utf-8") as fh:
-        return [resolved_paths(row, path.parent) for row in csv.DictReader(fh)]
+        return [cast(ManifestRow, resolved_paths(row, path.parent)) for row in csv.DictReader(fh)]
 
 
 def _cell(value: Any) -> Any:
