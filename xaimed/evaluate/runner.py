@@ -49,6 +49,7 @@ from xaimed.evaluate.session import (
     Scorer,
     build_scorer,
     case_of_run,
+    channels_last,
     load_checkpoint,
     open_case,
 )
@@ -192,7 +193,7 @@ def evaluate(
     if cfg.runtime.threads:
         torch.set_num_threads(cfg.runtime.threads)
     torch_device = resolve_device(cfg.runtime.device)
-    loaded = load_model(cfg.model, torch_device)
+    loaded = channels_last(load_model(cfg.model, torch_device))
     scorer = build_scorer(loaded.module, cfg, is_script=loaded.is_script)
     out = Path(out_dir) if out_dir is not None else run
     ev = _Evaluation(cfg, settings, chosen, loaded, scorer, EvaluationResult(out),
