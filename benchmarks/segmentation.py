@@ -121,7 +121,7 @@ def _autocast(args):
 def _xaimed(net, x, region, lo, hi, args, *, patchwise: bool, timing: dict) -> np.ndarray:
     from xaimed.config import TargetSection
     from xaimed.engine.counting import CountingModel
-    from xaimed.engine.targets import TargetReduction
+    from xaimed.engine.targets import CaseRegions, TargetReduction
     from xaimed.engine.tiling import TiledInference
     from xaimed.methods.context import MethodContext
     from xaimed.methods.windows import PlainWindows
@@ -129,8 +129,9 @@ def _xaimed(net, x, region, lo, hi, args, *, patchwise: bool, timing: dict) -> n
     tiled = TiledInference(net, (args.patch,) * 3, overlap=args.overlap)
     spec = TargetSection.model_validate({"region": "predicted", "reduction": "sum"})
     reduction = TargetReduction(tiled, spec, output="logits")
-    reduction.segmentation = True
-    reduction.regions = torch.stack([~region, region])
+    regions = torch.stack([~region, region])
+    voxels = tuple(int(n) for n in regions.flatten(1).sum(-1))
+    reduction.use(CaseRegions(segmentation=True, regions=regions, voxels=voxels))
     dtype = torch.bfloat16 if args.precision == "bf16" else None
     counting = CountingModel(reduction, autocast_dtype=dtype)
     ctx = MethodContext(

@@ -4,7 +4,8 @@
 
 MODE says where the process is hit on the N-th occurrence (counting from 1):
 
-- ``kill-between-cases``: SIGKILL right after the manifest is rewritten for the N-th case;
+- ``kill-between-cases``: SIGKILL right after the N-th case is collected (and the manifest
+  rewritten, which a short run does after every case);
 - ``kill-in-method``: SIGKILL as the N-th method run of the process starts;
 - ``kill-in-write``: SIGKILL after the N-th output whose final name contains
   ``XAIMED_TEST_MATCH`` is complete under its temporary name, before it is renamed to its final
@@ -53,7 +54,7 @@ def main() -> None:
         done = cohort._Collector.done
 
         def done_then_die(self, job, outcome) -> None:
-            done(self, job, outcome)  # rewrites the manifest
+            done(self, job, outcome)  # rewrites the manifest when a rewrite is due
             if hit():
                 _die()
 

@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 
 from xaimed.cli import app
 from xaimed.run.signals import EXIT_INTERRUPTED
-from xaimed.writers.manifest import TIMING_COLUMNS, read_manifest
+from xaimed.writers.manifest import TIMING_COLUMNS, ManifestRow, read_manifest
 
 runner = CliRunner()
 DRIVER = TESTS / "run_driver.py"
@@ -80,7 +80,7 @@ def _child(mode: str, n: int, cohort: dict[str, Path], out: Path, **env: str):
     )
 
 
-def _manifest(path: Path) -> list[dict[str, str]]:
+def _manifest(path: Path) -> list[ManifestRow]:
     return read_manifest(path)  # output paths resolved against the run
 
 
@@ -104,11 +104,15 @@ def _outputs(out: Path) -> dict[str, bytes]:
     return files
 
 
-def _rows(rows: list[dict[str, str]], out: Path) -> list[dict[str, str]]:
+def _rows(rows: list[ManifestRow], out: Path) -> list[dict[str, object]]:
     """Manifest rows without timing columns, output paths relative to the run folder."""
     cleaned = []
     for row in rows:
-        row = {k: v.replace(str(out), "OUT") for k, v in row.items() if k not in TIMING_COLUMNS}
+        row = {
+            k: v.replace(str(out), "OUT") if isinstance(v, str) else v
+            for k, v in row.items()
+            if k not in TIMING_COLUMNS
+        }
         cleaned.append(row)
     return cleaned
 
@@ -516,7 +520,7 @@ def test_merge_orders_by_case_index_and_reports_a_killed_shard(cohort, reference
     assert code == 1 and "pending" in text
     merged = _manifest(out / "manifest.csv")
     assert [r["case_index"] for r in merged] == sorted(r["case_index"] for r in merged)
-    assert {r["status"] for r in merged if r["case_index"] == "2"} == {"pending"}
+    assert {r["status"] for r in merged if r["case_index"] == 2} == {"pending"}
     assert _explain(cohort, out, "--shard", "0/2")[0] == 0
     assert _invoke("merge", out)[0] == 0
     assert _rows(_manifest(out / "manifest.csv"), out) == _rows(

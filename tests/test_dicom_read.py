@@ -41,7 +41,7 @@ def test_exported_oblique_series_reads_back_exactly(tmp_path):
         target.parent.mkdir(parents=True, exist_ok=True)
         path.rename(target)
     read = _read(tmp_path / "export")
-    assert read.source.format == "dicom" and read.meta["dimensionality"] == 3
+    assert read.source.format == "dicom" and read.meta["spatial_dims"] == 3
     assert read.spatial_shape == volume.spatial_shape
     np.testing.assert_allclose(read.affine, volume.affine, atol=1e-4)
     np.testing.assert_allclose(read.array, volume.array, atol=0.5 + 1e-4)  # slope 0.5 quantises
@@ -78,7 +78,7 @@ def test_single_slice_is_2d(tmp_path):
     for path in files[1:]:
         path.unlink()
     read = _read(tmp_path / "s")
-    assert read.meta["dimensionality"] == 2 and read.spatial_shape[2] == 1
+    assert read.meta["spatial_dims"] == 2 and read.spatial_shape[2] == 1
 
 
 def test_hitachi_implicit_vr_equals_reference():
@@ -260,7 +260,7 @@ def test_pydicom_mixed_mr_series_are_split(tmp_path):
     for part in parts:
         orientations = {tuple(np.round(f.orientation, 3)) for f in part.frames}
         assert len(orientations) == 1
-        assert read_dicom_series(part).meta["dimensionality"] == 2
+        assert read_dicom_series(part).meta["spatial_dims"] == 2
     assert any(p.parts > 1 for p in parts)
 
 
@@ -281,7 +281,7 @@ def test_vendor_series_equals_reference_conversion(name):
     volume = _read(VENDOR / name)
     assert_same_in_world(volume, VENDOR / f"{name}_ground_truth.nii.gz")
     if name.endswith("single_slice"):
-        assert volume.meta["dimensionality"] == 2
+        assert volume.meta["spatial_dims"] == 2
 
 
 REFUSED = {

@@ -3,6 +3,7 @@ re-explaining that reproduces the stored maps, checkpoints, and one-line errors.
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -23,7 +24,6 @@ from xaimed.io.case import Case
 from xaimed.model import load_model
 from xaimed.pipeline import explain
 from xaimed.progress import LogReporter
-from xaimed.writers.manifest import read_manifest
 
 AFFINE = oblique_affine((1.5, 2.0, 3.0), "LPS")
 SHAPE = (20, 18, 14)
@@ -83,8 +83,9 @@ def evaluated(study: Path, tmp_path_factory) -> tuple[Path, object]:
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
-    # A manifest's output paths are relative to its folder; resolved here (other CSVs have none).
-    return read_manifest(path)
+    # metrics.csv is not a manifest: its cells are read as text (read_manifest types manifests).
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
 
 
 def test_metrics_csv_has_every_kind_per_case_and_method(evaluated):

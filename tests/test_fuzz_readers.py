@@ -1,4 +1,4 @@
-"""Fuzz the NIfTI and DICOM readers: mutated headers and truncated files (Hypothesis).
+"""Fuzz the NIfTI, NRRD, MetaImage and DICOM readers: mutated headers, truncated files.
 
 Every outcome must be a Volume or an InputError (one sentence for the user), never another
 exception and never a hang: a SIGALRM turns an example that runs too long into a failure. The
@@ -19,6 +19,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import SimpleITK as sitk
 from conftest import TESTS, oblique_affine
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,6 +28,7 @@ from xaimed.config import DicomSection
 from xaimed.errors import InputError
 from xaimed.io.dicom import scan_dicom
 from xaimed.io.dicom.select import read_study
+from xaimed.io.itk import read_itk
 from xaimed.io.nifti import read_nifti
 from xaimed.volume import Volume
 
@@ -151,6 +153,44 @@ def test_dicom_reader_survives_mutated_headers_and_truncation(
             )
 
 
+def itk_bytes(suffix: str) -> bytes:
+    """A small int16 NRRD or MetaImage with a flipped, anisotropic grid, as one file's bytes."""
+    image = sitk.GetImageFromArray(np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6))
+    image.SetDirection((0, 1, 0, 1, 0, 0, 0, 0, -1))
+    image.SetSpacing((1.5, 2.0, 3.0))
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"x{suffix}"
+        sitk.WriteImage(image, str(path))
+        return path.read_bytes()
+
+
+ITK = {suffix: itk_bytes(suffix) for suffix in (".nrrd", ".mha")}
+# Bytes of each header (the voxels follow): NRRD ends it with a blank line, MetaImage with the
+# ElementDataFile field.
+ITK_HEADER = {
+    ".nrrd": ITK[".nrrd"].index(b"\n\n") + 2,
+    ".mha": ITK[".mha"].index(b"LOCAL\n") + 6,
+}
+# Header text is mostly digits and separators: mutate towards what a parser will try to read.
+header_bytes = st.sampled_from(list(b"0123456789-+.e :=(),\nx")) | st.integers(0, 255)
+
+
+@FUZZ
+@given(
+    suffix=st.sampled_from(sorted(ITK)),
+    changes=st.lists(st.tuples(st.integers(0, 10**6), header_bytes), min_size=1, max_size=6),
+    cut=st.none() | st.integers(0, 10**6),
+)
+def test_itk_reader_survives_mutated_headers_and_truncation(
+    suffix: str, changes: list[tuple[int, int]], cut: int | None
+) -> None:
+    data = mutate(ITK[suffix], [(o % ITK_HEADER[suffix], v) for o, v in changes])
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"x{suffix}"
+        path.write_bytes(data[: None if cut is None else cut % len(data)])
+        read_or_refuse(lambda: read_itk(path, memory_budget=BUDGET))
+
+
 def test_the_unmutated_samples_read() -> None:
     """The fuzzers start from files the readers accept (else every example is a refusal)."""
     with tempfile.TemporaryDirectory() as folder:
@@ -159,5 +199,10 @@ def test_the_unmutated_samples_read() -> None:
         volume = read_nifti(path)
         assert volume.array.shape == (6, 5, 4)
         assert volume.array[1, 0, 0] == pytest.approx(10.0 + 0.5 * 20)
+    for suffix, data in ITK.items():
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / f"x{suffix}"
+            path.write_bytes(data)
+            assert read_itk(path).array[1, 0, 0] == 1.0
     (study,) = scan_dicom(SERIES)
     assert read_study(study, DicomSection(), case_id="s").array.shape == (64, 64, 4)

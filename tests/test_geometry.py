@@ -13,7 +13,7 @@ from xaimed.config import PreprocessingSection
 from xaimed.errors import InputError
 from xaimed.geometry import Geometry, lps_to_ras, ras_to_lps
 from xaimed.io.nifti import read_nifti
-from xaimed.methods.casedata import CaseData
+from xaimed.methods.casefiles import CaseFiles
 from xaimed.preprocess import prepare
 
 
@@ -51,7 +51,7 @@ def test_a_per_case_file_with_the_images_shape_but_another_affine_is_refused(tmp
     moved[:3, 3] += 10.0
     write_nifti(tmp_path / "c1_labels.nii.gz", np.ones((8, 8, 8)), moved)
     section = PreprocessingSection()
-    case = CaseData("c1", prepare(read_nifti(tmp_path / "c1.nii.gz"), section), section,
+    case = CaseFiles("c1", prepare(read_nifti(tmp_path / "c1.nii.gz"), section), section,
                     base_dir=tmp_path)  # fmt: skip
     with pytest.raises(InputError, match=r"^case c1: grouping\.path is on another grid .*"
                        r"resample it onto the image's grid\.$"):  # fmt: skip

@@ -49,10 +49,25 @@ def test_torchscript_loads(tmp_path, tiny_state):
     torch.testing.assert_close(loaded.module(x), model(x))
 
 
+def test_a_training_checkpoint_with_numpy_scalars_loads_without_allow_pickle(tmp_path):
+    # One loader for every checkpoint (xaimed.models.checkpoint): the numpy scalars training
+    # loops store beside the weights are safe to rebuild, so no allow_pickle is needed.
+    import numpy as np
+
+    model = TinyCNN()
+    path = tmp_path / "epoch3.ckpt"
+    torch.save({"state_dict": model.state_dict(), "best": np.float64(0.91), "epoch": 3}, path)
+    loaded = load_model(_arch(path), CPU)
+    x = torch.randn(1, 1, 6, 6, 6)
+    torch.testing.assert_close(loaded.module(x), model.eval()(x))
+
+
 def test_pickled_whole_model_is_refused_unless_allowed(tmp_path):
     path = tmp_path / "whole.pt"
     torch.save(TinyCNN(), path)
-    with pytest.raises(ModelError, match=r"whole\.pt: the file is a pickled object.*allow_pickle"):
+    with pytest.raises(
+        ModelError, match=r"whole\.pt: the file holds pickled objects.*allow_pickle"
+    ):
         load_model(_arch(path), CPU)
     loaded = load_model(_section(weights=path, allow_pickle=True), CPU)
     assert isinstance(loaded.module, TinyCNN)

@@ -11,7 +11,7 @@ from tiny_models import LinearModel, TinyCNN
 from xaimed.config import PreprocessingSection
 from xaimed.engine.perturb import Evaluator, ProgressMeter
 from xaimed.errors import InputError, MethodError
-from xaimed.methods.casedata import CaseData
+from xaimed.methods.casefiles import CaseFiles
 from xaimed.methods.groupings import grid_labels
 from xaimed.preprocess import prepare
 
@@ -283,7 +283,7 @@ def test_slic_supervoxels_follow_the_image_and_the_spacing(x):
     assert (iso != aniso).mean() > 0.1
 
 
-def _case(tmp_path, array: np.ndarray, labels: np.ndarray | None = None) -> CaseData:
+def _case(tmp_path, array: np.ndarray, labels: np.ndarray | None = None) -> CaseFiles:
     import nibabel as nib
 
     from xaimed.io.nifti import read_nifti
@@ -303,7 +303,7 @@ def _case(tmp_path, array: np.ndarray, labels: np.ndarray | None = None) -> Case
         {"reorient": "RAS", "resample": {"spacing": [2.0, 2.0, 2.0]}}
     )
     prepared = prepare(read_nifti(path), section)
-    return CaseData("caseA", prepared, section, base_dir=tmp_path)
+    return CaseFiles("caseA", prepared, section, base_dir=tmp_path)
 
 
 def test_label_map_grouping_follows_the_case_onto_the_model_grid(tmp_path):

@@ -110,7 +110,7 @@ def test_intensity_steps():
     np.testing.assert_allclose(w.array[0], np.clip((data + 10) / 100, 0, 1), atol=1e-6)
     p = prepare(_volume(data), _prep(intensity={"kind": "percentile", "low": 0, "high": 100}))
     assert p.array.min() == 0 and p.array.max() == 1
-    assert w.records()[-1] == {
+    assert w.sidecar_fields()[-1] == {
         "step": "intensity",
         "kind": "window",
         "level": 40.0,
@@ -170,7 +170,7 @@ def _outside_by_brute_force(volume: Volume, prepared) -> float:
 def test_crop_pad_records_the_fraction_of_source_voxels_outside_the_model_grid(axcodes, steps):
     volume = _volume(blob_volume(), oblique_affine((1.5, 2.0, 3.0), axcodes))
     prepared = prepare(volume, _prep(**steps))
-    record = prepared.records()[-1]
+    record = prepared.sidecar_fields()[-1]
     expected = _outside_by_brute_force(volume, prepared)
     assert record["outside_field_of_view"] == pytest.approx(expected, abs=1e-6)
     # A map is zero exactly where the model saw nothing.
@@ -189,7 +189,7 @@ def test_sample_case03_loses_one_source_plane_on_two_axes():
     config = load_config(root / "configs" / "sample.yaml")
     volume = read_nifti(root / "sample_data" / "images" / "case03.nii.gz")
     prepared = prepare(volume, config.preprocessing, model_size=config.model.input_size)
-    record = prepared.records()[-1]
+    record = prepared.sidecar_fields()[-1]
     assert volume.spatial_shape == (56, 56, 38)
     assert record["offset"] == [-1, -1, 0]
     # One of 56 planes on each of the two in-plane axes; all 38 slices are seen.

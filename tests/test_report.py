@@ -207,7 +207,7 @@ def test_unreadable_files_are_left_out_with_one_sentence_each(
     notes = result.notes
     assert len(notes) == 3
     assert any(n.startswith("case case01: sidecar") and "not readable JSON" in n for n in notes)
-    assert any(n.startswith("case case01: map") and "not a readable NIfTI" in n for n in notes)
+    assert any(n.startswith("case case01: map") and "not a readable image file" in n for n in notes)
     assert any(n.startswith("case case03: source") and "does not exist" in n for n in notes)
     # The rest is there: case03's maps without the image under them, case01's readable map.
     record = read_script(run / "report" / "data" / "cases" / "case03" / "case.js")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -16,10 +17,10 @@ from xaimed.config import PreprocessingSection, TargetSection, load_config, upda
 from xaimed.engine.targets import TargetReduction
 from xaimed.errors import InputError
 from xaimed.methods import registry
-from xaimed.methods.casedata import CaseData
+from xaimed.methods.casefiles import CaseFiles
 from xaimed.pipeline import explain
+from xaimed.prediction import Target, predict
 from xaimed.preprocess import prepare
-from xaimed.target import Target, predict
 from xaimed.volume import Source, Volume
 
 
@@ -30,10 +31,10 @@ class _TwoLabels(torch.nn.Module):
         return torch.cat([x, 1 - x], dim=1)
 
 
-def _case(x: torch.Tensor) -> CaseData:
+def _case(x: torch.Tensor) -> CaseFiles:
     volume = Volume(x[0, 0].numpy(), np.eye(4), Source(Path("c.nii.gz"), "nifti"))
     section = PreprocessingSection()
-    return CaseData("c", prepare(volume, section), section)
+    return CaseFiles("c", prepare(volume, section), section)
 
 
 def _reduction(**spec) -> TargetReduction:
@@ -53,7 +54,7 @@ def test_predicted_region_sum_and_mean_of_logits(x):
     assert scores.shape == (1, 2)
     assert float(scores[0, 0]) == pytest.approx(float(x[0, 0][bright].sum()), rel=1e-6)
     assert float(scores[0, 1]) == pytest.approx(float((1 - x[0, 0])[~bright].sum()), rel=1e-6)
-    assert reduction.record()["region_voxels"] == [int(bright.sum()), int((~bright).sum())]
+    assert reduction.sidecar_fields()["region_voxels"] == [int(bright.sum()), int((~bright).sum())]
     mean = _reduction(region="predicted", reduction="mean")
     mean.configure(x, _case(x))
     assert float(mean(x)[0, 0]) == pytest.approx(float(x[0, 0][bright].mean()), rel=1e-6)
@@ -72,7 +73,7 @@ def test_whole_volume_and_probabilities(x):
 def test_classifier_outputs_pass_through(x):
     flat = TargetReduction(torch.nn.Flatten(), TargetSection(), output="logits")
     flat.configure(x, _case(x))
-    assert not flat.segmentation and flat.record() is None
+    assert not flat.segmentation and flat.sidecar_fields() is None
     torch.testing.assert_close(flat(x), x.flatten(1))
 
 
@@ -81,7 +82,7 @@ def test_predicted_label_skips_background_and_empty_regions_are_refused(x):
     reduction.configure(x, _case(x))
     prediction = reduction.adjust(predict(reduction(x), output_kind="logits", classes=None))
     assert prediction.predicted == 1
-    reduction.voxels = [0, 5]
+    reduction.use(replace(reduction.case_regions, voxels=(0, 5)))
     with pytest.raises(InputError, match="region of label 0 is empty"):
         reduction.check([Target(0, "0")], "c")
 
@@ -206,3 +207,47 @@ def test_config_checks_target_and_tiling_keys(make_config):
         "config.yaml: methods[0].params.baseline: expected 'zero', 'min', 'mean', a number, or "
         "a mapping with kind: blur, noise or reference"
     ]
+
+
+def test_cases_with_different_regions_in_one_run_map_as_each_alone(tmp_path):
+    """Each case's regions are its own: a run of two cases with different masks writes the maps
+    that a run of each case alone writes (nothing of the first case's region reaches the second)."""
+    torch.manual_seed(0)
+    torch.save(TinySeg().state_dict(), tmp_path / "seg.pt")
+    affine = oblique_affine((2.0, 2.0, 2.0), "RAS", angle=0.0)
+    shape = (16, 16, 16)
+    boxes = {"s1": np.s_[4:10, 4:10, 4:10], "s2": np.s_[9:15, 2:7, 8:14]}
+    for i, (case_id, box) in enumerate(boxes.items()):
+        image = blob_volume(shape, (8, 8, 8), seed=i)
+        for folder in ("both", case_id):
+            write_nifti(tmp_path / folder / f"{case_id}.nii.gz", image, affine)
+        mask = np.zeros(shape)
+        mask[box] = 1
+        write_nifti(tmp_path / "masks" / f"{case_id}_roi.nii.gz", mask, affine)
+    config = {
+        "model": {
+            "architecture": "seg_models:TinySeg",
+            "python_path": [str(TESTS)],
+            "weights": str(tmp_path / "seg.pt"),
+            "classes": ["background", "lesion"],
+        },
+        "target": {"class": "lesion", "region": "mask", "mask": "masks/{case_id}_roi.nii.gz"},
+        "methods": [
+            "saliency",
+            {"name": "occlusion", "params": {"window": 4, "stride": 4}},
+        ],
+        "outputs": {"png": False},
+        "runtime": {"device": "cpu", "threads": 1},
+    }
+    (tmp_path / "run.yaml").write_text(json.dumps(config))
+    both = explain(tmp_path / "both", tmp_path / "run.yaml", tmp_path / "out-both")
+    alone = {c: explain(tmp_path / c, tmp_path / "run.yaml", tmp_path / f"out-{c}") for c in boxes}
+    assert not both.failed and len(both.rows) == 4
+    for row in both.rows:
+        (single,) = [r for r in alone[row["case_id"]].rows if r["method"] == row["method"]]
+        sidecar = json.loads(Path(row["sidecar"]).read_text())
+        voxels = sidecar["target"]["segmentation"]["region_voxels"]
+        assert voxels == [int(np.ones(shape)[boxes[row["case_id"]]].sum())] * 2
+        np.testing.assert_array_equal(
+            nib.load(row["nifti"]).get_fdata(), nib.load(single["nifti"]).get_fdata()
+        )

@@ -14,7 +14,7 @@ from seg_models import TinySeg
 
 from xaimed.config import TargetSection
 from xaimed.engine.batching import bytes_per_sample, choose_batch_size
-from xaimed.engine.targets import TargetReduction
+from xaimed.engine.targets import CaseRegions, TargetReduction
 from xaimed.engine.tiling import TiledInference
 
 
@@ -23,7 +23,7 @@ def _scored(network: torch.nn.Module, patches_per_call: int | None) -> TargetRed
     tiled.patches_per_call = patches_per_call
     spec = TargetSection.model_validate({"region": "volume", "reduction": "sum"})
     reduction = TargetReduction(tiled, spec, output="logits")
-    reduction.segmentation = True  # what configure() decides for a per-voxel output
+    reduction.use(CaseRegions(segmentation=True))  # what configure() decides for a per-voxel output
     return reduction
 
 
@@ -63,7 +63,7 @@ _WHOLE_VOLUME = textwrap.dedent(
     from xaimed.config import TargetSection
     from xaimed.engine.batching import bytes_per_sample, choose_batch_size
     from xaimed.engine.counting import CountingModel
-    from xaimed.engine.targets import TargetReduction
+    from xaimed.engine.targets import CaseRegions, TargetReduction
     from xaimed.engine.tiling import TiledInference
     from xaimed.methods import registry
     from xaimed.methods.context import MethodContext
@@ -75,7 +75,7 @@ _WHOLE_VOLUME = textwrap.dedent(
     tiled = TiledInference(network, (48, 48, 48), overlap=0.25)
     spec = TargetSection.model_validate({{"region": "volume", "reduction": "sum"}})
     reduction = TargetReduction(tiled, spec, output="logits")
-    reduction.segmentation = True
+    reduction.use(CaseRegions(segmentation=True))
     model = CountingModel(reduction)
     budget = 64 * 2**20
     batch = choose_batch_size(model, x, budget=budget, fixed=None)

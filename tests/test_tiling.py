@@ -9,7 +9,7 @@ from tiny_models import TinyCNN
 
 from xaimed.config import TargetSection
 from xaimed.engine.counting import CountingModel
-from xaimed.engine.targets import TargetReduction
+from xaimed.engine.targets import CaseRegions, TargetReduction
 from xaimed.engine.tiling import TiledInference, axis_starts, patches
 from xaimed.errors import ModelError
 from xaimed.methods import registry
@@ -62,7 +62,7 @@ def test_tiled_output_of_a_translation_equivariant_model_is_seamless(x):
 def _explain(name, model, x, **params):
     spec = TargetSection.model_validate({"region": "volume", "reduction": "mean"})
     reduction = TargetReduction(model, spec, output="logits")
-    reduction.segmentation = True  # what configure() decides for a per-voxel output
+    reduction.use(CaseRegions(segmentation=True))  # what configure() decides for a per-voxel output
     counting = CountingModel(reduction)
     ctx = MethodContext(model=counting, inputs=x, target=1, seed=0, batch_size=8, device=x.device)
     info = registry.find(name)

@@ -25,7 +25,7 @@ from xaimed.finite import require_map_on_source
 from xaimed.io.case import Case
 from xaimed.io.read import read_case
 from xaimed.methods import registry
-from xaimed.methods.casedata import CaseData
+from xaimed.methods.casefiles import CaseFiles
 from xaimed.methods.context import MethodContext, MethodOutput
 from xaimed.methods.postprocess import postprocess
 from xaimed.preprocess import Prepared, prepare
@@ -45,7 +45,7 @@ class OpenCase:
     case: Case
     prepared: Prepared
     inputs: torch.Tensor
-    data: CaseData
+    data: CaseFiles
     batch_size: int | None = field(default=None)
 
     @property
@@ -91,7 +91,7 @@ def open_case(
     else:
         prepared = prepare(volume, config.preprocessing, model_size=config.model.input_size)
         check_input(config, case, prepared)
-    data = CaseData(
+    data = CaseFiles(
         case.case_id,
         prepared,
         config.preprocessing,

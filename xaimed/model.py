@@ -9,7 +9,6 @@ loaded and is refused unless the config sets ``model.allow_pickle``. Ensembles a
 from __future__ import annotations
 
 import hashlib
-import pickle
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import torch
 
 from xaimed.config import ModelSection
 from xaimed.errors import ModelError
+from xaimed.models.checkpoint import load_checkpoint
 
 if TYPE_CHECKING:
     from xaimed.preprocess import Prepared
@@ -98,32 +98,11 @@ def _summarise_mismatch(exc: RuntimeError) -> str:
     return detail[:600]
 
 
-def _load_weights(section: ModelSection, path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if not section.allow_pickle:
-            raise ModelError(
-                f"model.weights {path}: the file is a pickled object, not a plain state dict, and "
-                "loading it could run arbitrary code; save model.state_dict() instead, or set "
-                "model.allow_pickle: true if you trust the file."
-            ) from None
-        del exc
-    except Exception as exc:
-        raise ModelError(
-            f"model.weights {path}: cannot be read by torch.load ({type(exc).__name__}: {exc})."
-        ) from None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise ModelError(f"model.weights {path}: cannot be unpickled ({exc}).") from None
-
-
 def _build_module(section: ModelSection) -> tuple[torch.nn.Module, Path]:
     path = section.weights
     if path is None:  # the config validator requires weights without torchscript
         raise RuntimeError("model.weights unset for an architecture; the config allowed it")
-    loaded = _load_weights(section, path)
+    loaded = load_checkpoint(path, allow_pickle=section.allow_pickle, key="model.weights")
     if isinstance(loaded, torch.nn.Module):
         return loaded, path
     if section.architecture is None:

@@ -36,7 +36,7 @@ from xaimed.volume import Volume
 class Applied(Protocol):
     """A step that has been applied and knows how to undo itself on a map."""
 
-    def record(self) -> dict[str, Any]: ...
+    def sidecar_fields(self) -> dict[str, Any]: ...
 
     def invert(self, data: np.ndarray) -> np.ndarray: ...
 
@@ -48,7 +48,7 @@ class AppliedChannels:
     params: ChannelsStep
     source_channels: int
 
-    def record(self) -> dict[str, Any]:
+    def sidecar_fields(self) -> dict[str, Any]:
         return {
             "step": "channels",
             **self.params.model_dump(),
@@ -74,7 +74,7 @@ class AppliedReorient:
     source_shape: tuple[int, int, int]
     source_axcodes: str
 
-    def record(self) -> dict[str, Any]:
+    def sidecar_fields(self) -> dict[str, Any]:
         return {"step": "reorient", "from": self.source_axcodes, "to": self.target}
 
     def invert(self, data: np.ndarray) -> np.ndarray:
@@ -95,7 +95,7 @@ class AppliedResample:
     source_shape: tuple[int, int, int]
     shape: tuple[int, int, int]
 
-    def record(self) -> dict[str, Any]:
+    def sidecar_fields(self) -> dict[str, Any]:
         return {
             "step": "resample",
             "spacing": list(self.params.spacing),
@@ -129,7 +129,7 @@ class AppliedIntensity:
     params: IntensityStep
     stats: dict[str, float] = field(default_factory=dict)
 
-    def record(self) -> dict[str, Any]:
+    def sidecar_fields(self) -> dict[str, Any]:
         relevant = {
             "window": ("level", "width", "clip"),
             "zscore": ("nonzero",),
@@ -157,7 +157,7 @@ class AppliedCropPad:
     pad_value: float
     outside_field_of_view: float = 0.0
 
-    def record(self) -> dict[str, Any]:
+    def sidecar_fields(self) -> dict[str, Any]:
         return {
             "step": "crop_pad",
             "from_shape": list(self.source_shape),
@@ -235,9 +235,9 @@ class Prepared:
         """The model's input grid (spatial axes of ``array``, without channels)."""
         return Geometry.of(self.array.shape[1:], self.affine)
 
-    def records(self) -> list[dict[str, Any]]:
+    def sidecar_fields(self) -> list[dict[str, Any]]:
         """What was done, for the sidecar."""
-        return [step.record() for step in self.steps]
+        return [step.sidecar_fields() for step in self.steps]
 
     def invert_map(self, data: np.ndarray) -> Volume:
         """A map on the model's input grid, (C, I, J, K), back on the source grid as a Volume.
@@ -334,7 +334,7 @@ def _resample(
     data: np.ndarray, affine: np.ndarray, params: ResampleStep
 ) -> tuple[np.ndarray, np.ndarray, AppliedResample]:
     shape = np.array(data.shape[1:])
-    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    spacing = np.asarray(Geometry.of(data.shape[1:], affine).spacing)
     scale = np.asarray(params.spacing, dtype=np.float64) / spacing
     new_shape = np.maximum(1, np.round(shape / scale)).astype(int)
     # Keep the grid centre where it was: old index of new voxel j is offset + j * scale.

@@ -39,7 +39,7 @@ class AppliedResize:
     source_shape: tuple[int, int, int]
     size: tuple[int, int, int]
 
-    def record(self) -> dict[str, Any]:
+    def sidecar_fields(self) -> dict[str, Any]:
         return {
             "step": "resize",
             "mode": self.params.mode,

@@ -377,9 +377,16 @@ class OverlaySection(Strict):
 class OutputsSection(Strict):
     """Which files to write per case and method (a JSON sidecar is always written)."""
 
-    nifti: bool = True
+    nifti: bool = Field(True, description="Write the map as a volume, in the format `format`.")
+    format: Literal["nifti", "nrrd", "mha", "same"] = Field(
+        "nifti",
+        description="File format of map volumes: nifti (.nii.gz), nrrd (.nrrd), mha (MetaImage "
+        ".mha) or same (the input's format; NIfTI for DICOM inputs).",
+    )
     png: bool = True
-    compress: bool = Field(True, description="Write .nii.gz rather than .nii.")
+    compress: bool = Field(
+        True, description="Compress map volumes (.nii.gz rather than .nii; NRRD/MHA: zlib)."
+    )
     parametric_map: bool = Field(True, description="DICOM inputs: a DICOM Parametric Map.")
     secondary_capture: bool = Field(
         True, description="DICOM inputs: RGB Secondary Captures, one per source slice."
@@ -426,6 +433,13 @@ class DicomSection(Strict):
     )
     resample_irregular: bool = Field(
         False, description="Resample series with inconsistent slice spacing instead of refusing."
+    )
+    voi_lut: Literal["apply", "display"] = Field(
+        "apply",
+        description="Radiographs (CR, DX, MG, IO): 'apply' the image's first VOI LUT (window) to "
+        "the values the model sees, as a viewer shows them and as exported training images "
+        "were made; 'display': the model sees the Modality LUT output and the window only sets "
+        "the grey window of the overlays.",
     )
 
 

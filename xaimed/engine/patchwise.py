@@ -46,7 +46,7 @@ class PatchwiseScores:
     """Scores (B, L) of perturbed copies of ``x``, recomputing only the patches they touch.
 
     Build with :func:`build`; ``rows(batch)`` returns what the scored model would return for
-    ``batch``, ``record()`` what the sidecar says.
+    ``batch``, ``sidecar_fields()`` what the sidecar says.
     """
 
     counting: CountingModel
@@ -187,7 +187,7 @@ class PatchwiseScores:
         after = self.reduction.box_sums(numerator / norm, region)[0].double()
         return self.reference_sums + after - before
 
-    def record(self) -> dict[str, Any]:
+    def sidecar_fields(self) -> dict[str, Any]:
         """What the sidecar says about the patch-incremental computation."""
         per_pass = len(self.plan.boxes)
         return {

@@ -114,11 +114,11 @@ class Evaluator:
                 out = self.model(batch)
         return widen(out.reshape(out.shape[0], -1)[:, self.target])
 
-    def engine_record(self) -> dict[str, Any]:
+    def engine_fields(self) -> dict[str, Any]:
         """For the sidecar: how the scores were computed."""
         if self._patches is None:
             return {}
-        return {"engine": "patch_incremental", "patch_incremental": self._patches.record()}
+        return {"engine": "patch_incremental", "patch_incremental": self._patches.sidecar_fields()}
 
     def score(self, batch: torch.Tensor) -> torch.Tensor:
         """Scores of the target for a few inputs (the unperturbed input, the baseline), (N,)."""

@@ -11,7 +11,7 @@ through unchanged, so every method family sees the same (N, n_outputs) model.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -20,15 +20,36 @@ from xaimed.errors import InputError
 
 if TYPE_CHECKING:
     from xaimed.config import TargetSection
-    from xaimed.methods.casedata import CaseData
-    from xaimed.target import Prediction, Target
+    from xaimed.methods.casefiles import CaseFiles
+    from xaimed.prediction import Prediction, Target
+
+
+@dataclass(frozen=True)
+class CaseRegions:
+    """One case's regions, fixed on its unperturbed input: a new object per case, never changed.
+
+    ``segmentation``: whether the model's output is per voxel (then reduced); ``regions``: (L,
+    I, J, K) bool, None for every voxel; ``voxels``: each label's region size.
+    """
+
+    segmentation: bool = False
+    regions: torch.Tensor | None = None
+    voxels: tuple[int, ...] = ()
+
+
+# Before a case fixes its regions (and for classifiers): outputs pass through unreduced.
+PASS_THROUGH = CaseRegions()
 
 
 class TargetReduction(torch.nn.Module):
     """Wraps a model; reduces per-voxel outputs to one score per label over each label's region.
 
-    ``configure`` sets the regions for one case; until then (and for classification outputs)
-    the wrapper passes the model's output through.
+    The regions are per case: ``regions_of`` computes a case's :class:`CaseRegions` without
+    touching the module and ``use`` makes them the ones ``forward`` reduces over (methods call
+    the wrapped model with the input alone, so the regions of the case being explained travel
+    with the module). A module reused for the next case gets that case's own object; nothing of
+    the previous case survives. Until then (and for classification outputs) the wrapper passes
+    the model's output through.
     """
 
     def __init__(self, model: torch.nn.Module, spec: TargetSection, *, output: str) -> None:
@@ -36,9 +57,26 @@ class TargetReduction(torch.nn.Module):
         self.model = model
         self.spec = spec
         self.output = output  # what the model returns: 'logits' or 'probabilities'
-        self.regions: torch.Tensor | None = None  # (L, I, J, K) bool; None: every voxel
-        self.segmentation = False
-        self.voxels: list[int] = []
+        self.case_regions = PASS_THROUGH
+
+    @property
+    def segmentation(self) -> bool:
+        """Whether the current case's output is reduced (a per-voxel output)."""
+        return self.case_regions.segmentation
+
+    @property
+    def regions(self) -> torch.Tensor | None:
+        """The current case's (L, I, J, K) regions; None: every voxel."""
+        return self.case_regions.regions
+
+    @property
+    def voxels(self) -> tuple[int, ...]:
+        """The current case's region size per label."""
+        return self.case_regions.voxels
+
+    def use(self, case_regions: CaseRegions) -> None:
+        """Reduce over ``case_regions`` from now on (the case being explained)."""
+        self.case_regions = case_regions
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.model(x)
@@ -86,8 +124,8 @@ class TargetReduction(torch.nn.Module):
         count = self.regions.flatten(1).sum(-1).clamp(min=1)
         return sums / count.to(sums.dtype)
 
-    def configure(self, inputs: torch.Tensor, case: CaseData) -> None:
-        """Find out whether the model segments and, if so, fix this case's regions."""
+    def configure(self, inputs: torch.Tensor, case: CaseFiles) -> None:
+        """Find out whether the model segments and, if so, use this case's regions."""
         self.reset()
         with torch.no_grad():
             out = self.model(inputs)
@@ -95,28 +133,29 @@ class TargetReduction(torch.nn.Module):
 
     def reset(self) -> None:
         """Forget the previous case: until ``fix_regions``, outputs pass through unreduced."""
-        self.segmentation, self.regions = False, None
+        self.use(PASS_THROUGH)
 
-    def fix_regions(self, out: torch.Tensor, inputs: torch.Tensor, case: CaseData) -> torch.Tensor:
-        """Fix this case's regions from the model's raw output ``out`` on the unperturbed
+    def fix_regions(self, out: torch.Tensor, inputs: torch.Tensor, case: CaseFiles) -> torch.Tensor:
+        """Use this case's regions, found from the model's raw output ``out`` on the unperturbed
         ``inputs``; returns the scores of that output (reduced for a segmentation).
 
         Taking the output of a forward pass the caller makes anyway (the prediction) saves a
         second pass per case.
         """
-        self._fix_regions(out, inputs, case)
+        self.use(self.regions_of(out, inputs, case))
         return self.reduce(out) if self.segmentation else out
 
-    def _fix_regions(self, out: torch.Tensor, inputs: torch.Tensor, case: CaseData) -> None:
+    def regions_of(self, out: torch.Tensor, inputs: torch.Tensor, case: CaseFiles) -> CaseRegions:
+        """The regions of ``case`` from the model's raw output ``out`` on its unperturbed
+        ``inputs`` (the module is left as it is)."""
         if out.ndim <= 2:
-            return
+            return PASS_THROUGH
         if tuple(out.shape[2:]) != tuple(inputs.shape[2:]):
             raise InputError(
                 f"case {case.case_id}: the model's output {tuple(out.shape)} is neither one score "
                 f"per class nor a map of the input's size {tuple(inputs.shape[2:])}; it cannot be "
                 "explained as a classifier or a segmentation."
             )
-        self.segmentation = True
         labels = out.shape[1]
         if self.spec.region == "predicted":
             if labels == 1:
@@ -136,12 +175,13 @@ class TargetReduction(torch.nn.Module):
             regions = mask.to(inputs.device)[None].expand(labels, *mask.shape)
         else:
             regions = None
-        self.regions = regions
-        shape = out.shape[2:]
-        total = int(torch.tensor(shape).prod())
-        self.voxels = (
-            [total] * labels if regions is None else [int(n) for n in regions.flatten(1).sum(-1)]
+        total = math.prod(int(n) for n in out.shape[2:])
+        voxels = (
+            (total,) * labels
+            if regions is None
+            else tuple(int(n) for n in regions.flatten(1).sum(-1))
         )
+        return CaseRegions(True, regions, voxels)
 
     def adjust(self, prediction: Prediction) -> Prediction:
         """For segmentation, 'predicted' is the best-scoring label other than 0 (background)."""
@@ -161,7 +201,7 @@ class TargetReduction(torch.nn.Module):
                     f"{self.spec.region}); choose another target.class or target.region: volume."
                 )
 
-    def record(self) -> dict[str, Any] | None:
+    def sidecar_fields(self) -> dict[str, Any] | None:
         """The reduction, for the sidecar's target (None for a classifier)."""
         if not self.segmentation:
             return None
@@ -170,5 +210,5 @@ class TargetReduction(torch.nn.Module):
             "mask": self.spec.mask,
             "reduction": self.spec.reduction,
             "score": self.spec.score,
-            "region_voxels": self.voxels,
+            "region_voxels": list(self.voxels),
         }

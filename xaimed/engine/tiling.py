@@ -137,7 +137,7 @@ class TiledInference(torch.nn.Module):
         self.blend = blend
         self.patches_per_call: int | None = None
 
-    def record(self) -> dict[str, object]:
+    def sidecar_fields(self) -> dict[str, object]:
         """For sidecars."""
         return {"patch_size": list(self.patch_size), "overlap": self.overlap, "blend": self.blend}
 

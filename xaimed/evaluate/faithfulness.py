@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from xaimed.engine.patchwise import forward_for
-from xaimed.methods.baselines import make_baseline
+from xaimed.methods.fills import constant_fill
 
 if TYPE_CHECKING:
     from xaimed.evaluate.metric import CaseWork, StoredMap
@@ -131,7 +131,7 @@ def forward_calls(steps: int, batch_size: int) -> int:
 
 def compute(work: CaseWork, settings: FaithfulnessSettings) -> None:
     """The Metric protocol: both curves of every map, with their areas."""
-    baseline = make_baseline(settings.baseline, work.case.inputs)
+    baseline = constant_fill(settings.baseline, work.case.inputs)
     # A segmentation target is already one reduced score per label (a sum or mean over the
     # region, of probabilities when target.score says so); a softmax across labels of those
     # would mean nothing, so the curves follow the explained score itself.

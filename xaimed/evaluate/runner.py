@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import torch
 
@@ -54,6 +53,7 @@ from xaimed.evaluate.session import (
     open_case,
 )
 from xaimed.evaluate.settings import METRICS
+from xaimed.io.image import read_image_arrays
 from xaimed.methods import registry
 from xaimed.model import LoadedModel, load_model, resolve_device
 from xaimed.progress import LogReporter, Reporter
@@ -241,7 +241,7 @@ def _entry(config: Config, method_id: str) -> MethodEntry:
 def _read_map(row: ManifestRow, config: Config, model_sha256: str) -> StoredMap:
     try:
         sidecar = json.loads(Path(row["sidecar"]).read_text(encoding="utf-8"))
-        data = np.asarray(nib.load(row["nifti"]).get_fdata(dtype=np.float32))
+        data = read_image_arrays(Path(row["nifti"]))[0]
     except (OSError, ValueError) as exc:
         raise InputError(
             f"case {row['case_id']}: cannot read the map {row['nifti']} or its sidecar ({exc}); "

@@ -36,9 +36,7 @@ def like(scorer: Scorer, network: torch.nn.Module, config: Config) -> Scorer:
     model must be scored on the same voxels, not on its own (meaningless) prediction.
     """
     other = build_scorer(network, config, is_script=scorer.is_script)
-    other.reduction.segmentation = scorer.reduction.segmentation
-    other.reduction.regions = scorer.reduction.regions
-    other.reduction.voxels = list(scorer.reduction.voxels)
+    other.reduction.use(scorer.reduction.case_regions)
     return other
 
 

@@ -16,12 +16,12 @@ class Case:
     """One study to explain: an id safe for file names, and where its image is.
 
     ``format`` names the :class:`xaimed.io.readers.Reader` that reads it (``"nifti"``,
-    ``"dicom"``), is ``"pacs"`` for a study on a DICOM server (its ``study_uid``; retrieved and
-    turned into a DICOM case by :class:`xaimed.pacs.source.PacsSource` when it is read), or None
-    for a case-list entry: its path is only looked at when it is read,
-    so a missing or corrupt entry fails that case, not the run. A DICOM case carries its
-    ``study`` (its series, headers only) and ``path`` is the study's folder. ``mask`` and
-    ``label`` come from a case list's optional columns.
+    ``"itk"`` for NRRD and MetaImage, ``"dicom"``), is ``"pacs"`` for a study on a DICOM server
+    (its ``study_uid``; retrieved and turned into a DICOM case by
+    :class:`xaimed.pacs.source.PacsSource` when it is read), or None for a case-list entry: its
+    path is only looked at when it is read, so a missing or corrupt entry fails that case, not
+    the run. A DICOM case carries its ``study`` (its series, headers only) and ``path`` is the
+    study's folder. ``mask`` and ``label`` come from a case list's optional columns.
     """
 
     case_id: str

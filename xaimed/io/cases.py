@@ -1,69 +1,51 @@
-"""Find the cases of an input: NIfTI files, DICOM studies, or a folder holding either or both."""
+"""Find the cases of an input: a case list, a file, or a folder, through the format readers."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from xaimed.errors import InputError
-from xaimed.io.case import Case, safe_id
+from xaimed.io.case import Case
 from xaimed.io.caselist import read_case_list
-from xaimed.io.nifti import is_nifti, nifti_stem
+from xaimed.io.readers import READERS
 from xaimed.io.safety import regular_files, require_readable_kind, unique_case_ids
 
 
 def discover_cases(input_path: Path, exclude: Path | None = None) -> list[Case]:
     """Cases in a deterministic order; ids are unique and file-name safe.
 
-    NIfTI files come first, sorted by path; then one case per DICOM study found in the other
-    files (any layout, any file names), sorted by case id, a hash of the Study Instance UID.
-    Only regular files are read (never FIFOs or devices); the folder ``exclude`` (the run's
-    output folder) is left out, so a run never explains its own outputs.
+    Each reader of :data:`xaimed.io.readers.READERS`, in order, finds the cases of its format
+    among the files the readers before it left (NIfTI files first, sorted by path; then one case
+    per DICOM study, sorted by case id). Only regular files are read (never FIFOs or devices);
+    the folder ``exclude`` (the run's output folder) is left out, so a run never explains its
+    own outputs.
     """
     if not input_path.exists():
         raise InputError(f"{input_path}: no such file or folder; check the INPUT argument.")
     require_readable_kind(input_path, "INPUT")
+    if input_path.is_file() and is_case_list(input_path):
+        return unique_case_ids(read_case_list(input_path), input_path.parent)
     if input_path.is_file():
-        if is_case_list(input_path):
-            return unique_case_ids(read_case_list(input_path), input_path.parent)
-        if is_nifti(input_path):
-            return [Case(safe_id(nifti_stem(input_path)), input_path)]
-        dicom = _dicom_cases(input_path)
-        if not dicom:
+        files, root = [input_path], input_path.parent
+    else:
+        files, root = regular_files(input_path, exclude), input_path
+    cases: list[Case] = []
+    for reader in READERS.values():
+        found = reader.discover(files, root)
+        claimed = {case.path for case in found}
+        files = [p for p in files if p not in claimed]
+        cases += found
+    if not cases:
+        kinds = " or ".join(reader.kind for reader in READERS.values())
+        if input_path.is_file():
             raise InputError(
-                f"{input_path}: neither a NIfTI file (.nii or .nii.gz) nor a DICOM image; give "
-                "a NIfTI file, a DICOM file or a folder."
+                f"{input_path}: not one of the formats xaimed reads ({kinds}); give such a "
+                "file, a case list or a folder."
             )
-        return dicom
-    found = regular_files(input_path, exclude)
-    files = [p for p in found if is_nifti(p)]
-    dicom = _dicom_cases(input_path, found)
-    if not files and not dicom:
-        raise InputError(
-            f"{input_path}: no NIfTI files (.nii, .nii.gz) or DICOM images in this folder; "
-            "check the INPUT argument."
-        )
-    stems = [safe_id(nifti_stem(p)) for p in files]
-    cases = []
-    for path, stem in zip(files, stems, strict=True):
-        if stems.count(stem) > 1:
-            # Same file name in two subfolders: the relative path keeps the ids apart.
-            rel = path.relative_to(input_path)
-            stem = safe_id("__".join([*rel.parent.parts, nifti_stem(path)]))
-        cases.append(Case(stem, path))
-    return unique_case_ids(cases + dicom, input_path)
+        raise InputError(f"{input_path}: no {kinds} in this folder; check the INPUT argument.")
+    return unique_case_ids(cases, input_path)
 
 
 def is_case_list(path: Path) -> bool:
     """A CSV or TSV file naming the cases (see ``xaimed.io.caselist``)."""
     return path.suffix.lower() in {".csv", ".tsv"}
-
-
-def _dicom_cases(path: Path, files: list[Path] | None = None) -> list[Case]:
-    from xaimed.io.dicom import scan_dicom
-    from xaimed.io.dicom.discovery import candidate_files
-
-    if not path.is_dir():
-        studies = scan_dicom([path])
-    else:
-        studies = scan_dicom(path if files is None else candidate_files(files))
-    return [Case(s.case_id, s.folder, format="dicom", study=s) for s in studies]

@@ -1,20 +1,23 @@
 """Input formats: one :class:`Reader` per format, registered once in :data:`READERS`.
 
 A reader turns a :class:`xaimed.io.case.Case` of its format into a :class:`xaimed.volume.Volume`
-(array and RAS+ affine) and recognises a case-list path of its format. Adding a format is one
-module with a reader class and one line in :data:`READERS` (see CONTRIBUTING.md); folder
-discovery is :func:`xaimed.io.cases.discover_cases`.
+(array and RAS+ affine), recognises a case-list path of its format and finds the cases of its
+format among an input folder's files (:func:`xaimed.io.cases.discover_cases` asks every reader).
+Adding a format is one module with a reader class and one line in :data:`READERS` (see
+CONTRIBUTING.md).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Protocol
 
 from xaimed.config import Config
 from xaimed.errors import InputError
-from xaimed.io.case import Case
-from xaimed.io.nifti import is_nifti, read_nifti
+from xaimed.io.case import Case, safe_id
+from xaimed.io.itk import ItkReader
+from xaimed.io.nifti import is_nifti, nifti_stem, read_nifti
 from xaimed.volume import Volume
 
 
@@ -22,6 +25,13 @@ class Reader(Protocol):
     """What every input format provides."""
 
     name: str  # the Case.format of its cases
+    kind: str  # what its files are, for messages: "NIfTI files (.nii, .nii.gz)"
+
+    def discover(self, files: list[Path], root: Path) -> list[Case]:
+        """The cases of this format among ``files`` (regular files under the INPUT folder
+        ``root``, or the INPUT file alone), in a deterministic order; [] when none is. Files
+        that earlier readers of :data:`READERS` made cases of are not passed on."""
+        ...
 
     def locate(self, case: Case) -> Case | None:
         """``case`` (a case-list entry whose path exists) as a case of this format, or None
@@ -38,6 +48,21 @@ class NiftiReader:
     """A NIfTI file (``.nii``, ``.nii.gz``), read with nibabel."""
 
     name = "nifti"
+    kind = "NIfTI files (.nii, .nii.gz)"
+
+    def discover(self, files: list[Path], root: Path) -> list[Case]:
+        """One case per NIfTI file, sorted by path, named by the file's stem (and, for one file
+        name in several subfolders, by its path relative to ``root``)."""
+        paths = sorted(p for p in files if is_nifti(p))
+        stems = [safe_id(nifti_stem(p)) for p in paths]
+        cases = []
+        for path, stem in zip(paths, stems, strict=True):
+            if stems.count(stem) > 1:
+                # Same file name in two subfolders: the relative path keeps the ids apart.
+                rel = path.relative_to(root)
+                stem = safe_id("__".join([*rel.parent.parts, nifti_stem(path)]))
+            cases.append(Case(stem, path, format=self.name))
+        return cases
 
     def locate(self, case: Case) -> Case | None:
         """A NIfTI file is its own case."""
@@ -54,6 +79,16 @@ class DicomReader:
     """A DICOM study: the series that ``dicom.select`` chooses, read with pydicom."""
 
     name = "dicom"
+    kind = "DICOM images"
+
+    def discover(self, files: list[Path], root: Path) -> list[Case]:
+        """One case per DICOM study in ``files`` (any layout, any file names), sorted by case
+        id, a hash of the Study Instance UID."""
+        from xaimed.io.dicom import scan_dicom
+        from xaimed.io.dicom.discovery import candidate_files
+
+        studies = scan_dicom(candidate_files(files))
+        return [Case(s.case_id, s.folder, format=self.name, study=s) for s in studies]
 
     def locate(self, case: Case) -> Case:
         """The one study under the path (or the one with this case's id)."""
@@ -66,8 +101,8 @@ class DicomReader:
         if len(studies) != 1:
             found = "no DICOM images" if not studies else f"{len(studies)} DICOM studies"
             raise InputError(
-                f"case {case.case_id}: {path} holds {found}; a case-list path must be a NIfTI "
-                "file or a folder with exactly one DICOM study."
+                f"case {case.case_id}: {path} holds {found}; a case-list path must be a NIfTI, "
+                "NRRD or MetaImage file or a folder with exactly one DICOM study."
             )
         return replace(case, path=studies[0].folder, format=self.name, study=studies[0])
 
@@ -84,5 +119,8 @@ class DicomReader:
         )  # fmt: skip
 
 
-# Tried in this order for a case-list path; the last one may raise for what nobody claimed.
-READERS: dict[str, Reader] = {reader.name: reader for reader in (NiftiReader(), DicomReader())}
+# Tried in this order for a case-list path (the last one may raise for what nobody claimed) and
+# for the files of an input folder (each reader gets the files earlier ones left).
+READERS: dict[str, Reader] = {
+    reader.name: reader for reader in (NiftiReader(), ItkReader(), DicomReader())
+}

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from xaimed.errors import MethodError
 from xaimed.methods.params import CamParams, GradCamParams, NoParams
+from xaimed.methods.spec import GUIDED_WARNING, NEEDS_LAYER, NEEDS_RELU, MethodInfo, fixed_cost
 
 if TYPE_CHECKING:
     import torch
@@ -213,3 +214,31 @@ def guided_grad_cam(ctx: MethodContext, params: GradCamParams) -> MethodOutput:
     guided = guided_backprop(ctx, NoParams())
     details = {**grad_cam_map.details, "combined_with": "guided_backprop (element-wise product)"}
     return MethodOutput(guided * grad_cam_map.attribution, details)
+
+
+# The methods of this module, in the order `xaimed methods` lists them.
+METHODS = (
+    MethodInfo(
+        name="grad_cam", family="cam", summary="Gradient-weighted class activation map at a layer.",
+        params_model=GradCamParams, runner=grad_cam, cost=fixed_cost("1 fwd + 1 bwd"),
+        needs=(NEEDS_LAYER,), needs_module=True,
+    ),
+    MethodInfo(
+        name="grad_cam_pp", family="cam",
+        summary="Grad-CAM++: pixel-wise weighted gradients, better for several instances.",
+        params_model=GradCamParams, runner=grad_cam_pp, cost=fixed_cost("1 fwd + 1 bwd"),
+        needs=(NEEDS_LAYER,), needs_module=True,
+    ),
+    MethodInfo(
+        name="cam", family="cam",
+        summary="Class activation map: linear-head weights times the last features (GAP + linear).",
+        params_model=CamParams, runner=cam, cost=fixed_cost("1 fwd"),
+        needs=("global average pooling + linear head",), needs_module=True,
+    ),
+    MethodInfo(
+        name="guided_grad_cam", family="cam", summary="Guided backprop times upsampled Grad-CAM.",
+        params_model=GradCamParams, runner=guided_grad_cam,
+        cost=fixed_cost("2 fwd + 2 bwd"), needs=(NEEDS_LAYER, NEEDS_RELU), needs_module=True,
+        warning=GUIDED_WARNING,
+    ),
+)  # fmt: skip

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from xaimed.methods.cam import cam_output, capture, layer_name, spatial_dims, to_input_grid
 from xaimed.methods.fills import describe_fill, make_fill
 from xaimed.methods.params import AblationCamParams, ScoreCamParams
+from xaimed.methods.spec import NEEDS_LAYER, MethodInfo, fixed_cost
 
 if TYPE_CHECKING:
     import torch
@@ -126,3 +127,22 @@ def ablation_cam(ctx: MethodContext, params: AblationCamParams) -> MethodOutput:
         weights="target score drop when the channel is set to zero",
     )  # fmt: skip
     return cam_output(_weighted(drops, a, params.relu), ctx, name, **details)
+
+
+# The methods of this module, in the order `xaimed methods` lists them.
+METHODS = (
+    MethodInfo(
+        name="score_cam", family="cam",
+        summary="Score-CAM: channels weighted by the score of the input masked with each.",
+        params_model=ScoreCamParams, runner=score_cam,
+        cost=fixed_cost("1 + one fwd per channel of the layer"), needs=(NEEDS_LAYER,),
+        needs_module=True,
+    ),
+    MethodInfo(
+        name="ablation_cam", family="cam",
+        summary="Ablation-CAM: channels weighted by the score drop when each is set to zero.",
+        params_model=AblationCamParams, runner=ablation_cam,
+        cost=fixed_cost("1 + one fwd per channel of the layer"), needs=(NEEDS_LAYER,),
+        needs_module=True,
+    ),
+)  # fmt: skip

@@ -30,6 +30,7 @@ from xaimed.methods.cam import (
     upsampling,
 )
 from xaimed.methods.params import EigenCamParams, GradCamParams, LayerCamParams
+from xaimed.methods.spec import NEEDS_LAYER, MethodInfo, fixed_cost
 
 if TYPE_CHECKING:
     import torch
@@ -113,3 +114,33 @@ def eigen_cam(ctx: MethodContext, params: EigenCamParams) -> MethodOutput:
         _relu(projection, params.relu), ctx, name, relu=params.relu, class_agnostic=True,
         explained_variance=round(explained, 6),
     )  # fmt: skip
+
+
+# The methods of this module, in the order `xaimed methods` lists them.
+METHODS = (
+    MethodInfo(
+        name="hires_cam", family="cam",
+        summary="HiResCAM: gradient times activations summed over channels, position by position.",
+        params_model=GradCamParams, runner=hires_cam,
+        cost=fixed_cost("1 fwd + 1 bwd"), needs=(NEEDS_LAYER,), needs_module=True,
+    ),
+    MethodInfo(
+        name="xgrad_cam", family="cam",
+        summary="XGrad-CAM: channel weights sum(g A) / sum(A), axiom-based Grad-CAM.",
+        params_model=GradCamParams, runner=xgrad_cam,
+        cost=fixed_cost("1 fwd + 1 bwd"), needs=(NEEDS_LAYER,), needs_module=True,
+    ),
+    MethodInfo(
+        name="layer_cam", family="cam",
+        summary="LayerCAM: positive gradients times activations; several layers fused.",
+        params_model=LayerCamParams, runner=layer_cam,
+        cost=fixed_cost("1 fwd + 1 bwd"), needs=("layers (auto: features entering pooling)",),
+        needs_module=True,
+    ),
+    MethodInfo(
+        name="eigen_cam", family="cam",
+        summary="EigenCAM: first principal component of a layer's activations (class-agnostic).",
+        params_model=EigenCamParams, runner=eigen_cam,
+        cost=fixed_cost("1 fwd"), needs=(NEEDS_LAYER,), needs_module=True,
+    ),
+)  # fmt: skip

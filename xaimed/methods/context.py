@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 if TYPE_CHECKING:
-    from xaimed.methods.casedata import CaseData
+    from xaimed.methods.casefiles import CaseFiles
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class MethodContext:
     is_script: bool = False
     network: torch.nn.Module | None = None
     # The case behind ``inputs`` (per-case files, model-grid spacing); None outside a run.
-    case: CaseData | None = None
+    case: CaseFiles | None = None
     # Called with a progress line (done / total, ETA) by long-running runners.
     progress: Callable[[str], None] | None = None
 

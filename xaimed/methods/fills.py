@@ -1,10 +1,14 @@
-"""What a removed region is replaced with in perturbation methods, and its sidecar record.
+"""Fills: what replaces the input where a method removes it, and their sidecar record.
 
-On top of the constants of :mod:`xaimed.methods.baselines` (``zero``, ``min``, ``mean``, a
-number; in the model's input space, after intensity normalisation), a region can be replaced by
-a blurred copy of the image (sigma in mm on the model's grid), by seeded Gaussian noise with the
-image's per-channel mean and standard deviation, or by a reference volume given on the source
-grid (for example a healthy template registered to the case), preprocessed like the image.
+One concept serves both the baselines of path and reference methods (integrated gradients,
+DeepLift, GradientShap) and what perturbation methods put in a removed region. Fills live in
+the model's input space (after intensity normalisation): ``zero`` there is the normalised value
+0, which after z-scoring is the image mean, not air; ``min`` is the input's minimum (usually
+background), ``mean`` its mean, a number is that constant (see :func:`constant_fill`). A region
+can also be replaced by a blurred copy of the image (sigma in mm on the model's grid), by seeded
+Gaussian noise with the image's per-channel mean and standard deviation, or by a reference
+volume given on the source grid (for example a healthy template registered to the case),
+preprocessed like the image.
 """
 
 from __future__ import annotations
@@ -14,12 +18,30 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from xaimed.errors import MethodError
-from xaimed.methods.baselines import make_baseline
 
 if TYPE_CHECKING:
     import torch
 
     from xaimed.methods.context import MethodContext
+
+
+ConstantSpec = Literal["zero", "min", "mean"] | float
+
+
+def constant_fill(spec: ConstantSpec, inputs: torch.Tensor) -> torch.Tensor:
+    """A fill tensor shaped like ``inputs`` from a constant or a statistic taken per channel."""
+    import torch
+
+    if isinstance(spec, int | float):
+        return torch.full_like(inputs, float(spec))
+    if spec == "zero":
+        return torch.zeros_like(inputs)
+    dims = tuple(range(2, inputs.ndim))
+    if spec == "min":
+        return inputs.amin(dim=dims, keepdim=True).expand_as(inputs).clone()
+    if spec == "mean":
+        return inputs.mean(dim=dims, keepdim=True).expand_as(inputs).clone()
+    raise ValueError(f"unknown baseline {spec!r}")
 
 
 class _Fill(BaseModel):
@@ -92,7 +114,7 @@ def make_fill(spec: FillSpec, ctx: MethodContext) -> torch.Tensor:
 
     x = ctx.inputs
     if not isinstance(spec, BaseModel):
-        return make_baseline(spec, x)
+        return constant_fill(spec, x)
     if isinstance(spec, BlurFill):
         import numpy as np
         from scipy import ndimage

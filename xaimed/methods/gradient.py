@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from xaimed.engine.seeding import seed_everything
 from xaimed.errors import MethodError
 from xaimed.methods.fills import make_fill
 from xaimed.methods.params import (
@@ -19,6 +18,7 @@ from xaimed.methods.params import (
     NoiseTunnelParams,
     NoParams,
 )
+from xaimed.methods.spec import GUIDED_WARNING, NEEDS_RELU, MethodInfo, fixed_cost, noise_passes
 
 if TYPE_CHECKING:
     import torch
@@ -79,6 +79,8 @@ def integrated_gradients(ctx: MethodContext, params: IntegratedGradientsParams) 
 def _noise_tunnel(ctx: MethodContext, params: NoiseTunnelParams, kind: str) -> torch.Tensor:
     from captum.attr import NoiseTunnel, Saliency
 
+    from xaimed.engine.seeding import seed_everything
+
     seed_everything(ctx.seed)
     return NoiseTunnel(Saliency(ctx.model)).attribute(
         ctx.inputs,
@@ -130,6 +132,8 @@ def gradient_shap(ctx: MethodContext, params: GradientShapParams) -> torch.Tenso
     stdev = params.noise * _value_range(ctx.inputs)
     # Captum's GradientShap sends all samples through the model at once; split them into
     # batches and weight each batch's mean by its size, which gives the same expectation.
+    from xaimed.engine.seeding import seed_everything
+
     seed_everything(ctx.seed)
     explainer = GradientShap(ctx.model)
     batch = _batch(ctx, params.internal_batch_size)
@@ -143,3 +147,57 @@ def gradient_shap(ctx: MethodContext, params: GradientShapParams) -> torch.Tenso
         total += part.detach() * n
         done += n
     return total / params.samples
+
+
+# The methods of this module, in the order `xaimed methods` lists them.
+METHODS = (
+    MethodInfo(
+        name="saliency", family="gradient",
+        summary="Signed gradient of the target w.r.t. the input.",
+        params_model=NoParams, runner=saliency, cost=fixed_cost("1 fwd + 1 bwd"),
+    ),
+    MethodInfo(
+        name="input_x_gradient", family="gradient", summary="Input times its gradient.",
+        params_model=NoParams, runner=input_x_gradient,
+        cost=fixed_cost("1 fwd + 1 bwd"),
+    ),
+    MethodInfo(
+        name="integrated_gradients", family="gradient",
+        summary="Gradients integrated along the path from a baseline to the input.",
+        params_model=IntegratedGradientsParams, runner=integrated_gradients,
+        needs=("baseline",), cost=lambda q: f"{q.steps} fwd + {q.steps} bwd",
+    ),
+    MethodInfo(
+        name="smoothgrad", family="gradient", summary="Gradient averaged over noisy copies.",
+        params_model=NoiseTunnelParams, runner=smoothgrad, cost=noise_passes,
+    ),
+    MethodInfo(
+        name="vargrad", family="gradient", summary="Variance of the gradient over noisy copies.",
+        params_model=NoiseTunnelParams, runner=vargrad, cost=noise_passes,
+    ),
+    MethodInfo(
+        name="guided_backprop", family="gradient",
+        summary="Gradient with negative signals stopped at every ReLU.",
+        params_model=NoParams, runner=guided_backprop,
+        cost=fixed_cost("1 fwd + 1 bwd"), needs=(NEEDS_RELU,), needs_module=True,
+        warning=GUIDED_WARNING,
+    ),
+    MethodInfo(
+        name="deconvolution", family="gradient",
+        summary="Backward pass with ReLU applied to the gradient (Zeiler & Fergus).",
+        params_model=NoParams, runner=deconvolution,
+        cost=fixed_cost("1 fwd + 1 bwd"), needs=(NEEDS_RELU,), needs_module=True,
+    ),
+    MethodInfo(
+        name="deeplift", family="decomposition",
+        summary="DeepLift rescale rule: contributions relative to a baseline.",
+        params_model=DeepLiftParams, runner=deeplift,
+        cost=fixed_cost("2 fwd + 1 bwd"), needs=("baseline", NEEDS_RELU), needs_module=True,
+    ),
+    MethodInfo(
+        name="gradient_shap", family="gradient",
+        summary="Expected gradients between baselines and noisy copies of the input (SHAP).",
+        params_model=GradientShapParams, runner=gradient_shap,
+        needs=("baselines",), cost=noise_passes,
+    ),
+)  # fmt: skip

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from xaimed.errors import MethodError
 from xaimed.methods.params import LrpParams
+from xaimed.methods.spec import MethodInfo, fixed_cost
 
 if TYPE_CHECKING:
     import torch
@@ -304,3 +305,15 @@ def lrp(ctx: MethodContext, params: LrpParams) -> MethodOutput:
             "conserved exactly."
         ]
     return MethodOutput(attribution.detach(), details)
+
+
+# The methods of this module, in the order `xaimed methods` lists them.
+METHODS = (
+    MethodInfo(
+        name="lrp", family="decomposition",
+        summary="Layer-wise relevance propagation (epsilon, gamma, alpha-beta; composite per "
+        "type).",
+        params_model=LrpParams, runner=lrp, cost=fixed_cost("1 fwd + 1 bwd"),
+        needs=("nn.Module of supported layers",), needs_module=True,
+    ),
+)  # fmt: skip

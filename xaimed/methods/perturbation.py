@@ -33,6 +33,7 @@ from xaimed.methods.params import (
     OcclusionParams,
     ShapleyParams,
 )
+from xaimed.methods.spec import NEEDS_GROUPS, MethodInfo, fixed_cost
 from xaimed.methods.windows import (
     boxes_of,
     refine_drops,
@@ -66,7 +67,7 @@ def _details(evaluator: Evaluator, **extra: Any) -> dict[str, Any]:
         "batch_size": evaluator.batch_size,
         "out_of_memory_backoffs": evaluator.backoffs,
         **extra,
-        **evaluator.engine_record(),
+        **evaluator.engine_fields(),
     }
 
 
@@ -142,7 +143,7 @@ def occlusion(ctx: MethodContext, params: OcclusionParams) -> MethodOutput:
     mean = torch.where(covered > 0, total / covered.clamp(min=1), torch.zeros_like(total))
     attribution = mean.to(x.dtype)[None, None].expand_as(x).clone()
     details = {
-        **engine.record(),
+        **engine.sidecar_fields(),
         **record,
         "window": list(window),
         "stride": list(stride),
@@ -207,7 +208,7 @@ def _grid_ablation(ctx: MethodContext, params: FeatureAblationParams) -> MethodO
     engine, used = window_scores(ctx, params.engine, fill, method="feature_ablation")
     drops = engine.reference - engine.scores(lo, hi, label="feature_ablation")
     details = {
-        **engine.record(),
+        **engine.sidecar_fields(),
         **used,
         "grouping": record,
         "baseline": describe_fill(params.baseline),
@@ -342,3 +343,38 @@ def lime(ctx: MethodContext, params: LimeParams) -> MethodOutput:
         intercept=float(coef[-1]),
     )
     return _output(_paint(coef[:-1], groups, x), details)
+
+
+# The methods of this module, in the order `xaimed methods` lists them.
+METHODS = (
+    MethodInfo(
+        name="occlusion", family="perturbation",
+        summary="Score drop when a sliding box is replaced by the baseline.",
+        params_model=OcclusionParams, runner=occlusion,
+        needs=("baseline",), cost=fixed_cost("1 + one fwd per window position"),
+    ),
+    MethodInfo(
+        name="feature_ablation", family="perturbation",
+        summary="Score drop when each feature group is replaced by the baseline.",
+        params_model=FeatureAblationParams, runner=feature_ablation,
+        needs=NEEDS_GROUPS, cost=fixed_cost("1 + one fwd per group"),
+    ),
+    MethodInfo(
+        name="shapley_sampling", family="perturbation",
+        summary="Shapley values of feature groups, sampled over random permutations.",
+        params_model=ShapleyParams, runner=shapley_sampling,
+        needs=NEEDS_GROUPS, cost=lambda q: f"1 + {q.samples} x groups fwd",
+    ),
+    MethodInfo(
+        name="kernel_shap", family="perturbation",
+        summary="KernelSHAP: Shapley values of feature groups by weighted regression.",
+        params_model=KernelShapParams, runner=kernel_shap,
+        needs=NEEDS_GROUPS, cost=lambda q: f"{q.samples + 2} fwd",
+    ),
+    MethodInfo(
+        name="lime", family="perturbation",
+        summary="LIME: a locally weighted linear model of the score over feature groups.",
+        params_model=LimeParams, runner=lime,
+        needs=NEEDS_GROUPS, cost=lambda q: f"{q.samples + 1} fwd",
+    ),
+)  # fmt: skip

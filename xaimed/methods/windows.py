@@ -89,7 +89,7 @@ class WindowScores(Protocol):
         self, lo: torch.Tensor, hi: torch.Tensor, *, label: str, exact: bool = False
     ) -> torch.Tensor: ...
 
-    def record(self) -> dict[str, Any]: ...
+    def sidecar_fields(self) -> dict[str, Any]: ...
 
 
 class PlainWindows:
@@ -123,12 +123,12 @@ class PlainWindows:
 
         return self.evaluator.scores(len(spans), build, label=label)
 
-    def record(self) -> dict[str, Any]:
+    def sidecar_fields(self) -> dict[str, Any]:
         return {
             "perturbations": self.evaluator.samples,
             "batch_size": self.evaluator.batch_size,
             "out_of_memory_backoffs": self.evaluator.backoffs,
-            **self.evaluator.engine_record(),
+            **self.evaluator.engine_fields(),
         }
 
 
@@ -139,13 +139,13 @@ class IncrementalWindows:
         self, ctx: MethodContext, fill: torch.Tensor, threshold: float, freeze_norm: bool = False
     ) -> None:
         from xaimed.engine.counting import CountingModel
-        from xaimed.engine.incremental import NotIncremental, build_scorer, network_of
+        from xaimed.engine.incremental import NotIncremental, build_incremental_scorer, network_of
         from xaimed.engine.perturb import Evaluator
 
         network, autocast, reducer = network_of(ctx)
         x = ctx.inputs.detach()
         count = ctx.model.count if isinstance(ctx.model, CountingModel) else None
-        self.scorer = build_scorer(
+        self.scorer = build_incremental_scorer(
             network,
             x,
             fill,
@@ -178,8 +178,8 @@ class IncrementalWindows:
         """``exact`` ignores the projective threshold for these windows."""
         return self.scorer.scores(lo, hi, label=label, threshold=1.0 if exact else None)
 
-    def record(self) -> dict[str, Any]:
-        return self.scorer.record()
+    def sidecar_fields(self) -> dict[str, Any]:
+        return self.scorer.sidecar_fields()
 
 
 def window_scores(
@@ -205,7 +205,7 @@ def window_scores(
                     "engine: auto or plain."
                 ) from None
             plain = PlainWindows(ctx, fill, patchwise=True)
-            if plain.evaluator.engine_record():
+            if plain.evaluator.engine_fields():
                 # Tiled: exact patch by patch instead (the record says so).
                 return plain, record | {"engine": "patch_incremental", "fallback": str(exc)}
             log.info("%s: the plain engine is used: %s", method, exc)

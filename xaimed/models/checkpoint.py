@@ -50,9 +50,10 @@ def load_checkpoint(path: Path, *, allow_pickle: bool, key: str) -> Any:
     except pickle.UnpicklingError:
         if not allow_pickle:
             raise ModelError(
-                f"{key} {path}: the checkpoint holds pickled objects that could run code when "
-                "loaded, so it was not loaded; re-save only its tensors, or set "
-                "model.allow_pickle: true if you trust the file."
+                f"{key} {path}: the file holds pickled objects (a whole model, or other Python "
+                "objects) that could run code when loaded, so it was not loaded; save only its "
+                "tensors (model.state_dict()), or set model.allow_pickle: true if you trust the "
+                "file."
             ) from None
     except Exception as exc:
         raise ModelError(

@@ -22,7 +22,5 @@ def member_scorer(
     """A scorer of one member alone that explains the ensemble's target over the ensemble's
     segmentation region (fixed on the ensemble's prediction)."""
     scorer = build_scorer(AsFloat32(member), config, is_script=is_script)
-    scorer.reduction.segmentation = reduction.segmentation
-    scorer.reduction.regions = reduction.regions
-    scorer.reduction.voxels = list(reduction.voxels)
+    scorer.reduction.use(reduction.case_regions)
     return scorer

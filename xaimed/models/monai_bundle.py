@@ -26,6 +26,7 @@ import torch
 
 from xaimed.config import ChannelsStep
 from xaimed.errors import InputError, ModelError
+from xaimed.geometry import Geometry
 from xaimed.models.base import BuiltModel
 from xaimed.models.checkpoint import load_checkpoint
 from xaimed.preprocess import AppliedChannels, Prepared
@@ -65,7 +66,7 @@ class AppliedBundle:
     output: Any  # the preprocessed MetaTensor: its meta and applied operations
     names: list[str] = field(default_factory=list)
 
-    def record(self) -> dict[str, Any]:
+    def sidecar_fields(self) -> dict[str, Any]:
         return {"step": "monai_bundle", "transforms": self.names}
 
     def invert(self, data: np.ndarray) -> np.ndarray:
@@ -115,12 +116,12 @@ class Bundle:
         return Prepared(volume, array, affine, [channels, step])
 
 
-def _geometry(image: Any) -> tuple[tuple[int, ...], np.ndarray]:
-    return tuple(image.shape[-3:]), np.asarray(image.affine, dtype=np.float64)
+def _geometry(image: Any) -> Geometry:
+    return Geometry.of(tuple(image.shape[-3:]), np.asarray(image.affine, dtype=np.float64))
 
 
-def _same(a: tuple[tuple[int, ...], np.ndarray], b: tuple[tuple[int, ...], np.ndarray]) -> bool:
-    return a[0] == b[0] and np.allclose(a[1], b[1], atol=1e-5)
+def _same(a: Geometry, b: Geometry) -> bool:
+    return a.same_grid(b)
 
 
 def _undoes(transform: Any, data: dict[str, Any], key: str, before: Any) -> bool:

@@ -64,7 +64,7 @@ class AppliedNnunet:
     preprocessed_shape: tuple[int, ...]
     details: dict[str, Any] = field(default_factory=dict)
 
-    def record(self) -> dict[str, Any]:
+    def sidecar_fields(self) -> dict[str, Any]:
         props = self.properties
         return {
             "step": "nnunet",
@@ -144,8 +144,7 @@ class NnunetModel:
             )
         if not np.all(np.isfinite(stack)):
             raise InputError(f"{name}: the volume has NaN or infinite voxels; fix the image.")
-        spacing = np.linalg.norm(volume.affine[:3, :3], axis=0)
-        properties: dict[str, Any] = {"spacing": [float(s) for s in spacing[::-1]]}
+        properties: dict[str, Any] = {"spacing": list(volume.geometry.spacing[::-1])}
         # nnU-Net's arrays are the file's grid with the axes reversed (SimpleITK order).
         arrays = np.ascontiguousarray(stack.transpose(0, 3, 2, 1), dtype=np.float32)
         preprocessor = self.configuration_manager.preprocessor_class(verbose=False)
@@ -296,7 +295,7 @@ def load_nnunet(section: NnunetSection, *, allow_pickle: bool, device: torch.dev
             "configuration": configuration,
             "folds": [p.parent.name for p in paths],
             "checkpoint": section.checkpoint,
-            "sliding_window": members[0].record(),
+            "sliding_window": members[0].sidecar_fields(),
             "mirroring": section.mirroring,
         },
     )

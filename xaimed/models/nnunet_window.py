@@ -45,7 +45,7 @@ class NnunetWindow(torch.nn.Module):
         self.mirror_axes = tuple(mirror_axes) if mirror_axes else None
         self.float16_result = float16_result
 
-    def record(self) -> dict[str, Any]:
+    def sidecar_fields(self) -> dict[str, Any]:
         """For sidecars."""
         return {
             "patch_size": list(self.patch_size),

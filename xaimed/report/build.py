@@ -282,7 +282,7 @@ def _case_volumes(build: _Build, case_id: str, entries: list[MapEntry]) -> dict[
             array, affine = read_map(nifti)
         except (OSError, ValueError, EOFError, ImageFileError):
             build.data.notes.append(
-                f"case {case_id}: map {build.data.shown_path(nifti)} is not a readable NIfTI "
+                f"case {case_id}: map {build.data.shown_path(nifti)} is not a readable image "
                 "file; it is left out of "
                 "the viewer (run the case again with --overwrite to rewrite it)."
             )

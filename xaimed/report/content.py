@@ -72,9 +72,10 @@ def provenance(sidecar: dict[str, Any], identifiers: bool) -> dict[str, Any]:
     return scrub(shown, identifiers)
 
 
-def _number(text: str | None) -> float | None:
+def _number(cell: float | str | None) -> float | None:
+    # Manifest rows hold numbers (read_manifest); metrics and other CSV cells hold text.
     try:
-        value = float(text or "")
+        value = float(cell if cell is not None else "")
     except ValueError:
         return None
     return value if math.isfinite(value) else None

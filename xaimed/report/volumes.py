@@ -49,18 +49,21 @@ def subsample(array: np.ndarray, affine: np.ndarray, stride: int) -> ViewerVolum
 
 
 def read_map(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """A map's voxels (float32, first volume of a 4D file) and its affine."""
-    image = nib.load(str(path))
-    array = np.asarray(image.dataobj, dtype=np.float32)
+    """A map's voxels (float32, first volume of a 4D file) and its affine, in any format a run
+    writes (NIfTI, NRRD, MetaImage)."""
+    from xaimed.io.image import read_image_arrays
+
+    array, affine = read_image_arrays(path)
     while array.ndim > 3:
         array = array[..., 0]
-    return array, np.asarray(image.affine, dtype=np.float64)
+    return array, affine
 
 
 def read_source(
     case_id: str, source: Path, config_json: Path | None, shape: tuple[int, int, int]
 ) -> np.ndarray:
-    """The source image's voxels on the map's grid (first channel), NIfTI or DICOM.
+    """The source image's voxels on the map's grid (first channel): NIfTI, NRRD, MetaImage or
+    DICOM.
 
     Only the voxels are kept: headers (and with them any name or identifier a DICOM or NIfTI
     header holds) never reach the report.
@@ -70,10 +73,12 @@ def read_source(
             f"case {case_id}: source {source} (from the manifest) does not exist; restore it "
             "to show the image under the map."
         )
+    from xaimed.io.image import read_image_arrays
+    from xaimed.io.itk import is_itk
     from xaimed.io.nifti import is_nifti
 
-    if source.is_file() and is_nifti(source):
-        array = np.asarray(nib.load(str(source)).dataobj)
+    if source.is_file() and (is_nifti(source) or is_itk(source)):
+        array = read_image_arrays(source, dtype=None)[0]
     else:
         array = _read_dicom_source(case_id, source, config_json)
     while array.ndim > 3:

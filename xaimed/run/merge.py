@@ -8,7 +8,7 @@ from pathlib import Path
 
 from xaimed.errors import InputError
 from xaimed.report.hook import refresh_report
-from xaimed.writers.manifest import read_manifest, write_manifest
+from xaimed.writers.manifest import ManifestRow, read_manifest, write_manifest
 
 _SHARD = re.compile(r"manifest-shard-(\d+)-of-(\d+)\.csv")
 
@@ -19,7 +19,7 @@ class MergeSummary:
 
     manifest: Path
     shards: list[Path]
-    rows: list[dict[str, str]]
+    rows: list[ManifestRow]
     cases: dict[str, str] = field(default_factory=dict)  # case id -> ok/failed/...
     case_seconds: dict[str, float] = field(default_factory=dict)
     missing_shards: list[int] = field(default_factory=list)
@@ -38,7 +38,7 @@ class MergeSummary:
         return sorted(self.case_seconds.items(), key=lambda kv: -kv[1])[:n]
 
 
-def _case_state(rows: list[dict[str, str]]) -> str:
+def _case_state(rows: list[ManifestRow]) -> str:
     statuses = {r["status"] for r in rows}
     for state in ("failed", "interrupted", "pending", "not_run"):
         if state in statuses:
@@ -72,26 +72,24 @@ def merge_manifests(run_dir: Path) -> MergeSummary:
         )
     count = counts.pop()
     present = {int(_SHARD.fullmatch(p.name)[1]): p for p in shards}  # type: ignore[index]
-    by_case: dict[str, list[dict[str, str]]] = {}
+    by_case: dict[str, list[ManifestRow]] = {}
     for index in sorted(present):
         for row in read_manifest(present[index]):
             by_case.setdefault(row["case_id"], []).append(row)
-    rows: list[dict[str, str]] = []
+    rows: list[ManifestRow] = []
     summary = MergeSummary(run_dir / "manifest.csv", shards, rows)
     summary.missing_shards = [i for i in range(count) if i not in present]
 
-    def position(case_rows: list[dict[str, str]]) -> int:
-        text = case_rows[0].get("case_index") or ""
-        return int(text) if text.isdigit() else 1 << 62
+    def position(case_rows: list[ManifestRow]) -> int:
+        index = case_rows[0].get("case_index")
+        return index if index is not None else 1 << 62
 
     for case_rows in sorted(by_case.values(), key=position):
         rows += case_rows
         case_id = case_rows[0]["case_id"]
         summary.cases[case_id] = _case_state(case_rows)
         # Resumed rows count too: they carry the time the earlier run spent on them.
-        summary.case_seconds[case_id] = sum(
-            float(r["wall_s"]) for r in case_rows if r.get("wall_s")
-        )
-    write_manifest(rows, summary.manifest)  # type: ignore[arg-type]
+        summary.case_seconds[case_id] = sum(r.get("wall_s") or 0.0 for r in case_rows)
+    write_manifest(rows, summary.manifest)
     refresh_report(summary.manifest)
     return summary

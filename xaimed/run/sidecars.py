@@ -17,10 +17,10 @@ from xaimed.config import Config, MethodEntry
 from xaimed.engine.targets import TargetReduction
 from xaimed.io.case import Case
 from xaimed.methods.postprocess import is_identity
-from xaimed.methods.registry import MethodInfo
+from xaimed.methods.spec import MethodInfo
 from xaimed.model import LoadedModel
+from xaimed.prediction import Prediction, Target
 from xaimed.preprocess import Prepared
-from xaimed.target import Prediction, Target
 from xaimed.volume import Volume
 
 RESEARCH_NOTE = "Research use only; not for diagnosis."
@@ -89,13 +89,13 @@ def method_sidecar(
             "name": target.name,
             "explained_output": model.output,
             "spec": config.target.class_,
-            "segmentation": reduction.record() if reduction is not None else None,
+            "segmentation": reduction.sidecar_fields() if reduction is not None else None,
         },
         "tiling": config.tiling.model_dump() if config.tiling is not None else None,
         "prediction": prediction.as_dict(model.output),
         "model": model.describe(),
         "config_sha256": config.config_hash(),
-        "preprocessing": prepared.records(),
+        "preprocessing": prepared.sidecar_fields(),
         "native_map": {
             "shape": list(prepared.geometry.shape),
             "spacing_mm": np.asarray(prepared.geometry.spacing).round(6).tolist(),

@@ -36,6 +36,7 @@ from xaimed.models.agreement import member_agreement
 from xaimed.models.members import member_scorer
 from xaimed.pacs.source import PacsSource
 from xaimed.pacs.store import output_files, store_for_run
+from xaimed.prediction import Prediction, Target, predict, resolve_targets
 from xaimed.progress import LogReporter, Reporter
 from xaimed.run.memory import PeakMeter
 from xaimed.run.options import interrupted_fields
@@ -53,15 +54,14 @@ from xaimed.run.sidecars import (
     software_versions,
 )
 from xaimed.run.signals import RunInterrupted, StopFlag
-from xaimed.target import Prediction, Target, predict, resolve_targets
 from xaimed.volume import Volume
 from xaimed.writers.base import MapOutput
 from xaimed.writers.dicom_outputs import dicom_source_record, is_dicom, series_uid
 from xaimed.writers.manifest import ManifestRow, case_row, check_row
 from xaimed.writers.naming import file_part
-from xaimed.writers.nifti import write_label_map, write_nifti_map
 from xaimed.writers.outputs import WRITERS
 from xaimed.writers.sidecar import write_sidecar
+from xaimed.writers.volume import write_label_volume, write_map_volume
 
 log = logging.getLogger("xaimed")
 
@@ -266,9 +266,8 @@ class Explainer:
         stem = f"{case.case_id}_{file_part(entry.output_id)}_dominant"
         labels = {i: t.name for i, t in enumerate(targets)}
         dominant = np.argmax(np.stack([m.array for m in maps]), axis=0)
-        suffix = ".nii.gz" if self.config.outputs.compress else ".nii"
-        path = write_label_map(
-            maps[0].with_array(dominant), self.out_dir / case.case_id / f"{stem}{suffix}",
+        path = write_label_volume(
+            maps[0].with_array(dominant), self.out_dir / case.case_id, stem, self.config.outputs,
             labels={i: targets[i].name for i in labels},
         )  # fmt: skip
         audit = dominant_sidecar(case, entry, labels)
@@ -292,10 +291,10 @@ class Explainer:
             one = attribute(scorer, opened, entry, target.index, seed=self.config.runtime.seed)
             maps.append(one.heatmap.array)
         spread = opened.prepared.source.with_array(np.std(np.stack(maps), axis=0))
-        suffix = ".nii.gz" if self.config.outputs.compress else ".nii"
-        path = write_nifti_map(
-            spread, case_dir / f"{stem}_member_std{suffix}", method=f"{entry.output_id} std"
-        )
+        path = write_map_volume(
+            spread, case_dir, f"{stem}_member_std", self.config.outputs,
+            method=f"{entry.output_id} std",
+        )  # fmt: skip
         return {"member_std_nifti": str(path), **member_agreement(maps)}
 
     def _run_method(

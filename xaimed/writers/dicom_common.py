@@ -107,12 +107,13 @@ _TYPE2 = (
 )  # fmt: skip
 
 
-def complete_identity(source: Dataset) -> Dataset:
+def complete_identity(source: Dataset, *, frame_of_reference: bool = True) -> Dataset:
     """A shallow copy of ``source`` with missing Type 2 patient / study attributes set empty.
 
     A source without a Frame of Reference UID (anonymisers remove it) gets one derived from its
     study and series UIDs: the outputs need one to carry geometry, and all outputs of the series
-    then share it.
+    then share it. Not with ``frame_of_reference=False``: an image without a place in the
+    patient (a radiograph) has no frame to refer to, and its outputs carry none either.
     """
     ds = copy.deepcopy(source)  # headers only (no pixel data): small
     for keyword in _TYPE2:
@@ -123,7 +124,7 @@ def complete_identity(source: Dataset) -> Dataset:
         # Exports write ages like "0Y" that are invalid AS values; pad them or drop them.
         fixed = re.fullmatch(r"(\d{1,3})([DWMY])", age)
         ds.PatientAge = f"{int(fixed[1]):03d}{fixed[2]}" if fixed else ""
-    if not ds.get("FrameOfReferenceUID"):
+    if frame_of_reference and not ds.get("FrameOfReferenceUID"):
         ds.FrameOfReferenceUID = derived_uid(
             "frame-of-reference", str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
         )

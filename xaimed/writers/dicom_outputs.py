@@ -36,8 +36,13 @@ def dicom_source_record(volume: Volume) -> dict[str, Any]:
         "modality": series.modality,
         "series_description": series.description,
         "planes": len(header.stack.frames),
-        "dimensionality": volume.meta.get("dimensionality", 3),
+        "spatial_dims": volume.meta.get("spatial_dims", 3),
         "resampled": header.stack.resampled,
+        "pixel_spacing": volume.meta.get("pixel_spacing"),
+        "pixel_spacing_source": volume.meta.get("pixel_spacing_source"),
+        "geometry_source": volume.meta.get("geometry_source"),
+        # For a single-frame 2D image: Modality / VOI LUT and MONOCHROME1 inversion as applied.
+        "presentation": volume.meta.get("presentation"),
     }
 
 

@@ -9,9 +9,9 @@ to every source image. highdicom does not write a Frame Anatomy Sequence, which 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import highdicom as hd
-import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.sr.codedict import codes
@@ -19,12 +19,14 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from xaimed import __version__
 from xaimed.errors import OutputError
+from xaimed.io.dicom.frames import Frame
 from xaimed.io.dicom.reader import DicomHeader, map_on_source_planes
 from xaimed.volume import Volume
 from xaimed.writers.atomic import atomic_path
 from xaimed.writers.dicom_common import (
     DerivedSeries,
     complete_identity,
+    ds_values,
     fit_lo,
     mark_equipment,
     quiet_highdicom,
@@ -70,6 +72,48 @@ def _complete_measures(ds: Dataset, thickness: float) -> None:
             setattr(shared, keyword, per_frame[0][keyword].value)
 
 
+def _geometry(frames: list[Frame], step: float | None) -> dict[str, Any]:
+    """highdicom's geometry arguments: Pixel Measures, Plane Orientation, Plane Positions."""
+    first = frames[0]
+    return {
+        "pixel_measures": hd.PixelMeasuresSequence(
+            pixel_spacing=first.pixel_spacing,
+            slice_thickness=first.slice_thickness or step or 1.0,
+            spacing_between_slices=step,
+        ),
+        "plane_orientation": hd.PlaneOrientationSequence(
+            coordinate_system="PATIENT", image_orientation=first.orientation.tolist()
+        ),
+        "plane_positions": [
+            hd.PlanePositionSequence(
+                coordinate_system="PATIENT", image_position=f.position.tolist()
+            )
+            for f in frames
+        ],
+    }
+
+
+def _place_planar_source(ds: Dataset, frame: Frame) -> None:
+    """Give the header copy of a 2D image without Image Plane attributes the plane xaimed read
+    it on, so that highdicom builds the Parametric Map in a patient coordinate system.
+
+    The Parametric Map IOD requires a Frame of Reference and per-frame Plane Position and
+    Orientation (dciodvfy reports their absence as errors), and highdicom only writes them for
+    a source that has Image Position (Patient): for a source without one it writes a map that
+    neither the standard nor highdicom itself accepts. A radiograph has no place in the patient,
+    so the map gets the plane of xaimed's Volume (and of its NIfTI output): the first pixel at
+    the origin, directions from Patient Orientation (or DICOM's identity), the spacing read, in
+    a Frame of Reference of its own (derived from the source UIDs by complete_identity, shared
+    with no acquired image, so no viewer registers it to one). The Derivation Image Sequence
+    still ties the one frame pixel for pixel to the source image. Only the copy changes.
+    """
+    ds.ImagePositionPatient = ds_values(frame.position)
+    ds.ImageOrientationPatient = ds_values(frame.orientation)
+    if "PixelSpacing" not in ds:
+        ds.PixelSpacing = ds_values(frame.pixel_spacing)
+    ds.PositionReferenceIndicator = ds.get("PositionReferenceIndicator", "")
+
+
 def build_parametric_map(heatmap: Volume, series: DerivedSeries) -> Dataset:
     """The Parametric Map dataset of ``heatmap`` (a map on a DICOM source's grid)."""
     header: DicomHeader = heatmap.source.header
@@ -77,7 +121,7 @@ def build_parametric_map(heatmap: Volume, series: DerivedSeries) -> Dataset:
     planes = map_on_source_planes(heatmap)
     lo, hi = float(planes.min()), float(planes.max())
     first = frames[0]
-    step = float(np.linalg.norm(header.stack.affine_lps[:3, 2])) if len(frames) > 1 else None
+    step = header.stack.geometry.spacing[2] if len(frames) > 1 else None
     mapping = hd.pm.RealWorldValueMapping(
         lut_label=series.method[:16],
         lut_explanation=fit_lo(f"{series.method} attribution"),
@@ -89,8 +133,11 @@ def build_parametric_map(heatmap: Volume, series: DerivedSeries) -> Dataset:
     width = max(hi - lo, 1e-12)
     sources = [complete_identity(ds) for ds in header.datasets]
     for ds in sources:
+        if not first.in_patient:
+            _place_planar_source(ds, first)
         _complete_measures(ds, first.slice_thickness or step or 1.0)
     pm = hd.pm.ParametricMap(
+        **_geometry(frames, step),
         source_images=sources,
         pixel_array=planes,
         series_instance_uid=series.key.series_uid("pm"),
@@ -115,20 +162,6 @@ def build_parametric_map(heatmap: Volume, series: DerivedSeries) -> Dataset:
         transfer_syntax_uid=ExplicitVRLittleEndian,
         content_description=series.content_description(),
         content_label="ATTRIBUTION",
-        pixel_measures=hd.PixelMeasuresSequence(
-            pixel_spacing=first.pixel_spacing,
-            slice_thickness=first.slice_thickness or step or 1.0,
-            spacing_between_slices=step,
-        ),
-        plane_orientation=hd.PlaneOrientationSequence(
-            coordinate_system="PATIENT", image_orientation=first.orientation.tolist()
-        ),
-        plane_positions=[
-            hd.PlanePositionSequence(
-                coordinate_system="PATIENT", image_position=f.position.tolist()
-            )
-            for f in frames
-        ],
     )
     mark_equipment(pm, sources[0])
     # highdicom draws a random Dimension Organization UID; one derived from the series keeps

@@ -21,6 +21,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from xaimed.errors import OutputError
 from xaimed.io.dicom.frames import Frame
+from xaimed.io.dicom.planar import FROM_PATIENT_ORIENTATION
 from xaimed.io.dicom.reader import DicomHeader, map_on_source_planes
 from xaimed.volume import Volume
 from xaimed.writers.dicom_common import (
@@ -70,7 +71,12 @@ def build_secondary_captures(
     window = window_limits(images)
     magnitude = float(np.abs(values).max()) if values.size else 0.0
     signed = bool(values.min() < 0)
-    step = float(np.linalg.norm(header.stack.affine_lps[:3, 2]))
+    step = header.stack.geometry.spacing[2]
+    # A 2D image read with dicom.voi_lut "display" was not windowed: its VOI window is the grey
+    # window, as in a viewer.
+    presentation = source.meta.get("presentation") or {}
+    if presentation.get("display_window"):
+        window = tuple(presentation["display_window"])
     # highdicom builds the first instance (patient, study, equipment, SC modules); the others
     # differ only per slice, so they are copies of it with those attributes replaced: building
     # each with highdicom costs a module lookup per attribute, seconds per series.
@@ -78,7 +84,9 @@ def build_secondary_captures(
     out = []
     uids = secondary_capture_uids(heatmap, series)
     for index, frame in enumerate(frames):
-        ref = complete_identity(header.series.headers[frame.sop_instance_uid])
+        ref = complete_identity(
+            header.series.headers[frame.sop_instance_uid], frame_of_reference=frame.in_patient
+        )
         pixels = blend(
             images[index],
             values[index],
@@ -98,8 +106,9 @@ def build_secondary_captures(
         sc.file_meta.MediaStorageSOPInstanceUID = uid
         sc.InstanceNumber = index + 1
         sc.SourceImageSequence = _source_reference(frame)
-        sc.ImagePositionPatient = ds_values(frame.position)
-        sc.SliceThickness = ds_values([frame.slice_thickness or step])[0]
+        if frame.in_patient:
+            sc.ImagePositionPatient = ds_values(frame.position)
+            sc.SliceThickness = ds_values([frame.slice_thickness or step])[0]
         out.append(sc)
     return out
 
@@ -112,6 +121,8 @@ def _first_instance(
     uid: str,
     step: float,
 ) -> Dataset:
+    if not frame.in_patient:
+        return _planar_instance(ref, pixels, frame, series, uid)
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=ref,
         pixel_array=pixels,
@@ -130,12 +141,7 @@ def _first_instance(
         ),
         transfer_syntax_uid=ExplicitVRLittleEndian,
     )
-    mark_equipment(sc, ref)
-    sc.ImageType = ["DERIVED", "SECONDARY"]
-    sc.ConversionType = "WSD"
-    sc.BurnedInAnnotation = "NO"
-    sc.SeriesDescription = series.series_description("overlay")
-    sc.DerivationDescription = series.description[:1024]
+    _derived(sc, ref, series)
     # Image-plane geometry (same orientation and spacing for every slice of the stack).
     sc.ImageOrientationPatient = ds_values(frame.orientation)
     sc.PixelSpacing = ds_values(frame.pixel_spacing)
@@ -143,6 +149,58 @@ def _first_instance(
     sc.FrameOfReferenceUID = ref.FrameOfReferenceUID
     sc.PositionReferenceIndicator = ref.get("PositionReferenceIndicator", "")
     return sc
+
+
+def _planar_instance(
+    ref: Dataset, pixels: np.ndarray, frame: Frame, series: DerivedSeries, uid: str
+) -> Dataset:
+    """The Secondary Capture of a 2D image without a place in the patient (a radiograph).
+
+    No Frame of Reference, Image Position or Orientation: the source has none and inventing them
+    would place the overlay in the patient. Like the source, it says how it is displayed by
+    Patient Orientation (the source's when it has a usable one, else empty: unknown), and its
+    Pixel Spacing is the spacing xaimed read (Pixel Spacing, or Imager Pixel Spacing over the
+    magnification factor; the sidecar records which) so that measurements on the overlay
+    match the source.
+    """
+    orientation = (
+        _patient_orientation(frame.orientation[:3]),
+        _patient_orientation(frame.orientation[3:]),
+    )
+    sc = hd.sc.SCImage.from_ref_dataset(
+        ref_dataset=ref,
+        pixel_array=pixels,
+        photometric_interpretation="RGB",
+        bits_allocated=8,
+        # highdicom knows no SC without a coordinate system; "PATIENT" only asks for Patient
+        # Orientation, which is emptied below when the source had none.
+        coordinate_system="PATIENT",
+        series_instance_uid=series.key.series_uid("sc"),
+        series_number=series.key.series_number("sc"),
+        sop_instance_uid=uid,
+        instance_number=1,
+        manufacturer="xaimed",
+        pixel_spacing=frame.pixel_spacing,
+        patient_orientation=orientation,
+        transfer_syntax_uid=ExplicitVRLittleEndian,
+    )
+    _derived(sc, ref, series)
+    if frame.geometry != FROM_PATIENT_ORIENTATION:
+        sc.PatientOrientation = ""  # Type 2: unknown, as in the source
+    sc.PixelSpacing = ds_values(frame.pixel_spacing)
+    # Type 2C: dciodvfy asks for it even for a chest; empty (unknown) when the source is silent.
+    sc.Laterality = ref.get("Laterality", "")
+    return sc
+
+
+def _derived(sc: Dataset, ref: Dataset, series: DerivedSeries) -> None:
+    """What every overlay instance says about itself: xaimed, derived, research use."""
+    mark_equipment(sc, ref)
+    sc.ImageType = ["DERIVED", "SECONDARY"]
+    sc.ConversionType = "WSD"
+    sc.BurnedInAnnotation = "NO"
+    sc.SeriesDescription = series.series_description("overlay")
+    sc.DerivationDescription = series.description[:1024]
 
 
 def write_secondary_captures(

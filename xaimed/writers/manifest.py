@@ -13,8 +13,9 @@ import contextlib
 import csv
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypedDict, cast
+from typing import Any, TypedDict, get_type_hints
 
+from xaimed.errors import InputError
 from xaimed.io.case import Case
 from xaimed.io.safety import escape_text
 from xaimed.writers.atomic import atomic_path
@@ -59,6 +60,10 @@ COLUMNS: tuple[str, ...] = tuple(ManifestRow.__annotations__)
 # Columns naming a run's output files. The manifest stores them relative to its own folder, so
 # that a run folder can be copied or moved whole (a test checks these are the writers' columns).
 PATH_COLUMNS = ("nifti", "png", "dicom_pm", "dicom_sc", "sidecar")
+# The number columns and their types (every other column is text).
+_NUMBER_COLUMNS: dict[str, type] = {
+    column: kind for column, kind in get_type_hints(ManifestRow).items() if kind in (int, float)
+}
 # Columns that differ between two runs of the same work (compare manifests without them).
 TIMING_COLUMNS = ("wall_s", "peak_host_mib", "peak_device_mib", "resumed")
 
@@ -71,8 +76,9 @@ def check_row(row: Mapping[str, Any]) -> None:
 
 
 def write_manifest(rows: Iterable[Mapping[str, Any]], path: Path) -> Path:
-    """Write the manifest CSV atomically; the run rewrites it as cases finish, so that a crash
-    keeps what was done. Output paths inside the manifest's folder are written relative to it."""
+    """Write the manifest CSV atomically; the run rewrites it as cases finish (spaced so that the
+    rewrites stay under 5 % of the run, see ``run.cohort``), so that a crash keeps what was done.
+    Output paths inside the manifest's folder are written relative to it."""
     with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         writer.writeheader()
@@ -107,11 +113,35 @@ def resolved_paths(row: Mapping[str, Any], base: Path) -> dict[str, Any]:
 
 
 def read_manifest(path: Path) -> list[ManifestRow]:
-    """The rows of the manifest at ``path``, output paths resolved against its folder, so that
-    a copied or moved run reads its own files. Cells come back as the CSV's text (a number
-    column too: parse it where it is used)."""
+    """The rows of the manifest at ``path`` as typed rows: numbers as ``int``/``float`` (an
+    empty number cell as None), text as ``str``, output paths resolved against its folder so
+    that a copied or moved run reads its own files. Columns that are not manifest columns (a
+    manifest of another version) are left out. Raises InputError for a number cell that is not
+    a number."""
     with path.open(newline="", encoding="utf-8") as fh:
-        return [cast(ManifestRow, resolved_paths(row, path.parent)) for row in csv.DictReader(fh)]
+        return [
+            _typed(resolved_paths(row, path.parent), f"{path}, line {line}")
+            for line, row in enumerate(csv.DictReader(fh), start=2)
+        ]
+
+
+def _typed(cells: Mapping[str, str], where: str) -> ManifestRow:
+    row: dict[str, Any] = {}
+    for column, text in cells.items():
+        kind = _NUMBER_COLUMNS.get(column, str) if column in COLUMNS else None
+        if kind is None:
+            continue
+        if kind is str or text is None:
+            row[column] = text
+            continue
+        try:
+            row[column] = kind(text) if text != "" else None
+        except ValueError:
+            raise InputError(
+                f"{where}: column {column} holds {text!r}, not a number; the manifest was "
+                "edited or damaged, so run `xaimed explain` again into this folder to rewrite it."
+            ) from None
+    return row  # type: ignore[return-value]
 
 
 def _cell(value: Any) -> Any:

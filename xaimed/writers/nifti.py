@@ -9,7 +9,6 @@ import numpy as np
 
 from xaimed.volume import Volume
 from xaimed.writers.atomic import atomic_path
-from xaimed.writers.base import MapOutput
 
 # NIfTI's intent code for "an estimate of some parameter" (nifti1.h NIFTI_INTENT_ESTIMATE).
 INTENT_ESTIMATE = 1001
@@ -89,20 +88,3 @@ def write_nifti_map(volume: Volume, path: Path, *, method: str) -> Path:
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))
     return path
-
-
-class NiftiWriter:
-    """The map as float32 NIfTI on the source grid (``outputs.nifti``)."""
-
-    name = "nifti"
-    columns = ("nifti",)
-
-    def wanted(self, out: MapOutput) -> bool:
-        """When ``outputs.nifti`` is on."""
-        return out.outputs.nifti
-
-    def write(self, out: MapOutput) -> dict[str, str]:
-        """``<stem>.nii.gz`` (``.nii`` when ``outputs.compress`` is off)."""
-        suffix = ".nii.gz" if out.outputs.compress else ".nii"
-        path = write_nifti_map(out.heatmap, out.case_dir / f"{out.stem}{suffix}", method=out.method)
-        return {"nifti": str(path)}

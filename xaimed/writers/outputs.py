@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from xaimed.writers.base import Writer
 from xaimed.writers.dicom_outputs import ParametricMapWriter, SecondaryCaptureWriter
-from xaimed.writers.nifti import NiftiWriter
 from xaimed.writers.png import PngWriter
 from xaimed.writers.sidecar import SidecarWriter
+from xaimed.writers.volume import MapVolumeWriter
 
 WRITERS: tuple[Writer, ...] = (
-    NiftiWriter(),
+    MapVolumeWriter(),
     PngWriter(),
     ParametricMapWriter(),
     SecondaryCaptureWriter(),

@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt
 import nibabel as nib
 import numpy as np
 
+from xaimed.geometry import Geometry
 from xaimed.volume import Volume
 from xaimed.writers.atomic import atomic_path
 from xaimed.writers.base import MapOutput
@@ -32,11 +33,11 @@ TRANSPARENT_BELOW = 0.1
 _SOURCE_AXES = "ijk"
 
 
-def _to_ras(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _to_ras(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, tuple[float, ...]]:
     ornt = nib.orientations.io_orientation(affine)
     out = nib.orientations.apply_orientation(data, ornt)
     new_affine = affine @ nib.orientations.inv_ornt_aff(ornt, data.shape[:3])
-    return out, np.linalg.norm(new_affine[:3, :3], axis=0)
+    return out, Geometry.of(out.shape, new_affine).spacing
 
 
 def source_plane(affine: np.ndarray, shape: tuple[int, ...], ras_axis: int, index: int) -> str:

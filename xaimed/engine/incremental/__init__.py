@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING
 import torch
 
 from xaimed.engine.incremental.graph import NotIncremental
-from xaimed.engine.incremental.runner import IncrementalScorer, build_scorer
+from xaimed.engine.incremental.runner import IncrementalScorer, build_incremental_scorer
 
 if TYPE_CHECKING:
     from xaimed.engine.targets import TargetReduction
     from xaimed.methods.context import MethodContext
 
-__all__ = ["IncrementalScorer", "NotIncremental", "build_scorer", "network_of"]
+__all__ = ["IncrementalScorer", "NotIncremental", "build_incremental_scorer", "network_of"]
 
 
 def network_of(

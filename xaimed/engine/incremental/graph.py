@@ -1,7 +1,7 @@
 """The network as a graph of ops, each with the rule that says how a changed box moves
 through it.
 
-``trace`` records the user's network with torch.fx; ``record`` runs it once on the unoccluded
+``trace`` traces the network with torch.fx; ``reference_graph`` runs it once on the unoccluded
 input and keeps every node's output (the cache); ``classify`` gives every node that depends on
 the input its rule, knowing the shapes from the cache:
 
@@ -226,8 +226,8 @@ def is_in_place(module: fx.GraphModule, node: fx.Node) -> bool:
 
 def call(module: fx.GraphModule, node: fx.Node, args: tuple, kwargs: dict) -> Any:
     """Run one node's op on concrete arguments; in-place ops work on a copy of their input, so
-    that cached maps are never overwritten (``record`` refuses graphs where that could differ
-    from the network's own behaviour)."""
+    that cached maps are never overwritten (``reference_graph`` refuses graphs where that
+    could differ from the network's own behaviour)."""
     if is_in_place(module, node) and args and isinstance(args[0], torch.Tensor):
         args = (args[0].clone(), *args[1:])
     if node.op == "call_module":
@@ -244,7 +244,7 @@ def call(module: fx.GraphModule, node: fx.Node, args: tuple, kwargs: dict) -> An
     raise NotIncremental(f"{node.name}: graph nodes of kind {node.op!r} cannot be run alone")
 
 
-def record(
+def reference_graph(
     module: fx.GraphModule, x: torch.Tensor, *, maps: bool = False, freeze_norm: bool = False
 ) -> Graph:
     """Run the traced network on ``x`` and keep every node's output and input dependence.

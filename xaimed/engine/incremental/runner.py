@@ -1,6 +1,6 @@
 """Score occlusion windows by recomputing, layer by layer, only what each window changes.
 
-The unoccluded forward pass is recorded once (every node's output, see ``graph.record``). A
+The unoccluded forward pass is recorded once (every node's output, see ``graph.reference_graph``). A
 batch of windows then flows through the graph as patches: at each node only the box its
 receptive field makes different is computed, reading the rest of every region it needs from
 the cache, until the box covers the whole map; from there the node's op runs on whole maps, as
@@ -33,7 +33,7 @@ from xaimed.engine.incremental.graph import (
     SlidingRule,
     UpsampleRule,
     call,
-    record,
+    reference_graph,
     trace,
 )
 from xaimed.engine.incremental.patches import (
@@ -135,7 +135,7 @@ class IncrementalScorer:
             after=counted,
         )
 
-    def record(self) -> dict[str, Any]:
+    def sidecar_fields(self) -> dict[str, Any]:
         """What the sidecar says about the incremental computation."""
         return {
             "windows_computed": self.windows,
@@ -389,7 +389,7 @@ def _stand_in(cached: torch.Tensor, batch: int) -> torch.Tensor:
     return cached.expand(batch, *cached.shape[1:])
 
 
-def build_scorer(
+def build_incremental_scorer(
     network: torch.nn.Module,
     x: torch.Tensor,
     fill: torch.Tensor,
@@ -412,7 +412,7 @@ def build_scorer(
         else torch.autocast(device_type=x.device.type, dtype=autocast_dtype)
     )
     with context:
-        graph = record(module, x, maps=reducer is not None, freeze_norm=freeze_norm)
+        graph = reference_graph(module, x, maps=reducer is not None, freeze_norm=freeze_norm)
     users = [u for u in graph.input_node.users if u.op != "output"]
     if users and all(isinstance(graph.rules.get(u), NoRule) for u in users):
         first = users[0]

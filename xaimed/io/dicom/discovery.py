@@ -24,6 +24,7 @@ from pydicom.uid import UID
 
 from xaimed.errors import InputError
 from xaimed.io.dicom.frames import Frame, frames_of
+from xaimed.io.dicom.planar import RADIOGRAPH_SOP_CLASSES
 from xaimed.io.safety import regular_files
 
 log = logging.getLogger("xaimed")
@@ -31,8 +32,9 @@ log = logging.getLogger("xaimed")
 # What we write into our own outputs, so that a rerun on a folder holding them skips them.
 XAIMED_MANUFACTURER = "xaimed"
 
-# Image storage classes whose planes can form a volume (classic, enhanced and legacy-converted
-# CT / MR / PET, and secondary captures that carry image-plane geometry).
+# Image storage classes read: planes that can form a volume (classic, enhanced and
+# legacy-converted CT / MR / PET, secondary captures with image-plane geometry), and
+# single-frame 2D images (projection radiographs, secondary captures without it).
 IMAGE_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.2",  # CT Image Storage
     "1.2.840.10008.5.1.4.1.1.2.1",  # Enhanced CT Image Storage
@@ -44,7 +46,7 @@ IMAGE_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.130",  # Enhanced PET Image Storage
     "1.2.840.10008.5.1.4.1.1.128.1",  # Legacy Converted Enhanced PET Image Storage
     "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture Image Storage
-}
+} | RADIOGRAPH_SOP_CLASSES  # single-frame 2D images: CR, DX, MG, IO
 SKIP_SUFFIXES = (".nii", ".nii.gz", ".json", ".csv", ".png", ".txt", ".md", ".yaml", ".yml")
 
 
@@ -245,13 +247,19 @@ def _series_number(value: object) -> int | None:
 def _split(frames: list[Frame]) -> list[list[Frame]]:
     """Split planes into stacks of one orientation and size, then by acquisition.
 
-    Acquisitions are separated only where positions repeat within a stack.
+    Acquisitions are separated only where positions repeat within a stack. A 2D image without
+    a place in the patient is always a part of its own.
     """
     stacks: dict[tuple, list[Frame]] = defaultdict(list)
+    out: list[list[Frame]] = []
     for frame in frames:
+        if not frame.in_patient:
+            # A 2D image without a place in the patient (a radiograph) is an image of its own:
+            # a series of PA and lateral views is two images, never one stack.
+            out.append([frame])
+            continue
         key = (tuple(np.round(frame.orientation, 3)), frame.rows, frame.columns)
         stacks[key].append(frame)
-    out: list[list[Frame]] = []
     for stack in stacks.values():
         positions = [tuple(np.round(f.position, 2)) for f in stack]
         if len(set(positions)) == len(positions):

@@ -42,7 +42,7 @@ def export_series(
     like many PACS exports).
     """
     affine = ras_to_lps(volume.affine)
-    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    spacing = volume.geometry.spacing
     row_dir, col_dir = affine[:3, 0] / spacing[0], affine[:3, 1] / spacing[1]
     slope, intercept = rescale
     stored = np.round((np.asarray(volume.array, dtype=np.float64) - intercept) / slope)

@@ -16,6 +16,14 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from xaimed.errors import InputError
+from xaimed.io.dicom.planar import (
+    FROM_PATIENT_PLANE,
+    NO_SPACING,
+    RADIOGRAPH_SOP_CLASSES,
+    is_planar,
+    pixel_spacing,
+    plane_without_position,
+)
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,16 @@ class Frame:
     intercept: float
     slice_thickness: float | None
     acquisition: str  # Acquisition Number (or multi-frame Stack ID); splits mixed series
+    # Where position and orientation came from (planar.FROM_*): a single-frame 2D image without
+    # Image Plane attributes is placed from Patient Orientation, or DICOM's identity.
+    geometry: str = FROM_PATIENT_PLANE
+    spacing_source: str = "PixelSpacing"  # the attribute pixel_spacing came from
+    radiograph: bool = False  # a projection radiograph (CR, DX, MG, IO): see dicom.voi_lut
+
+    @property
+    def in_patient(self) -> bool:
+        """Whether the plane has a real place in the patient (Image Position / Orientation)."""
+        return self.geometry == FROM_PATIENT_PLANE
 
 
 def _first(seq: Any, keyword: str) -> Dataset | None:
@@ -111,25 +129,43 @@ def _check_geometry(frame: Frame) -> None:
 def _frames_of(ds: Dataset, path: Path) -> list[Frame]:
     if is_multiframe(ds):
         return [_enhanced_frame(ds, path, i) for i in range(int(ds.get("NumberOfFrames", 1)))]
-    if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
+    planar = is_planar(ds)
+    if "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds:
+        position = np.asarray([float(v) for v in ds.ImagePositionPatient])
+        orientation = np.asarray([float(v) for v in ds.ImageOrientationPatient])
+        geometry = FROM_PATIENT_PLANE
+    elif planar:
+        position, orientation, geometry = plane_without_position(ds)
+    else:
         raise _geometry_missing(path, "Image Position / Orientation (Patient)")
-    if "PixelSpacing" not in ds:
+    if planar:
+        spacing = pixel_spacing(ds)
+    elif "PixelSpacing" in ds:
+        spacing = (float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1])), "PixelSpacing"
+    else:
         raise _geometry_missing(path, "Pixel Spacing")
+    if spacing is None:
+        # A planar image without any spacing (secondary captures often have none): 1 mm, and
+        # the source says so; its pixels are still the image a 2D model expects.
+        spacing = (1.0, 1.0), NO_SPACING
     return [
         Frame(
             path=path,
             sop_class_uid=str(ds.SOPClassUID),
             sop_instance_uid=str(ds.SOPInstanceUID),
             frame_number=None,
-            position=np.asarray([float(v) for v in ds.ImagePositionPatient]),
-            orientation=np.asarray([float(v) for v in ds.ImageOrientationPatient]),
-            pixel_spacing=(float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1])),
+            position=position,
+            orientation=orientation,
+            pixel_spacing=spacing[0],
             rows=int(ds.Rows),
             columns=int(ds.Columns),
             slope=_float_or(ds.get("RescaleSlope"), 1.0),
             intercept=_float_or(ds.get("RescaleIntercept"), 0.0),
             slice_thickness=_float_or(ds.get("SliceThickness"), 0.0) or None,
             acquisition=str(ds.get("AcquisitionNumber", "")),
+            geometry=geometry,
+            spacing_source=spacing[1],
+            radiograph=str(ds.SOPClassUID) in RADIOGRAPH_SOP_CLASSES,
         )
     ]
 

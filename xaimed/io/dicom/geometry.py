@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from xaimed.errors import InputError
+from xaimed.geometry import Geometry, lps_to_ras
 from xaimed.io.dicom.frames import Frame
 
 # Direction cosines in real headers carry 5-7 decimals; planes within this are "the same".
@@ -43,6 +44,11 @@ class Stack:
     offsets: np.ndarray
     is_2d: bool = False
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def geometry(self) -> Geometry:
+        """The grid the stack is read onto, voxel -> RAS+ like every grid in xaimed."""
+        return Geometry.of(self.shape, lps_to_ras(self.affine_lps))
 
     @property
     def resampled(self) -> bool:
@@ -102,8 +108,10 @@ def build_stack(
     affine[:3, 1] = col * first.pixel_spacing[0]
     affine[:3, 3] = frames[0].position
     if n == 1:
-        # One plane: a 2D image. Its thickness (or 1 mm) only sets the extent of the one slice.
-        affine[:3, 2] = normal * (first.slice_thickness or 1.0)
+        # One plane: a 2D image. xaimed's 2D convention: the third column is the plane's unit
+        # normal (1 mm), whatever the slice thickness, so every 2D image has the same shape of
+        # affine whether it came from a CT slice, a radiograph or a 2D NIfTI.
+        affine[:3, 2] = normal
         return Stack(frames, affine, (first.columns, first.rows, 1), np.zeros(1), is_2d=True)
     if n < min_slices:
         raise InputError(

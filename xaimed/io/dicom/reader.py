@@ -16,9 +16,15 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from xaimed.errors import InputError
-from xaimed.geometry import lps_to_ras
 from xaimed.io.dicom.discovery import DicomSeries
+from xaimed.io.dicom.frames import Frame
 from xaimed.io.dicom.geometry import Stack, build_stack
+from xaimed.io.dicom.planar import (
+    FROM_NOTHING,
+    NO_SPACING,
+    Presentation,
+    presentation_values,
+)
 from xaimed.volume import Source, Volume
 
 
@@ -72,12 +78,16 @@ def read_dicom_series(
     *,
     min_slices: int = 3,
     resample_irregular: bool = False,
+    voi_lut: str = "apply",
     where: str | None = None,
 ) -> Volume:
     """Read ``series`` into a float32 Volume with a RAS affine (see geometry.py for the axes).
 
-    Rescale Slope / Intercept are applied per plane. A single plane gives a 2D Volume of one
-    slice (``meta["dimensionality"] == 2``). Raises InputError with the reason for a series
+    Rescale Slope / Intercept are applied per plane. A single plane gives a 2D Volume
+    (``meta["spatial_dims"] == 2``, shape (X, Y, 1), the affine's third column the plane's unit
+    normal); a single-frame 2D image (radiograph, secondary capture) goes through the grayscale
+    pipeline of :func:`xaimed.io.dicom.planar.presentation_values`, the VOI LUT applied to
+    radiographs when ``voi_lut`` is "apply". Raises InputError with the reason for a series
     that does not form one volume or cannot be decoded.
     """
     where = where or f"series {series.label}"
@@ -93,7 +103,7 @@ def read_dicom_series(
         resample_irregular=resample_irregular,
     )
     try:
-        array = _planes(stack, where)
+        array, presentation = _planes(stack, where, voi_lut)
     except (ValueError, IndexError, TypeError, OverflowError) as exc:
         # Headers that disagree with the pixel data (frame counts, plane sizes) in a corrupt or
         # hand-edited file: the planes do not form one volume.
@@ -103,16 +113,35 @@ def read_dicom_series(
         ) from None
     if stack.resampled:
         array = _resample_slices(array, stack.offsets, stack.shape[2])
-    header = DicomHeader(series, stack, list(stack.warnings))
+    first = stack.frames[0]
+    warnings = list(stack.warnings)
+    if first.spacing_source == NO_SPACING:
+        warnings.append(
+            f"{where}: the image has no Pixel Spacing or Imager Pixel Spacing; read with 1 mm "
+            "pixels (distances in mm and resampling to a model spacing are then nominal)."
+        )
+    if first.geometry == FROM_NOTHING:
+        warnings.append(
+            f"{where}: the image has no Patient Orientation; its rows and columns are placed "
+            "along DICOM's identity directions, which may not be the patient's."
+        )
+    header = DicomHeader(series, stack, warnings)
     meta: dict[str, Any] = {
-        "dimensionality": 2 if stack.is_2d else 3,
+        "spatial_dims": 2 if stack.is_2d else 3,
         "series_uid": series.series_uid,
-        "warnings": list(stack.warnings),
+        "warnings": warnings,
+        # (between rows, between columns) mm, and the attribute it came from (a radiograph may
+        # only have Imager Pixel Spacing, at the detector).
+        "pixel_spacing": list(first.pixel_spacing),
+        "pixel_spacing_source": first.spacing_source,
+        "geometry_source": first.geometry,
     }
+    if presentation is not None:
+        meta["presentation"] = presentation.record()
     try:
         return Volume(
             array=array,
-            affine=lps_to_ras(stack.affine_lps),
+            affine=stack.geometry.affine,
             source=Source(series.files[0].parent, "dicom", header),
             meta=meta,
         )
@@ -120,21 +149,44 @@ def read_dicom_series(
         raise InputError(f"{where}: unusable geometry ({exc}); check the headers.") from None
 
 
-def _planes(stack: Stack, where: str) -> np.ndarray:
-    """The stack's planes decoded, rescaled and stacked along k: (cols, rows, k[, samples])."""
+def _planes(stack: Stack, where: str, voi_lut: str) -> tuple[np.ndarray, Presentation | None]:
+    """The stack's planes decoded, rescaled and stacked along k: (cols, rows, k[, samples]),
+    and, for a single-frame grey 2D image, what its grayscale pipeline did."""
     decoded: dict[Path, np.ndarray] = {}
     planes = []
     for frame in stack.frames:
         if frame.path not in decoded:
             ds = _decode(frame.path, where)
             pixels = _pixels(ds, frame.path, where)
+            if stack.is_2d and (frame.radiograph or not frame.in_patient) and pixels.ndim == 2:
+                # A grey 2D image: Modality LUT, VOI LUT, MONOCHROME1, as the standard orders
+                # them (a CT or MR slice keeps the per-plane rescale below: its window is for
+                # display only, and it is never MONOCHROME1).
+                values, presentation = _present(pixels, ds, frame, where, voi_lut)
+                return np.swapaxes(values, 0, 1)[:, :, None], presentation
             # pydicom drops the frame axis of a one-frame object; put it back.
             decoded[frame.path] = pixels if int(ds.get("NumberOfFrames", 1)) > 1 else pixels[None]
         pixels = decoded[frame.path][(frame.frame_number or 1) - 1]
         plane = pixels.astype(np.float32) * np.float32(frame.slope) + np.float32(frame.intercept)
         # (rows, cols[, samples]) -> (cols, rows[, samples]): axis 0 runs along a row.
         planes.append(np.swapaxes(plane, 0, 1))
-    return np.stack(planes, axis=2)
+    return np.stack(planes, axis=2), None
+
+
+def _present(
+    pixels: np.ndarray, ds: Dataset, frame: Frame, where: str, voi_lut: str
+) -> tuple[np.ndarray, Presentation]:
+    """:func:`presentation_values` of one 2D image, its failures as one InputError."""
+    apply_voi = frame.radiograph and voi_lut == "apply"
+    try:
+        return presentation_values(pixels, ds, apply_voi=apply_voi)
+    except (ValueError, IndexError, TypeError, KeyError, NotImplementedError) as exc:
+        step = "Modality or VOI LUT" if apply_voi else "Modality LUT"
+        advice = "set dicom.voi_lut: display to skip the VOI LUT, or " if apply_voi else ""
+        raise InputError(
+            f"{where}: the {step} of {frame.path.name} cannot be applied ({type(exc).__name__}: "
+            f"{' '.join(str(exc).split())[:200]}); {advice}re-export the image."
+        ) from None
 
 
 def _resample_slices(array: np.ndarray, offsets: np.ndarray, count: int) -> np.ndarray:

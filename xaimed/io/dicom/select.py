@@ -76,5 +76,6 @@ def read_study(
         series,
         min_slices=options.min_slices,
         resample_irregular=options.resample_irregular,
+        voi_lut=options.voi_lut,
         where=f"case {case_id}, series {series.label}",
     )

@@ -1,4 +1,4 @@
-"""Targets: which output of the model a map explains, and the prediction recorded beside it."""
+"""The prediction of a case and its targets: which outputs of the model a map explains."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class CaseData:
+class CaseFiles:
     """One case as the model sees it, with the means to bring per-case files onto its grid."""
 
     case_id: str
@@ -63,9 +63,9 @@ class CaseData:
         return path
 
     def _read(self, template: str | Path, key: str):
-        from xaimed.io.nifti import read_nifti
+        from xaimed.io.image import read_image
 
-        volume = read_nifti(self.path(template, key))
+        volume = read_image(self.path(template, key))
         source = self.prepared.source
         if not volume.geometry.same_grid(source.geometry):
             raise InputError(

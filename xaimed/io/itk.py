@@ -1,0 +1,245 @@
+"""Read NRRD (``.nrrd``, ``.nhdr``) and MetaImage (``.mha``, ``.mhd``) files with SimpleITK.
+
+ITK places voxels in LPS+ (origin, spacing, direction); the Volume's affine is RAS+, converted
+once here with :func:`xaimed.geometry.lps_to_ras`. SimpleITK's array is (z, y, x[, component]);
+the Volume's axes are ITK's (x, y, z), components (vector images) on axis 3 like a 4D NIfTI.
+SimpleITK is imported when a file is read (it takes about a second to import): discovery and
+case lists only look at names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from xaimed.errors import InputError
+from xaimed.geometry import lps_to_ras
+from xaimed.io.case import Case, safe_id
+from xaimed.io.safety import check_declared_size, escape_text
+from xaimed.volume import Source, Volume
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
+
+    from xaimed.config import Config
+
+# File suffix -> the Source.format of its volumes (detached headers share their format's name).
+ITK_FORMATS = {".nrrd": "nrrd", ".nhdr": "nrrd", ".mha": "metaimage", ".mhd": "metaimage"}
+ITK_SUFFIXES = tuple(ITK_FORMATS)
+
+
+def is_itk(path: Path) -> bool:
+    """Whether ``path`` names a NRRD or MetaImage file (or detached header) by its suffix."""
+    return path.suffix.lower() in ITK_FORMATS
+
+
+def itk_stem(path: Path) -> str:
+    """File name without its NRRD/MetaImage suffix."""
+    return path.stem
+
+
+@dataclass(frozen=True)
+class ItkGeometry:
+    """A source's geometry as ITK stored it (LPS+), kept as the Volume's source header so that
+    maps written back in an ITK format carry the very same numbers, not ones recomputed from
+    the RAS+ affine."""
+
+    origin: tuple[float, ...]
+    spacing: tuple[float, ...]
+    direction: tuple[float, ...]  # row-major 3x3; column j is the direction of index axis j
+
+    @classmethod
+    def of(cls, image: sitk.Image) -> ItkGeometry:
+        """The geometry of ``image``."""
+        return cls(image.GetOrigin(), image.GetSpacing(), image.GetDirection())
+
+    @property
+    def affine(self) -> np.ndarray:
+        """The voxel -> RAS+ affine (ITK's own is LPS+)."""
+        direction = np.asarray(self.direction, dtype=np.float64).reshape(3, 3)
+        affine = np.eye(4)
+        affine[:3, :3] = direction @ np.diag(np.asarray(self.spacing, dtype=np.float64))
+        affine[:3, 3] = self.origin
+        return lps_to_ras(affine)
+
+
+def itk_arrays(image: sitk.Image, dtype: type | None = np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """An ITK image's voxels on xaimed's axes (x, y, z[, component]) and its RAS+ affine;
+    ``dtype`` None keeps the file's voxel type."""
+    import SimpleITK as sitk
+
+    array = sitk.GetArrayViewFromImage(image)
+    # (z, y, x[, c]) -> (x, y, z[, c]): the Volume's axes are ITK's index axes.
+    axes = (2, 1, 0, 3) if array.ndim == 4 else (2, 1, 0)
+    # Values beyond float32 become infinite here; preprocessing refuses them with a sentence
+    # (or fills them, preprocessing.nan_fill), so numpy's overflow warning would only be noise.
+    with np.errstate(over="ignore", invalid="ignore"):
+        data = np.ascontiguousarray(np.transpose(array, axes), dtype=dtype)
+    return data, ItkGeometry.of(image).affine
+
+
+def read_itk_arrays(path: Path, dtype: type | None = np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """A written map (or source) file's voxels and RAS+ affine, for the report and evaluate;
+    raises ValueError when the file cannot be read."""
+    import SimpleITK as sitk
+
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError:
+        raise ValueError(
+            f"{escape_text(str(path))} is not a readable NRRD or MetaImage file"
+        ) from None
+    return itk_arrays(image, dtype)
+
+
+def read_itk(path: Path, *, case_id: str | None = None, memory_budget: int | None = None) -> Volume:
+    """Read a 3D NRRD or MetaImage file into a float32 Volume (components on axis 3).
+
+    The header is read first, so that the declared size is checked against ``memory_budget``
+    (bytes; default: the memory available now) before any voxel is; then the voxels are read
+    here, not lazily, so that a missing or corrupt data file (``.nhdr``/``.mhd`` keep their
+    voxels in another file) fails now with a message naming it.
+    """
+    where = f"case {case_id}: {escape_text(str(path))}" if case_id else escape_text(str(path))
+    if not path.is_file():
+        raise InputError(f"{where}: file not found; check the input path.")
+    data_file = detached_data_file(path)
+    if data_file is not None and not data_file.is_file():
+        raise InputError(
+            f"{where}: its voxel data file {escape_text(str(data_file))} does not exist; "
+            "restore it next to the header (or fix the header's data file name)."
+        )
+    _check_metaimage_dims(path, where)
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        raise InputError(
+            f"{where}: not a readable NRRD or MetaImage header; re-export the image or remove it."
+        ) from None
+    size = tuple(int(n) for n in reader.GetSize())
+    if len(size) != 3:
+        raise InputError(
+            f"{where}: the image has {len(size)} dimensions, xaimed reads 3D NRRD and MetaImage "
+            "volumes; export it as a 3D volume."
+        )
+    components = int(reader.GetNumberOfComponents())
+    check_declared_size(size + ((components,) if components > 1 else ()), where, memory_budget)
+    try:
+        image = reader.Execute()
+    except RuntimeError:
+        holder = escape_text(str(data_file or path))
+        raise InputError(
+            f"{where}: the voxel data in {holder} cannot be read, the file is truncated or "
+            "corrupt; re-export the image."
+        ) from None
+    data, affine = itk_arrays(image)
+    source = Source(path, ITK_FORMATS[_suffix(path)], ItkGeometry.of(image))
+    try:
+        return Volume(array=data, affine=affine, source=source)
+    except ValueError:
+        raise InputError(
+            f"{where}: unusable geometry (the direction is singular or not finite); fix the "
+            "header's direction and spacing."
+        ) from None
+
+
+class ItkReader:
+    """A NRRD or MetaImage file (``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``), read with SimpleITK."""
+
+    name = "itk"
+    kind = "NRRD or MetaImage files (.nrrd, .nhdr, .mha, .mhd)"
+
+    def discover(self, files: list[Path], root: Path) -> list[Case]:
+        """One case per NRRD/MetaImage file (a detached header, not its data file), sorted by
+        path, named by the file's stem (and, for one file name in several subfolders, by its path
+        relative to ``root``)."""
+        paths = sorted(p for p in files if is_itk(p))
+        stems = [safe_id(itk_stem(p)) for p in paths]
+        cases = []
+        for path, stem in zip(paths, stems, strict=True):
+            if stems.count(stem) > 1:
+                rel = path.relative_to(root)
+                stem = safe_id("__".join([*rel.parent.parts, itk_stem(path)]))
+            cases.append(Case(stem, path, format=self.name))
+        return cases
+
+    def locate(self, case: Case) -> Case | None:
+        """A NRRD or MetaImage file (its header, when detached) is its own case."""
+        return (
+            replace(case, format=self.name) if case.path.is_file() and is_itk(case.path) else None
+        )
+
+    def read(self, case: Case, config: Config) -> Volume:
+        """The file's Volume."""
+        return read_itk(
+            case.path, case_id=case.case_id, memory_budget=config.runtime.memory_budget_bytes
+        )
+
+
+def _suffix(path: Path) -> str:
+    return path.suffix.lower()
+
+
+def _header_fields(path: Path, suffix: str) -> dict[str, str]:
+    """The ``key: value`` (NRRD) or ``Key = Value`` (MetaImage) fields of a header, keys in
+    lower case; only the first 64 KiB are looked at (the voxels of ``.nrrd``/``.mha`` follow)."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(65536).decode("latin-1")
+    except OSError:
+        return {}
+    fields: dict[str, str] = {}
+    separator = "=" if suffix in (".mha", ".mhd") else ":"
+    for line in head.splitlines()[:200]:
+        if not line.strip():
+            break  # NRRD: the blank line ends the header
+        key, sep, value = line.partition(separator)
+        if sep and key.strip().lower() not in fields:
+            fields[key.strip().lower()] = value.lstrip("=").strip()
+        if key.strip().lower() == "elementdatafile":
+            break  # MetaImage: the last field
+    return fields
+
+
+def detached_data_file(path: Path) -> Path | None:
+    """The separate file holding the voxels that a detached header names (a NRRD ``.nhdr``'s
+    ``data file:`` line, a MetaImage ``.mhd``'s ``ElementDataFile``), or None.
+
+    Read here, not by SimpleITK, only to name the file in messages: ITK's own error text is its
+    internals, and a missing NRRD data file already fails reading the header.
+    """
+    suffix = _suffix(path)
+    keys = {".nhdr": ("data file", "datafile"), ".mhd": ("elementdatafile",)}.get(suffix)
+    if keys is None:
+        return None
+    fields = _header_fields(path, suffix)
+    name = next((fields[key] for key in keys if key in fields), "")
+    # LOCAL: the voxels follow the header; LIST or a pattern: several files.
+    if not name or name.split()[0].upper() in ("LOCAL", "LIST") or "%" in name:
+        return None
+    return path.parent / name
+
+
+def _check_metaimage_dims(path: Path, where: str) -> None:
+    """Refuse a MetaImage header whose ``NDims`` is not 3 before SimpleITK reads it: its
+    MetaImage parser crashes the process (segmentation fault) on a negative or huge NDims."""
+    if _suffix(path) not in (".mha", ".mhd"):
+        return
+    ndims = _header_fields(path, _suffix(path)).get("ndims", "")
+    if not ndims.isdigit():
+        raise InputError(
+            f"{where}: not a readable MetaImage header (NDims is {ndims[:20]!r}); re-export the "
+            "image or remove it."
+        )
+    if int(ndims) != 3:
+        raise InputError(
+            f"{where}: the image has {int(ndims)} dimensions, xaimed reads 3D NRRD and "
+            "MetaImage volumes; export it as a 3D volume."
+        )
