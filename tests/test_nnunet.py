@@ -219,3 +219,31 @@ def test_a_checkpoint_that_runs_code_is_refused(results_folder, tmp_path):
     with pytest.raises(ModelError, match="allow_pickle"):
         load_model(config.model, torch.device("cpu"))
     assert not marker.exists()
+
+
+def test_evaluate_reopens_an_nnunet_run_with_its_own_preprocessing(results_folder, case, tmp_path):
+    """evaluate opens each case through the model's own preprocessing (nnU-Net's crop,
+    resampling and normalisation), as explain did: a re-explanation at almost no noise gives
+    back the stored map, and the curves run on nnU-Net's grid."""
+    from xaimed.evaluate import evaluate
+
+    path = _config(tmp_path, results_folder)
+    config = yaml.safe_load(path.read_text())
+    config["methods"] = [{"name": "input_x_gradient"}]
+    config["evaluate"] = {
+        "metrics": ["faithfulness", "robustness"],
+        "faithfulness": {"steps": 3},
+        "robustness": {"samples": 1, "radius": 1e-6},
+    }
+    path.write_text(yaml.safe_dump(config))
+    run = explain(case, path, tmp_path / "out")
+    assert not run.failed, run.failed
+    result = evaluate(tmp_path / "out")
+    assert result.failures == []
+    # A case prepared otherwise (the config's empty preprocessing) would not even fit the model;
+    # a map of another input would differ by its whole size. Noise of 1e-6 of the range moves
+    # this map by a few thousandths (gradients summed over overlapping windows).
+    assert result.values("max_sensitivity")["case"] < 0.02
+    curve = next(c for c in result.curves if c["kind"] == "deletion")
+    assert curve["fractions"][0] == 0 and curve["fractions"][-1] == 1
+    assert curve["scores"][0] != curve["scores"][-1]

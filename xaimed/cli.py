@@ -382,7 +382,7 @@ def evaluate(
     level = logging.WARNING if quiet else logging.INFO
     LogSetup(level, log_format, log_file).apply()  # type: ignore[arg-type]
     fancy = err.is_terminal and not quiet and log_format == "text"
-    reporter = RichReporter() if fancy else LogReporter()
+    reporter = RichReporter() if fancy else LogReporter(eta_of="")  # no shards in evaluate
     stop = StopFlag()
     try:
         with stop_on_signals(stop):

@@ -32,7 +32,10 @@ class Reporter(Protocol):
 class LogReporter:
     """Plain log lines (for batch jobs and non-terminals), with an ETA after each unit of work."""
 
-    def __init__(self, logger: logging.Logger = log) -> None:
+    def __init__(self, logger: logging.Logger = log, *, eta_of: str = "shard") -> None:
+        # What the ETA after each case covers: an explain shard's cases, or (evaluate, which
+        # has no shards) the run's.
+        self.eta_label = f"{eta_of} ETA".strip()
         self.logger = logger
         self.total = 0
         self.done = 0
@@ -52,8 +55,9 @@ class LogReporter:
         left = self.cases - self.cases_done
         eta = elapsed / self.cases_done * left if self.cases_done else 0.0
         self.logger.info(
-            "cases %d/%d: %s (shard ETA %.0f s)", self.cases_done, self.cases, message, eta
-        )
+            "cases %d/%d: %s (%s %.0f s)",
+            self.cases_done, self.cases, message, self.eta_label, eta,
+        )  # fmt: skip
 
     def step(self, description: str) -> None:
         self.logger.debug(description)

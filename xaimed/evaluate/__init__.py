@@ -2,7 +2,9 @@
 
 ``localisation`` (maps against masks), ``faithfulness`` (deletion / insertion curves),
 ``sanity`` (model- and data-randomisation tests), ``robustness`` (max-sensitivity),
-``agreement`` (between methods and between checkpoints) hold the metrics; ``similarity`` the
+``agreement`` (between methods and between checkpoints) hold the metrics, each with a
+``compute`` of the ``metric.Metric`` protocol, registered in ``settings.METRICS`` (settings
+section, metrics.csv columns, module); ``similarity`` the
 map comparisons they share; ``session`` the bridge to xaimed's model, preprocessing and method
 registry; ``runner`` reads an explain run and writes ``metrics.csv``, the summary JSON and the
 plots (``report``, ``plots``), with the interval statistics and paired tests of

@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 
 from xaimed.engine.patchwise import forward_for
+from xaimed.methods.fills import constant_fill
+
+if TYPE_CHECKING:
+    from xaimed.evaluate.metric import CaseWork, StoredMap
+    from xaimed.evaluate.settings import FaithfulnessSettings
 
 CurveKind = Literal["deletion", "insertion"]
 
@@ -122,3 +127,30 @@ def perturbation_curve(
 def forward_calls(steps: int, batch_size: int) -> int:
     """Forward calls one curve makes."""
     return math.ceil((steps + 1) / max(1, batch_size))
+
+
+def compute(work: CaseWork, settings: FaithfulnessSettings) -> None:
+    """The Metric protocol: both curves of every map, with their areas."""
+    baseline = constant_fill(settings.baseline, work.case.inputs)
+    # A segmentation target is already one reduced score per label (a sum or mean over the
+    # region, of probabilities when target.score says so); a softmax across labels of those
+    # would mean nothing, so the curves follow the explained score itself.
+    score = "logit" if work.scorer.reduction.segmentation else settings.score
+
+    def one(m: StoredMap) -> None:
+        grid_map = work.case.to_model_grid(m.data)
+        for kind in ("deletion", "insertion"):
+            curve = perturbation_curve(
+                work.scorer.counting, work.case.inputs, grid_map, m.target,
+                kind=kind, baseline=baseline, steps=settings.steps,
+                batch_size=work.case.batch_size or 1, group_size=settings.group_size,
+                output=work.scorer.output, score=score,
+            )  # fmt: skip
+            work.add(m, f"{kind}_auc", curve.auc)
+            work.curves.append({
+                "case_id": work.case_id, "method": m.method, "target": m.target_name,
+                "kind": kind, "fractions": curve.fractions.tolist(),
+                "scores": curve.scores.tolist(),
+            })  # fmt: skip
+
+    work.each(one)

@@ -10,9 +10,14 @@ readers guarantee for NIfTI and DICOM volumes without shear.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage, stats
+
+if TYPE_CHECKING:
+    from xaimed.evaluate.metric import CaseWork, StoredMap
+    from xaimed.evaluate.settings import LocalisationSettings
 
 
 def _check(attribution: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -155,3 +160,20 @@ def localisation_metrics(
         "iou_top": iou,
         "hausdorff95_mm": hausdorff95(top, mask, spacing),
     }
+
+
+def compute(work: CaseWork, settings: LocalisationSettings) -> None:
+    """The Metric protocol: every map of a case with a mask against it (none without)."""
+    mask = work.mask
+    if mask is None:
+        return  # a case without a mask (a healthy case) has no localisation metrics
+
+    def one(m: StoredMap) -> None:
+        values = localisation_metrics(
+            m.data, mask, work.case.spacing,
+            tolerance_mm=settings.tolerance_mm, top_percent=settings.top_percent,
+        )  # fmt: skip
+        for metric, value in values.items():
+            work.add(m, metric, value)
+
+    work.each(one)

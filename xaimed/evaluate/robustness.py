@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from xaimed.evaluate.metric import CaseWork, StoredMap
+    from xaimed.evaluate.settings import RobustnessSettings
 
 
 def noise_draws(
@@ -44,3 +49,21 @@ def max_sensitivity(
         change = np.asarray(explain_at(noisy), dtype=np.float64) - reference
         worst = max(worst, float(np.linalg.norm(change)) / norm)
     return worst
+
+
+def compute(work: CaseWork, settings: RobustnessSettings) -> None:
+    """The Metric protocol: max-sensitivity of every selected map, one re-explanation per draw
+    (the unperturbed map is the stored one, not recomputed)."""
+
+    def one(m: StoredMap) -> None:
+        def explain_noisy(x: torch.Tensor) -> np.ndarray:
+            work.stop.check()  # between noise draws
+            return work.reexplain(m, inputs=x)
+
+        value = max_sensitivity(
+            explain_noisy, work.case.inputs, m.data,
+            samples=settings.samples, radius=settings.radius, seed=work.seed,
+        )  # fmt: skip
+        work.add(m, "max_sensitivity", value)
+
+    work.each(one, settings.methods)

@@ -6,8 +6,11 @@ predictions are reused as stored; the model is loaded again only where a metric 
 faithfulness curves (batched perturbations), the randomisation cascade (one re-explanation per
 step), robustness (one per noise draw) and checkpoint agreement (one per checkpoint).
 
-A metric that cannot run for one case and method is recorded as a failure and the evaluation
-goes on; only an unusable run folder, config or model stops it.
+Each kind of metric is a module registered in :data:`xaimed.evaluate.settings.METRICS` (the
+:class:`xaimed.evaluate.metric.Metric` protocol); the runner opens each case once, reads its
+maps once, and hands them to every kind in turn. A metric that cannot run for one case and
+method is recorded as a failure and the evaluation goes on; only an unusable run folder, config
+or model stops it.
 
 Each case's results are recorded per metric kind as they finish (:mod:`xaimed.evaluate.records`),
 with the kind's wall time: a rerun skips what is recorded under the same key, and a stop request
@@ -19,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -32,8 +34,8 @@ import torch
 from xaimed.casepath import OpenCase
 from xaimed.config import Config, EvaluateSection, MethodEntry, load_config, with_overrides
 from xaimed.errors import ConfigError, InputError, XaimedError
-from xaimed.evaluate import agreement, faithfulness, localisation, robustness, sanity
 from xaimed.evaluate.masks import read_mask
+from xaimed.evaluate.metric import CaseWork, StoredMap, load_metric
 from xaimed.evaluate.records import (
     KindRecord,
     load_records,
@@ -46,24 +48,21 @@ from xaimed.evaluate.session import (
     Scorer,
     build_scorer,
     case_of_run,
-    like,
+    channels_last,
     load_checkpoint,
     open_case,
-    reexplain,
 )
+from xaimed.evaluate.settings import METRICS
 from xaimed.io.image import read_image_arrays
 from xaimed.methods import registry
-from xaimed.methods.fills import constant_fill
 from xaimed.model import LoadedModel, load_model, resolve_device
 from xaimed.progress import LogReporter, Reporter
 from xaimed.report.hook import refresh_report
 from xaimed.run.records import check_outputs
 from xaimed.run.signals import RunInterrupted, StopFlag
-from xaimed.writers.manifest import read_manifest, relative_paths
+from xaimed.writers.manifest import ManifestRow, read_manifest, relative_paths
 
 log = logging.getLogger("xaimed")
-
-ALL_METRICS = ("localisation", "faithfulness", "sanity", "robustness", "agreement")
 
 
 @dataclass
@@ -101,17 +100,6 @@ class EvaluationResult:
 
 
 @dataclass
-class _Map:
-    """One stored map of the run and what it explains."""
-
-    method: str
-    entry: MethodEntry
-    target: int
-    target_name: str
-    data: np.ndarray
-
-
-@dataclass
 class _Evaluation:
     """State shared by the cases of one evaluation."""
 
@@ -130,7 +118,7 @@ class _Evaluation:
     run_dir: Path = field(default_factory=Path)
 
 
-def _manifest(run_dir: Path) -> list[dict[str, str]]:
+def _manifest(run_dir: Path) -> list[ManifestRow]:
     path = run_dir / "manifest.csv"
     if not path.is_file():
         raise InputError(
@@ -161,7 +149,7 @@ def _check_method_ids(settings: EvaluateSection, ids: set[str]) -> None:
     problems = [
         f"evaluate.{key}.methods: {m!r} is not a method of this run ({sorted(ids)})"
         for key in ("sanity", "robustness")
-        for m in getattr(settings, key).methods or []
+        for m in settings.of(key).methods or []
         if m not in ids
     ]
     if problems:
@@ -196,31 +184,31 @@ def evaluate(
     cfg = with_overrides(_config(run, config), device=device)
     settings = cfg.evaluate
     chosen = tuple(metrics or settings.metrics)
-    unknown = [m for m in chosen if m not in ALL_METRICS]
+    unknown = [m for m in chosen if m not in METRICS]
     if unknown:
         raise ConfigError(
-            f"--metric {', '.join(unknown)}: unknown; choose from {', '.join(ALL_METRICS)}."
+            f"--metric {', '.join(unknown)}: unknown; choose from {', '.join(METRICS)}."
         )
     _check_method_ids(settings, {r["method"] for r in rows})
     if cfg.runtime.threads:
         torch.set_num_threads(cfg.runtime.threads)
     torch_device = resolve_device(cfg.runtime.device)
-    loaded = load_model(cfg.model, torch_device)
+    loaded = channels_last(load_model(cfg.model, torch_device))
     scorer = build_scorer(loaded.module, cfg, is_script=loaded.is_script)
     out = Path(out_dir) if out_dir is not None else run
     ev = _Evaluation(cfg, settings, chosen, loaded, scorer, EvaluationResult(out),
-                     overwrite=overwrite, reporter=reporter or LogReporter(),
+                     overwrite=overwrite, reporter=reporter or LogReporter(eta_of=""),
                      stop=stop or StopFlag(), run_dir=run)  # fmt: skip
-    checkpoint = settings.sanity.randomised_labels_checkpoint
+    checkpoint = settings.of("sanity").randomised_labels_checkpoint
     if "sanity" in chosen and checkpoint is not None:
         key = "evaluate.sanity.randomised_labels_checkpoint"
         ev.shuffled = load_checkpoint(cfg.model, checkpoint, torch_device, key)
     if "agreement" in chosen:
         ev.checkpoints = [
             load_checkpoint(cfg.model, p, torch_device, "evaluate.agreement.checkpoints")
-            for p in settings.agreement.checkpoints
+            for p in settings.of("agreement").checkpoints
         ]
-    by_case: dict[str, list[dict[str, str]]] = defaultdict(list)
+    by_case: dict[str, list[ManifestRow]] = defaultdict(list)
     for row in rows:
         by_case[row["case_id"]].append(row)
     ev.reporter.start(len(by_case) * len(chosen), cases=len(by_case))
@@ -250,7 +238,7 @@ def _entry(config: Config, method_id: str) -> MethodEntry:
     )
 
 
-def _read_map(row: dict[str, str], config: Config, model_sha256: str) -> _Map:
+def _read_map(row: ManifestRow, config: Config, model_sha256: str) -> StoredMap:
     try:
         sidecar = json.loads(Path(row["sidecar"]).read_text(encoding="utf-8"))
         data = read_image_arrays(Path(row["nifti"]))[0]
@@ -268,7 +256,7 @@ def _read_map(row: dict[str, str], config: Config, model_sha256: str) -> _Map:
             f"{made_with[:12]}… but the config loads {model_sha256[:12]}…; evaluate with the "
             "run's model (its config.json)."
         )
-    return _Map(
+    return StoredMap(
         row["method"], _method_of(sidecar, config, row["method"]),
         int(sidecar["target"]["index"]), row["target"], data,
     )  # fmt: skip
@@ -302,14 +290,7 @@ def _mask(ev: _Evaluation, case: OpenCase) -> np.ndarray | None:
     return read_mask(path, case.prepared.source, case.case_id)
 
 
-def _add(
-    ev: _Evaluation, case_id: str, m: _Map, metric: str, value: float, detail: str = ""
-) -> None:
-    row = {"case_id": case_id, "method": m.method, "target": m.target_name, "metric": metric}
-    ev.result.rows.append({**row, "value": float(value), "detail": detail})
-
-
-def _evaluate_case(ev: _Evaluation, case_id: str, rows: list[dict[str, str]]) -> None:
+def _evaluate_case(ev: _Evaluation, case_id: str, rows: list[ManifestRow]) -> None:
     # The metrics list is left out of the key: evaluating one kind now and another later
     # reuses the first.
     settings = ev.settings.model_dump(mode="json", exclude={"metrics"})
@@ -326,8 +307,10 @@ def _evaluate_case(ev: _Evaluation, case_id: str, rows: list[dict[str, str]]) ->
             ev.reporter.advance(f"{case_id} {kind}: done earlier, skipped")
     if not todo:
         return
+    # One opened case and one read of its maps for every kind (and every map's ranks, once).
     try:
-        case = open_case(case_of_run(rows[0]), ev.config, ev.scorer, ev.loaded.device)
+        case = open_case(case_of_run(rows[0]), ev.config, ev.scorer, ev.loaded.device,
+                         ev.loaded.prepare)  # fmt: skip
         for row in rows:
             check_outputs(ev.run_dir, row)
         maps = [_read_map(row, ev.config, ev.loaded.sha256) for row in rows]
@@ -346,39 +329,21 @@ def _evaluate_case(ev: _Evaluation, case_id: str, rows: list[dict[str, str]]) ->
             )
         else:
             usable.append(m)
-    steps = {
-        "localisation": lambda m: _localisation(ev, case, m, mask),
-        "faithfulness": lambda m: _faithfulness(ev, case, m),
-        "sanity": lambda m: _sanity(ev, case, m),
-        "robustness": lambda m: _robustness(ev, case, m),
-        "agreement": lambda m: _checkpoint_agreement(ev, case, m),
-    }
     for kind in todo:
         if ev.stop.requested:
             return  # what is recorded stays; the rest is done by the next run
-        result = ev.result
-        marks = (len(result.rows), len(result.curves), len(result.cascades), len(result.failures))
+        work = CaseWork(kind, case, usable, ev.config, ev.scorer, ev.loaded, ev.stop, mask,
+                        ev.shuffled, ev.checkpoints)  # fmt: skip
         t0 = time.perf_counter()
         try:
-            for m in usable:
-                ev.stop.check()
-                try:
-                    steps[kind](m)
-                except XaimedError as exc:
-                    result.failures.append(f"case {case_id} {m.method} {kind}: {exc}")
+            load_metric(kind).compute(work, ev.settings.of(kind))
         except RunInterrupted:
             # A kind that re-explains (sanity, robustness, agreement) can take minutes per case:
             # its partial results are discarded rather than waited for; the rerun redoes it.
-            del result.rows[marks[0] :], result.curves[marks[1] :]
-            del result.cascades[marks[2] :], result.failures[marks[3] :]
             return
-        if kind == "agreement":
-            _method_agreement(ev, case, usable)
-        record = KindRecord(
-            key, time.perf_counter() - t0, result.rows[marks[0]:], result.curves[marks[1]:],
-            result.cascades[marks[2]:], result.failures[marks[3]:],
-        )  # fmt: skip
-        result.seconds[kind].append(record.seconds)
+        record = KindRecord(key, time.perf_counter() - t0, work.rows, work.curves,
+                            work.cascades, work.failures)  # fmt: skip
+        _take(ev, kind, record)
         records[kind] = record
         save_records(path, case_id, records)
         ev.reporter.advance(
@@ -388,136 +353,12 @@ def _evaluate_case(ev: _Evaluation, case_id: str, rows: list[dict[str, str]]) ->
 
 
 def _take(ev: _Evaluation, kind: str, record: KindRecord) -> None:
-    """Add a recorded kind's results to the evaluation, as if computed now."""
+    """Add a kind's results for one case (computed now or recorded earlier) to the evaluation."""
     ev.result.rows.extend(record.rows)
     ev.result.curves.extend(record.curves)
     ev.result.cascades.extend(record.cascades)
     ev.result.failures.extend(record.failures)
     ev.result.seconds[kind].append(record.seconds)
-
-
-def _localisation(ev: _Evaluation, case: OpenCase, m: _Map, mask: np.ndarray | None) -> None:
-    if mask is None:
-        return
-    s = ev.settings.localisation
-    values = localisation.localisation_metrics(
-        m.data, mask, case.spacing, tolerance_mm=s.tolerance_mm, top_percent=s.top_percent
-    )
-    for metric, value in values.items():
-        _add(ev, case.case_id, m, metric, value)
-
-
-def _faithfulness(ev: _Evaluation, case: OpenCase, m: _Map) -> None:
-    s = ev.settings.faithfulness
-    grid_map = case.to_model_grid(m.data)
-    baseline = constant_fill(s.baseline, case.inputs)
-    # A segmentation target is already one reduced score per label (a sum or mean over the
-    # region, of probabilities when target.score says so); a softmax across labels of those
-    # would mean nothing, so the curves follow the explained score itself.
-    score = "logit" if ev.scorer.reduction.segmentation else s.score
-    for kind in ("deletion", "insertion"):
-        curve = faithfulness.perturbation_curve(
-            ev.scorer.counting, case.inputs, grid_map, m.target,
-            kind=kind, baseline=baseline, steps=s.steps, batch_size=case.batch_size,
-            group_size=s.group_size, output=ev.scorer.output, score=score,
-        )  # fmt: skip
-        _add(ev, case.case_id, m, f"{kind}_auc", curve.auc)
-        ev.result.curves.append({
-            "case_id": case.case_id, "method": m.method, "target": m.target_name, "kind": kind,
-            "fractions": curve.fractions.tolist(), "scores": curve.scores.tolist(),
-        })  # fmt: skip
-
-
-def _selected(methods: list[str] | None, m: _Map) -> bool:
-    return methods is None or m.method in methods
-
-
-def _sanity(ev: _Evaluation, case: OpenCase, m: _Map) -> None:
-    s = ev.settings.sanity
-    if not _selected(s.methods, m):
-        return
-
-    def explain_with(network: torch.nn.Module) -> np.ndarray:
-        ev.stop.check()  # between cascade steps
-        return reexplain(like(ev.scorer, network, ev.config), case, m.entry, m.target, ev.config)
-
-    steps = sanity.model_randomisation(
-        explain_with, ev.loaded.module, m.data,
-        seed=ev.config.runtime.seed, absolute=s.absolute, stops=s.layers,
-    )  # fmt: skip
-    for k, step in enumerate(steps, start=1):
-        _add(ev, case.case_id, m, "cascade_spearman", step.spearman, f"{k}:{step.layer}")
-        _add(ev, case.case_id, m, "cascade_ssim", step.ssim, f"{k}:{step.layer}")
-    full = steps[-1]
-    verdict = sanity.judge(full.spearman, s.spearman_threshold)
-    _add(ev, case.case_id, m, "randomisation_spearman", full.spearman)
-    _add(ev, case.case_id, m, "randomisation_ssim", full.ssim)
-    _add(ev, case.case_id, m, "randomisation_verdict", _verdict_value(verdict),
-         _verdict_detail(verdict))  # fmt: skip
-    ev.result.cascades.append({
-        "case_id": case.case_id, "method": m.method, "target": m.target_name,
-        "steps": [{"layer": st.layer, "spearman": st.spearman, "ssim": st.ssim} for st in steps],
-    })  # fmt: skip
-    if ev.shuffled is not None:
-        shuffled = reexplain(
-            like(ev.scorer, ev.shuffled.module, ev.config), case, m.entry, m.target, ev.config
-        )
-        rho, similarity = sanity.data_randomisation(m.data, shuffled, absolute=s.absolute)
-        verdict = sanity.judge(rho, s.spearman_threshold)
-        _add(ev, case.case_id, m, "data_randomisation_spearman", rho)
-        _add(ev, case.case_id, m, "data_randomisation_ssim", similarity)
-        _add(ev, case.case_id, m, "data_randomisation_verdict", _verdict_value(verdict),
-             _verdict_detail(verdict))  # fmt: skip
-
-
-def _verdict_detail(verdict: sanity.Verdict) -> str:
-    return f"{verdict.status}; {verdict.rule}; Spearman {verdict.value:.3f}"
-
-
-def _verdict_value(verdict: sanity.Verdict) -> float:
-    return {"pass": 1.0, "fail": 0.0}.get(verdict.status, math.nan)
-
-
-def _robustness(ev: _Evaluation, case: OpenCase, m: _Map) -> None:
-    s = ev.settings.robustness
-    if not _selected(s.methods, m):
-        return
-
-    def explain_noisy(x: torch.Tensor) -> np.ndarray:
-        ev.stop.check()  # between noise draws
-        return reexplain(ev.scorer, case, m.entry, m.target, ev.config, inputs=x)
-
-    value = robustness.max_sensitivity(
-        explain_noisy,
-        case.inputs, m.data,
-        samples=s.samples, radius=s.radius, seed=ev.config.runtime.seed,
-    )  # fmt: skip
-    _add(ev, case.case_id, m, "max_sensitivity", value)
-
-
-def _checkpoint_agreement(ev: _Evaluation, case: OpenCase, m: _Map) -> None:
-    if not ev.checkpoints:
-        return
-    maps = [m.data] + [
-        reexplain(like(ev.scorer, c.module, ev.config), case, m.entry, m.target, ev.config)
-        for c in ev.checkpoints
-    ]
-    value = agreement.checkpoint_agreement(maps, absolute=ev.settings.sanity.absolute)
-    _add(ev, case.case_id, m, "checkpoint_agreement_spearman", value,
-         f"{len(maps)} models: the run's and {len(ev.checkpoints)} checkpoint(s)")  # fmt: skip
-
-
-def _method_agreement(ev: _Evaluation, case: OpenCase, maps: list[_Map]) -> None:
-    by_target: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
-    for m in maps:
-        by_target[m.target_name][m.method] = m.data
-    for target, group in by_target.items():
-        pairs = agreement.method_agreement(group, absolute=ev.settings.sanity.absolute)
-        for (a, b), value in pairs.items():
-            ev.result.rows.append({
-                "case_id": case.case_id, "method": f"{a} vs {b}", "target": target,
-                "metric": "method_agreement_spearman", "value": value, "detail": "",
-            })  # fmt: skip
 
 
 def _write(ev: _Evaluation) -> None:
@@ -532,7 +373,7 @@ def _write(ev: _Evaluation) -> None:
     result.summary = summarise(
         result.rows,
         confidence=settings.confidence,
-        threshold=settings.sanity.spearman_threshold,
+        threshold=settings.of("sanity").spearman_threshold,
         warnings=warnings,
         seed=ev.config.runtime.seed,
     )
@@ -561,7 +402,7 @@ def _write(ev: _Evaluation) -> None:
     if result.cascades:
         result.plots.append(
             plots.plot_cascade(
-                result.cascades, settings.sanity.spearman_threshold,
+                result.cascades, settings.of("sanity").spearman_threshold,
                 result.out_dir / "evaluation_cascade.png",
             )
         )  # fmt: skip

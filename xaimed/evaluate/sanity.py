@@ -20,12 +20,17 @@ import copy
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from xaimed.errors import MethodError
-from xaimed.evaluate.similarity import spearman, ssim
+from xaimed.evaluate.similarity import Ranked, ranked, spearman, spearman_ranked, ssim
+
+if TYPE_CHECKING:
+    from xaimed.evaluate.metric import CaseWork, StoredMap
+    from xaimed.evaluate.settings import SanitySettings
 
 
 @dataclass(frozen=True)
@@ -103,15 +108,21 @@ def model_randomisation(
     seed: int,
     absolute: bool = True,
     stops: list[str] | None = None,
+    original_ranks: Ranked | None = None,
 ) -> list[CascadeStep]:
-    """The cascade: ``explain_with(model)`` is called once per step (see ``stops``)."""
+    """The cascade: ``explain_with(model)`` is called once per step (see ``stops``).
+
+    ``original_ranks`` (``ranked(original, absolute=absolute)``) saves ranking the original
+    again; it is ranked once here otherwise, not once per step.
+    """
+    reference = original_ranks or ranked(original, absolute=absolute)
     steps = []
     for name, model in randomised_cascade(network, seed, stops):
         randomised = explain_with(model)
         steps.append(
             CascadeStep(
                 name,
-                spearman(original, randomised, absolute=absolute),
+                spearman_ranked(reference, ranked(randomised, absolute=absolute)),
                 ssim(original, randomised, absolute=absolute),
             )
         )
@@ -125,3 +136,57 @@ def data_randomisation(
     return spearman(original, shuffled, absolute=absolute), ssim(
         original, shuffled, absolute=absolute
     )
+
+
+def verdict_detail(verdict: Verdict) -> str:
+    """The ``detail`` of a verdict's row: status, rule and value."""
+    return f"{verdict.status}; {verdict.rule}; Spearman {verdict.value:.3f}"
+
+
+def verdict_value(verdict: Verdict) -> float:
+    """A verdict as a number: 1 pass, 0 fail, NaN undetermined."""
+    return {"pass": 1.0, "fail": 0.0}.get(verdict.status, math.nan)
+
+
+def compute(work: CaseWork, settings: SanitySettings) -> None:
+    """The Metric protocol: the cascade of every selected map against the stored map (not
+    recomputed), and the data-randomisation test when a shuffled-label model is given."""
+
+    def one(m: StoredMap) -> None:
+        def explain_with(network: torch.nn.Module) -> np.ndarray:
+            work.stop.check()  # between cascade steps
+            return work.reexplain(m, network=network)
+
+        steps = model_randomisation(
+            explain_with, work.loaded.module, m.data, seed=work.seed,
+            absolute=settings.absolute, stops=settings.layers,
+            original_ranks=m.ranked(settings.absolute),
+        )  # fmt: skip
+        for k, step in enumerate(steps, start=1):
+            work.add(m, "cascade_spearman", step.spearman, f"{k}:{step.layer}")
+            work.add(m, "cascade_ssim", step.ssim, f"{k}:{step.layer}")
+        full = steps[-1]
+        _verdict(work, m, "randomisation", full.spearman, full.ssim, settings)
+        work.cascades.append({
+            "case_id": work.case_id, "method": m.method, "target": m.target_name,
+            "steps": [{"layer": s.layer, "spearman": s.spearman, "ssim": s.ssim} for s in steps],
+        })  # fmt: skip
+        if work.shuffled is not None:
+            work.stop.check()
+            shuffled = work.reexplain(m, network=work.shuffled.module)
+            rho = spearman_ranked(
+                m.ranked(settings.absolute), ranked(shuffled, absolute=settings.absolute)
+            )
+            similarity = ssim(m.data, shuffled, absolute=settings.absolute)
+            _verdict(work, m, "data_randomisation", rho, similarity, settings)
+
+    work.each(one, settings.methods)
+
+
+def _verdict(
+    work: CaseWork, m: StoredMap, test: str, rho: float, similarity: float, s: SanitySettings
+) -> None:
+    verdict = judge(rho, s.spearman_threshold)
+    work.add(m, f"{test}_spearman", rho)
+    work.add(m, f"{test}_ssim", similarity)
+    work.add(m, f"{test}_verdict", verdict_value(verdict), verdict_detail(verdict))

@@ -1,4 +1,12 @@
-"""Settings of ``xaimed evaluate``: the ``evaluate`` section of a config.
+"""Settings of ``xaimed evaluate``: the ``evaluate`` section of a config, and the table of
+metric kinds (:data:`METRICS`) it is built from.
+
+Each kind of metric registers once in :data:`METRICS`: its settings section (a class below),
+the columns it writes to metrics.csv and the module whose ``compute`` runs it (the
+:class:`xaimed.evaluate.metric.Metric` protocol). ``EvaluateSection`` gets one field per entry,
+and ``evaluate.metrics`` accepts exactly the registered kinds. The table lives here, beside the
+settings, because config loading must stay free of torch: the modules are imported only when
+their kind runs.
 
 Paths (masks, checkpoints) resolve against the config file's folder during validation, so that
 the run's saved config still finds them from the run folder.
@@ -6,15 +14,14 @@ the run's saved config still finds them from the run folder.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, create_model, field_validator
 
 from xaimed.config.base import PositiveInt, Strict
 from xaimed.config.paths import resolve_path
-
-EvaluateMetric = Literal["localisation", "faithfulness", "sanity", "robustness", "agreement"]
 
 
 class LocalisationSettings(Strict):
@@ -85,22 +92,61 @@ class AgreementSettings(Strict):
         return [resolve_path(path, info) for path in value]
 
 
-class EvaluateSection(Strict):
+@dataclass(frozen=True)
+class MetricKind:
+    """One registered kind of metric: its settings section, the metrics.csv ``metric`` values it
+    writes, and the module implementing :class:`xaimed.evaluate.metric.Metric`."""
+
+    settings: type[Strict]
+    columns: tuple[str, ...]
+    module: str
+
+
+# The one table of metric kinds, in the order they run (the key is the config section's name).
+# Adding a kind: its module (with `compute`), its settings class above, and one line here.
+METRICS: dict[str, MetricKind] = {
+    "localisation": MetricKind(
+        LocalisationSettings,
+        ("pointing_game", "mass_inside", "auroc", "rank_accuracy", "dice_top", "iou_top",
+         "hausdorff95_mm"),
+        "xaimed.evaluate.localisation",
+    ),
+    "faithfulness": MetricKind(
+        FaithfulnessSettings, ("deletion_auc", "insertion_auc"), "xaimed.evaluate.faithfulness"
+    ),
+    "sanity": MetricKind(
+        SanitySettings,
+        ("cascade_spearman", "cascade_ssim", "randomisation_spearman", "randomisation_ssim",
+         "randomisation_verdict", "data_randomisation_spearman", "data_randomisation_ssim",
+         "data_randomisation_verdict"),
+        "xaimed.evaluate.sanity",
+    ),
+    "robustness": MetricKind(
+        RobustnessSettings, ("max_sensitivity",), "xaimed.evaluate.robustness"
+    ),
+    "agreement": MetricKind(
+        AgreementSettings,
+        ("method_agreement_spearman", "checkpoint_agreement_spearman"),
+        "xaimed.evaluate.agreement",
+    ),
+}  # fmt: skip
+
+if TYPE_CHECKING:
+    EvaluateMetric = str
+else:
+    EvaluateMetric = Literal[tuple(METRICS)]
+
+
+class _EvaluateBase(Strict):
     """How `xaimed evaluate` judges the maps of an explain run."""
 
     masks: str | None = Field(
         None, description="Ground-truth mask per case, '{case_id}' filled in; none: no masks."
     )
     metrics: list[EvaluateMetric] = Field(
-        default_factory=lambda: ["localisation", "faithfulness", "sanity", "robustness",
-                                 "agreement"],
-    )  # fmt: skip
+        default_factory=lambda: list(METRICS), description="Metric kinds to compute."
+    )
     confidence: float = Field(0.95, gt=0, lt=1, description="Level of the cohort intervals.")
-    localisation: LocalisationSettings = Field(default_factory=LocalisationSettings)
-    faithfulness: FaithfulnessSettings = Field(default_factory=FaithfulnessSettings)
-    sanity: SanitySettings = Field(default_factory=SanitySettings)
-    robustness: RobustnessSettings = Field(default_factory=RobustnessSettings)
-    agreement: AgreementSettings = Field(default_factory=AgreementSettings)
 
     @field_validator("masks")
     @classmethod
@@ -108,3 +154,19 @@ class EvaluateSection(Strict):
         # Absolute from here on, so that the run's config.json still finds them from the run
         # folder; '{case_id}' survives, it is only a part of the name.
         return None if value is None else str(resolve_path(Path(value), info))
+
+    def of(self, kind: str) -> Any:
+        """The settings section of metric kind ``kind`` (``evaluate.<kind>``)."""
+        return getattr(self, kind)
+
+
+# One field per registered kind, each defaulting to its settings' defaults.
+_fields: dict[str, Any] = {
+    kind: (entry.settings, Field(default_factory=entry.settings)) for kind, entry in METRICS.items()
+}
+# Built from the table, so that registering a kind is the only edit; code reaches a kind's
+# section by name (`section.of(kind)`), the kind's own module knows its type.
+EvaluateSection: type[_EvaluateBase] = create_model(
+    "EvaluateSection", __base__=_EvaluateBase, __module__=__name__, **_fields
+)
+EvaluateSection.__doc__ = _EvaluateBase.__doc__

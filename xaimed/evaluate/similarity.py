@@ -10,6 +10,7 @@ or the smallest odd size that fits.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
@@ -20,14 +21,42 @@ def _prepared(a: np.ndarray, absolute: bool) -> np.ndarray:
     return np.abs(out) if absolute else out
 
 
+@dataclass(frozen=True)
+class Ranked:
+    """A map's average ranks (SciPy's ``rankdata``, as ``spearmanr`` ranks), centred, with
+    their norm: Spearman's rho is the Pearson correlation of two such rank vectors. Ranking is
+    the costly part (a sort of every voxel), so a map compared many times is ranked once."""
+
+    shape: tuple[int, ...]
+    centred: np.ndarray | None  # None: a constant map (no correlation is defined)
+    norm: float
+
+
+def ranked(a: np.ndarray, *, absolute: bool = True) -> Ranked:
+    """The ranks of ``a`` (of ``|a|`` when ``absolute``) for :func:`spearman_ranked`."""
+    x = _prepared(a, absolute).ravel()
+    if x.size == 0 or np.ptp(x) == 0:
+        return Ranked(np.shape(a), None, 0.0)
+    r = stats.rankdata(x)
+    r -= r.mean()
+    return Ranked(np.shape(a), r, float(np.sqrt(np.dot(r, r))))
+
+
+def spearman_ranked(a: Ranked, b: Ranked) -> float:
+    """Spearman rank correlation of two ranked maps; NaN when either is constant."""
+    if a.shape != b.shape:
+        raise ValueError(f"maps of different shapes {a.shape} and {b.shape}")
+    if a.centred is None or b.centred is None:
+        return math.nan
+    rho = float(np.dot(a.centred, b.centred)) / (a.norm * b.norm)
+    return max(-1.0, min(1.0, rho))
+
+
 def spearman(a: np.ndarray, b: np.ndarray, *, absolute: bool = True) -> float:
     """Spearman rank correlation of two maps; NaN when either is constant."""
-    x, y = _prepared(a, absolute).ravel(), _prepared(b, absolute).ravel()
-    if x.shape != y.shape:
+    if np.shape(a) != np.shape(b):
         raise ValueError(f"maps of different shapes {np.shape(a)} and {np.shape(b)}")
-    if np.ptp(x) == 0 or np.ptp(y) == 0:
-        return math.nan
-    return float(stats.spearmanr(x, y).statistic)
+    return spearman_ranked(ranked(a, absolute=absolute), ranked(b, absolute=absolute))
 
 
 def ssim(a: np.ndarray, b: np.ndarray, *, absolute: bool = True) -> float:
