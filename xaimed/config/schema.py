@@ -33,7 +33,7 @@ from xaimed.config.problems import NESTED, render, suggest
 from xaimed.evaluate.settings import EvaluateSection
 from xaimed.methods import registry
 from xaimed.models.labels import nnunet_target_problems
-from xaimed.models.schema import NnunetSection
+from xaimed.models.schema import NnunetSection, SlicewiseSection
 from xaimed.pacs.settings import PacsSection, StoreSettings
 from xaimed.units import parse_bytes
 
@@ -67,6 +67,9 @@ class ModelSection(Strict):
     )
     nnunet: NnunetSection | None = Field(None, description="An nnU-Net v2 results folder.")
     monai_bundle: Path | None = Field(None, description="A MONAI bundle's root folder.")
+    slicewise: SlicewiseSection | None = Field(
+        None, description="The model is a 2D network run slice by slice (2.5D)."
+    )
 
     @field_validator("architecture")
     @classmethod
@@ -114,6 +117,11 @@ class ModelSection(Strict):
         formats = [
             k for k in ("ensemble", "nnunet", "monai_bundle") if getattr(self, k) is not None
         ]
+        if formats and self.slicewise is not None:
+            raise ValueError(
+                f"`slicewise` wraps a 2D network given by `torchscript` or `architecture` + "
+                f"`weights`, not `{formats[0]}`; remove one of them"
+            )
         if formats:
             if len(formats) > 1 or self.torchscript is not None or self.weights is not None:
                 raise ValueError(f"give one model source: `{formats[0]}` excludes the others")

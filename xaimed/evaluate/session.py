@@ -23,6 +23,7 @@ from xaimed.engine.scoring import Scorer, build_scorer
 from xaimed.errors import InputError, ModelError
 from xaimed.io.case import Case
 from xaimed.model import LoadedModel, load_model
+from xaimed.models.slicewise import same_slicing, slice_case
 
 
 def like(scorer: Scorer, network: torch.nn.Module, config: Config) -> Scorer:
@@ -32,6 +33,7 @@ def like(scorer: Scorer, network: torch.nn.Module, config: Config) -> Scorer:
     model must be scored on the same voxels, not on its own (meaningless) prediction.
     """
     other = build_scorer(network, config, is_script=scorer.is_script)
+    same_slicing(scorer.network, network)
     other.reduction.segmentation = scorer.reduction.segmentation
     other.reduction.regions = scorer.reduction.regions
     other.reduction.voxels = list(scorer.reduction.voxels)
@@ -80,6 +82,7 @@ def case_of_run(row: dict[str, str]) -> Case:
 def open_case(case: Case, config: Config, scorer: Scorer, device: torch.device) -> OpenCase:
     """Open a case as the run did, fix its target region and size its batches."""
     opened = open_source(case, config).on(device)
+    slice_case(scorer.counting, opened.prepared.geometry.axcodes, case.case_id)
     scorer.reduction.configure(opened.inputs, opened.data)
     batch = choose_batch_size(
         scorer.counting, opened.inputs,
