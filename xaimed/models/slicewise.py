@@ -113,9 +113,9 @@ class SliceWise(torch.nn.Module):
         plane = tuple(int(n) for n in self.moved(x).shape[3:])
         if per_slice.ndim != 5 or tuple(per_slice.shape[3:]) != plane:
             raise InputError(
-                f"case {self.case_id}: the 2D network of model.slicewise returned {tuple(per_slice.shape[2:])} per "
-                f"slice of size {plane}; it must return one score per class (L,) or a map of the "
-                "slice's size (L, P, Q)."
+                f"case {self.case_id}: the 2D network of model.slicewise returned "
+                f"{tuple(per_slice.shape[2:])} per slice of size {plane}; it must return one "
+                "score per class (L,) or a map of the slice's size (L, P, Q)."
             )
         if self.axis is None:
             raise RuntimeError("SliceWise used before use_grid()")
