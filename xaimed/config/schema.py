@@ -504,6 +504,7 @@ class Config(Strict):
         size = self.preprocessing.resize
         if size is not None and size.size == "model" and self.model.input_size is None:
             raise ValueError("preprocessing.resize.size is 'model' but model.input_size is unset")
+        self._check_slicewise()
         own = "nnunet" if self.model.nnunet else "monai_bundle" if self.model.monai_bundle else None
         if own and (self.tiling is not None or self.preprocessing != PreprocessingSection()):
             raise ValueError(
@@ -531,6 +532,28 @@ class Config(Strict):
                 "pacs.server or a server under outputs.store.server"
             )
         return self
+
+    def _check_slicewise(self) -> None:
+        sliced = self.model.slicewise is not None or any(
+            member.slicewise is not None for member in self.model.ensemble or []
+        )
+        if not sliced:
+            return
+        if self.tiling is not None:
+            raise ValueError(
+                "model.slicewise runs a 2D network slice by slice and cannot be tiled; remove "
+                "the `tiling` section"
+            )
+        for entry in self.methods:
+            info = registry.method(entry.name)
+            # CAMs read one layer's activations of one forward; a slice-wise model's 2D layers
+            # run once per batch of slices, and Captum's DeepLift keeps one input per layer.
+            if info.family == "cam" or entry.name == "deeplift":
+                raise ValueError(
+                    f"methods: {entry.name} cannot explain a slice-wise model (model.slicewise): "
+                    "its 2D layers run once per batch of slices; use a gradient or perturbation "
+                    "method"
+                )
 
     def config_hash(self) -> str:
         """SHA-256 of the validated config (defaults included), stable across key order."""
