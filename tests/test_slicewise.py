@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import run_method
+import yaml
+from conftest import TESTS, run_method
 from slice_models import Slice2DClassifier, Slice2DSegmenter
 
-from xaimed.config import TargetSection
+from xaimed.config import TargetSection, load_config
 from xaimed.engine.targets import TargetReduction
+from xaimed.errors import ConfigError
 from xaimed.models.slicewise import SliceWise, array_axis
+from xaimed.pipeline import explain
 from xaimed.sample.phantom import make_phantom
 
 # The sample phantom on a small grid whose array axes point P, S, R: axial slices are axis 1.
@@ -163,3 +170,82 @@ def test_feature_ablation_and_kernel_shap_use_the_slice_engine_exactly():
     fast, details, _ = run_method("kernel_shap", model, x, samples=24, **grid)
     assert details["engine"] == "slice_incremental"
     assert float((fast - plain).abs().max()) <= 1e-4 * float(plain.abs().max())
+
+
+def _config(tmp_path: Path, model: dict, **sections) -> Path:
+    config = {
+        "model": {"classes": ["no", "yes"], **model},
+        "preprocessing": {"intensity": {"kind": "zscore"}},
+        "target": {"class": "yes"},
+        "methods": [
+            {"name": "saliency"},
+            {"name": "occlusion", "params": {"window": 4, "stride": 4, "engine": "auto"}},
+        ],
+        "outputs": {"png": False},
+        "runtime": {"device": "cpu", "threads": 1},
+        **sections,
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _classifier_model(tmp_path: Path, **slicewise) -> dict:
+    path = tmp_path / "slice2d.pt"
+    torch.save(_net(Slice2DClassifier, 1).float().state_dict(), path)
+    return {
+        "architecture": "slice_models:Slice2DClassifier",
+        "python_path": [str(TESTS)],
+        "weights": str(path),
+        "slicewise": {"axis": "axial", "context": 1, **slicewise},
+    }
+
+
+def test_explain_runs_a_slice_wise_model_and_records_the_array_axis(tmp_path):
+    phantom = make_phantom(1, shape=SHAPE, spacing=(6.0, 6.0, 6.0), axcodes=AXCODES, lesion=True)
+    image = tmp_path / "case.nii.gz"
+    nib.save(nib.Nifti1Image(phantom.image, phantom.affine), image)
+    config = _config(tmp_path, _classifier_model(tmp_path, reduce="max"))
+    result = explain(image, config, tmp_path / "run")
+    assert not result.failed, result.failed
+    rows = {row["method"]: row for row in result.rows}
+    for row in rows.values():
+        record = json.loads(Path(row["sidecar"]).read_text())
+        assert record["model"]["class"] == "Slice2DClassifier"
+        sliced = record["model"]["slicewise"]
+        assert (sliced["axis"], sliced["array_axis"], sliced["orientation"]) == ("axial", 1, "PSR")
+        assert (sliced["context"], sliced["edges"], sliced["reduce"]) == (1, "replicate", "max")
+        written = nib.load(row["nifti"])
+        assert written.shape == SHAPE and np.allclose(written.affine, phantom.affine)
+        assert np.abs(np.asarray(written.dataobj)).max() > 0
+    occlusion = json.loads(Path(rows["occlusion"]["sidecar"]).read_text())
+    assert "slice_incremental" in json.dumps(occlusion)
+
+
+@pytest.mark.parametrize(
+    ("slicewise", "sections", "message"),
+    [
+        ({"axis": "transverse"}, {}, "axial"),
+        ({"axis": "axial", "context": -1}, {}, "context"),
+        ({"axis": "axial", "reduce": "sum"}, {}, "reduce"),
+        ({"axis": "axial", "stride": 2}, {}, "stride"),
+        ({"axis": "axial"}, {"tiling": {"patch_size": [8, 8, 8]}}, "cannot be tiled"),
+        ({"axis": "axial"}, {"methods": ["grad_cam"]}, "grad_cam cannot explain a slice-wise"),
+        ({"axis": "axial"}, {"methods": ["deeplift"]}, "deeplift cannot explain a slice-wise"),
+    ],
+)
+def test_bad_slicewise_configs_are_refused_at_load(tmp_path, slicewise, sections, message):
+    model = _classifier_model(tmp_path)
+    model["slicewise"] = slicewise
+    with pytest.raises(ConfigError) as caught:
+        load_config(_config(tmp_path, model, **sections))
+    assert any(message in problem for problem in caught.value.problems), caught.value.problems
+
+
+def test_slicewise_needs_a_plain_network(tmp_path):
+    folder = tmp_path / "bundle"
+    folder.mkdir()
+    model = {"monai_bundle": str(folder), "slicewise": {"axis": "axial"}}
+    with pytest.raises(ConfigError) as caught:
+        load_config(_config(tmp_path, model))
+    assert any("`slicewise` wraps a 2D network" in p for p in caught.value.problems)
