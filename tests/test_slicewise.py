@@ -249,3 +249,30 @@ def test_slicewise_needs_a_plain_network(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_config(_config(tmp_path, model))
     assert any("`slicewise` wraps a 2D network" in p for p in caught.value.problems)
+
+
+def test_engine_incremental_is_refused_with_one_sentence():
+    from xaimed.errors import MethodError
+
+    model = _scored(_net(Slice2DClassifier, 1))
+    with pytest.raises(MethodError, match="engine: incremental cannot run on this model"):
+        run_method("occlusion", model, _volume(), engine="incremental", window=4, stride=4)
+
+
+def test_an_ensemble_of_slice_wise_members_is_explained(tmp_path):
+    phantom = make_phantom(1, shape=SHAPE, spacing=(6.0, 6.0, 6.0), axcodes=AXCODES, lesion=True)
+    image = tmp_path / "case.nii.gz"
+    nib.save(nib.Nifti1Image(phantom.image, phantom.affine), image)
+    first = _classifier_model(tmp_path)
+    second = {**_classifier_model(tmp_path), "slicewise": {"axis": "coronal"}}
+    torch.manual_seed(5)
+    second["weights"] = str(tmp_path / "second.pt")
+    second["kwargs"] = {"in_channels": 1}
+    torch.save(Slice2DClassifier(in_channels=1).state_dict(), second["weights"])
+    model = {"ensemble": [{k: v for k, v in m.items() if k != "classes"} for m in (first, second)]}
+    config = _config(tmp_path, model, methods=["saliency"])
+    result = explain(image, config, tmp_path / "run")
+    assert not result.failed, result.failed
+    record = json.loads(Path(result.rows[0]["sidecar"]).read_text())
+    axes = [(m["axis"], m["array_axis"], m["context"]) for m in record["model"]["slicewise"]]
+    assert axes == [("axial", 1, 1), ("coronal", 0, 0)]
