@@ -9,7 +9,7 @@ windows and a zero baseline, in the same process, alternately, ``--repeats`` tim
   own slices and those whose neighbours reach into it) and keeps the others' outputs.
 
 Two networks: a 2D classifier (per-slice scores, mean over slices) and a 2D segmenter (per-slice
-logit maps stacked into a 3D logit volume, scored over the predicted region). Reported per
+logit maps stacked into a 3D logit volume, its logits summed over the volume). Reported per
 network: the median wall time of each engine, the ratio plain / slice-incremental, the slice
 passes each made (full-pass equivalents) and the largest map difference relative to the plain
 map's largest value.
@@ -70,7 +70,10 @@ def _run(network: nn.Module, x: torch.Tensor, args, engine: str):
     sliced = SliceWise(network, world_axis="axial", context=args.context, reduce="mean")
     sliced.use_grid("RAS", "bench")
     sliced.slices_per_call = args.slices_per_call
-    reduction = TargetReduction(sliced, TargetSection(), output="logits")
+    # The whole volume as the segmentation's region: a seeded random network may predict no
+    # voxel of a label, and an empty region would score (and map) nothing.
+    target = TargetSection(region="volume")
+    reduction = TargetReduction(sliced, target, output="logits")
     reduction.configure(x, type("Case", (), {"case_id": "bench", "mask": None})())
     counting = CountingModel(reduction)
     info = registry.method("occlusion")
@@ -97,6 +100,7 @@ def main() -> None:
     parser.add_argument("--slices-per-call", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--networks", default="classifier,segmenter", help="Comma-separated.")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/slicewise.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -107,7 +111,10 @@ def main() -> None:
     x = torch.from_numpy(phantom.image)
     x = ((x - x.mean()) / x.std())[None, None]
     results = {}
+    chosen = args.networks.split(",")
     for name, kind in (("classifier", Classifier2D), ("segmenter", Segmenter2D)):
+        if name not in chosen:
+            continue
         torch.manual_seed(0)
         network = kind(args.context * 2 + 1, args.width).eval()
         for p in network.parameters():
@@ -135,6 +142,12 @@ def main() -> None:
     record = {"volume": list(shape), "window": args.window, "context": args.context,
               "width": args.width, "threads": args.threads, "repeats": args.repeats,
               "results": results}  # fmt: skip
+    if args.out.exists():  # networks measured before with the same settings are kept
+        before = json.loads(args.out.read_text())
+        if {k: v for k, v in before.items() if k != "results"} == {
+            k: v for k, v in record.items() if k != "results"
+        }:
+            record["results"] = {**before["results"], **results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"written {args.out}", file=sys.stderr)
