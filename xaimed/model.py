@@ -44,16 +44,23 @@ class LoadedModel:
     details: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
-        """Provenance for sidecars."""
-        return {
+        """Provenance for sidecars (a slice-wise model's slicing of the current case included)."""
+        from xaimed.models.slicewise import SliceWise
+
+        sliced = [m.sidecar_fields() for m in self.module.modules() if isinstance(m, SliceWise)]
+        network = self.module.network if isinstance(self.module, SliceWise) else self.module
+        described = {
             "file": str(self.file),
             "sha256": self.sha256,
             "kind": "torchscript" if self.is_script else "state_dict",
-            "class": type(self.module).__name__,
+            "class": type(network).__name__,
             "output": self.output,
             "classes": self.classes,
             **self.details,
         }
+        if sliced:
+            described["slicewise"] = sliced[0] if len(sliced) == 1 else sliced
+        return described
 
 
 def sha256_file(path: Path) -> str:
@@ -231,6 +238,11 @@ def load_model(section: ModelSection, device: torch.device) -> LoadedModel:
         is_script = isinstance(module, torch.jit.ScriptModule)
         _without_inplace(module)
     module = _frozen(module, device)
+    if section.slicewise is not None:
+        from xaimed.models.slicewise import SliceWise
+
+        spec = section.slicewise
+        module = SliceWise(module, world_axis=spec.axis, context=spec.context, reduce=spec.reduce)
     return LoadedModel(
         module=module,
         is_script=is_script,

@@ -33,7 +33,7 @@ from xaimed.config.problems import NESTED, render, suggest
 from xaimed.evaluate.settings import EvaluateSection
 from xaimed.methods import registry
 from xaimed.models.labels import nnunet_target_problems
-from xaimed.models.schema import NnunetSection
+from xaimed.models.schema import NnunetSection, SlicewiseSection
 from xaimed.pacs.settings import PacsSection, StoreSettings
 from xaimed.units import parse_bytes
 
@@ -67,6 +67,9 @@ class ModelSection(Strict):
     )
     nnunet: NnunetSection | None = Field(None, description="An nnU-Net v2 results folder.")
     monai_bundle: Path | None = Field(None, description="A MONAI bundle's root folder.")
+    slicewise: SlicewiseSection | None = Field(
+        None, description="The model is a 2D network run slice by slice (2.5D)."
+    )
 
     @field_validator("architecture")
     @classmethod
@@ -114,6 +117,11 @@ class ModelSection(Strict):
         formats = [
             k for k in ("ensemble", "nnunet", "monai_bundle") if getattr(self, k) is not None
         ]
+        if formats and self.slicewise is not None:
+            raise ValueError(
+                f"`slicewise` wraps a 2D network given by `torchscript` or `architecture` + "
+                f"`weights`, not `{formats[0]}`; remove one of them"
+            )
         if formats:
             if len(formats) > 1 or self.torchscript is not None or self.weights is not None:
                 raise ValueError(f"give one model source: `{formats[0]}` excludes the others")
@@ -600,6 +608,7 @@ class Config(Strict):
                     f"{channels.repeat}) but model.in_channels is {self.model.in_channels}; "
                     "make them agree"
                 )
+        self._check_slicewise()
         own = "nnunet" if self.model.nnunet else "monai_bundle" if self.model.monai_bundle else None
         if own and (self.tiling is not None or self.preprocessing != PreprocessingSection()):
             raise ValueError(
@@ -627,6 +636,28 @@ class Config(Strict):
                 "pacs.server or a server under outputs.store.server"
             )
         return self
+
+    def _check_slicewise(self) -> None:
+        sliced = self.model.slicewise is not None or any(
+            member.slicewise is not None for member in self.model.ensemble or []
+        )
+        if not sliced:
+            return
+        if self.tiling is not None:
+            raise ValueError(
+                "model.slicewise runs a 2D network slice by slice and cannot be tiled; remove "
+                "the `tiling` section"
+            )
+        for entry in self.methods:
+            info = registry.method(entry.name)
+            # CAMs read one layer's activations of one forward; a slice-wise model's 2D layers
+            # run once per batch of slices, and Captum's DeepLift keeps one input per layer.
+            if info.family == "cam" or entry.name == "deeplift":
+                raise ValueError(
+                    f"methods: {entry.name} cannot explain a slice-wise model (model.slicewise): "
+                    "its 2D layers run once per batch of slices; use a gradient or perturbation "
+                    "method"
+                )
 
     def config_hash(self) -> str:
         """SHA-256 of the validated config (defaults included), stable across key order."""

@@ -63,6 +63,7 @@ def choose_batch_size(
     if budget is None:
         budget = available_memory(inputs.device) // 2
     tiled = size_patch_batches(model, inputs, budget)
+    size_slice_calls(model, inputs, budget)
     if fixed is not None:
         return fixed
     per_sample = max(1, bytes_per_sample(model, inputs))
@@ -93,3 +94,18 @@ def size_patch_batches(model: torch.nn.Module, inputs: torch.Tensor, budget: int
         module.patches_per_call = int(max(1, budget // 2 // per_patch))
         sized = module.patches_per_call if sized is None else min(sized, module.patches_per_call)
     return sized
+
+
+def size_slice_calls(model: torch.nn.Module, inputs: torch.Tensor, budget: int) -> None:
+    """Give every slice-wise model inside ``model`` the number of slices per network call that
+    fit in ``budget`` with their activations kept for backward (at least one)."""
+    from xaimed.models.slicewise import SliceWise
+
+    for module in model.modules():
+        if not isinstance(module, SliceWise) or module.axis is None:
+            continue
+        xs = module.moved(inputs[:1])
+        one = module.stacks(xs, torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long))
+        per_slice = max(1, bytes_per_sample(module.network, one))
+        # Half of the budget for one call's activations, as for patches under tiling.
+        module.slices_per_call = int(max(1, min(xs.shape[2] * MAX_BATCH, budget // 2 // per_slice)))

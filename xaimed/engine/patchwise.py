@@ -15,17 +15,23 @@ touched when any of its input voxels differs from the unperturbed input.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from xaimed.engine.counting import CountingModel
 from xaimed.engine.targets import TargetReduction
 from xaimed.engine.tiling import TiledInference, TilePlan
+
+if TYPE_CHECKING:
+    from xaimed.engine.slicewise import SliceScores
+
+log = logging.getLogger("xaimed")
 
 
 def tiled_parts(model: torch.nn.Module) -> tuple[CountingModel, TargetReduction, TiledInference]:
@@ -64,6 +70,7 @@ class PatchwiseScores:
     patches_run: int = 0
     perturbations: int = 0
     calls: int = 0
+    name: str = "patch_incremental"
 
     @property
     def dims(self) -> tuple[int, ...]:
@@ -215,12 +222,25 @@ def build(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> Patchwise
     return scores
 
 
+def partial_scores(
+    model: torch.nn.Module, x: torch.Tensor, batch_size: int
+) -> PatchwiseScores | SliceScores | None:
+    """The engine that scores perturbed copies of ``x`` by recomputing only what they change:
+    patches of a tiled segmentation model, slices of a slice-wise model; None for others."""
+    from xaimed.engine.slicewise import build as build_slices
+
+    for make in (build, build_slices):
+        try:
+            return make(model, x, batch_size)
+        except ValueError as exc:
+            log.debug("%s not used: %s", make.__module__, exc)
+    return None
+
+
 def forward_for(
     model: torch.nn.Module, x: torch.Tensor, batch_size: int
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """What scores perturbed copies of ``x`` without gradients: the patch-incremental rows for a
-    tiled segmentation model, ``model`` itself otherwise."""
-    try:
-        return build(model, x, batch_size).rows
-    except ValueError:
-        return model
+    """What scores perturbed copies of ``x`` without gradients: the patch- or slice-incremental
+    rows where :func:`partial_scores` has an engine, ``model`` itself otherwise."""
+    engine = partial_scores(model, x, batch_size)
+    return model if engine is None else engine.rows

@@ -22,6 +22,7 @@ from xaimed.errors import OutOfMemoryError
 
 if TYPE_CHECKING:
     from xaimed.engine.patchwise import PatchwiseScores
+    from xaimed.engine.slicewise import SliceScores
 
 log = logging.getLogger("xaimed")
 
@@ -88,21 +89,19 @@ class Evaluator:
     backoffs: int = 0
     samples: int = 0
     # With the unperturbed ``inputs`` and ``patchwise``, a tiled segmentation model recomputes
-    # only the patches each perturbed input changes (:mod:`xaimed.engine.patchwise`).
+    # only the patches each perturbed input changes (:mod:`xaimed.engine.patchwise`), and a
+    # slice-wise model only the slices (:mod:`xaimed.engine.slicewise`).
     inputs: torch.Tensor | None = None
     patchwise: bool = False
-    _patches: PatchwiseScores | None = None
+    _patches: PatchwiseScores | SliceScores | None = None
     _tried: bool = False
 
-    def _engine(self) -> PatchwiseScores | None:
+    def _engine(self) -> PatchwiseScores | SliceScores | None:
         if not self._tried and self.patchwise and self.inputs is not None:
-            from xaimed.engine.patchwise import build
+            from xaimed.engine.patchwise import partial_scores
 
             self._tried = True
-            try:
-                self._patches = build(self.model, self.inputs, self.batch_size)
-            except ValueError as exc:
-                log.debug("patch-incremental scoring not used: %s", exc)
+            self._patches = partial_scores(self.model, self.inputs, self.batch_size)
         return self._patches
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
@@ -118,7 +117,8 @@ class Evaluator:
         """For the sidecar: how the scores were computed."""
         if self._patches is None:
             return {}
-        return {"engine": "patch_incremental", "patch_incremental": self._patches.sidecar_fields()}
+        name = self._patches.name
+        return {"engine": name, name: self._patches.sidecar_fields()}
 
     def score(self, batch: torch.Tensor) -> torch.Tensor:
         """Scores of the target for a few inputs (the unperturbed input, the baseline), (N,)."""

@@ -24,6 +24,7 @@ from xaimed.engine.scoring import Scorer, build_scorer
 from xaimed.errors import InputError, ModelError
 from xaimed.io.case import Case, ChannelFile
 from xaimed.model import LoadedModel, load_model
+from xaimed.models.slicewise import same_slicing, slice_case
 from xaimed.preprocess import Prepared
 from xaimed.volume import Volume
 from xaimed.writers.manifest import ManifestRow
@@ -36,6 +37,7 @@ def like(scorer: Scorer, network: torch.nn.Module, config: Config) -> Scorer:
     model must be scored on the same voxels, not on its own (meaningless) prediction.
     """
     other = build_scorer(network, config, is_script=scorer.is_script)
+    same_slicing(scorer.network, network)
     other.reduction.use(scorer.reduction.case_regions)
     return other
 
@@ -116,6 +118,7 @@ def open_case(
     """Open a case as the run did (with the model format's own preprocessing, nnU-Net's or a
     MONAI bundle's, when it brings one), fix its target region and size its batches."""
     opened = open_source(case, config, own_prepare).on(device)
+    slice_case(scorer.counting, opened.prepared.geometry.axcodes, case.case_id)
     scorer.reduction.configure(opened.inputs, opened.data)
     batch = choose_batch_size(
         scorer.counting, opened.inputs,

@@ -205,9 +205,10 @@ def window_scores(
                     "engine: auto or plain."
                 ) from None
             plain = PlainWindows(ctx, fill, patchwise=True)
-            if plain.evaluator.engine_fields():
-                # Tiled: exact patch by patch instead (the record says so).
-                return plain, record | {"engine": "patch_incremental", "fallback": str(exc)}
+            partial = plain.evaluator.engine_fields()
+            if partial:
+                # Tiled or slice-wise: exact patch by patch or slice by slice instead.
+                return plain, record | {"engine": partial["engine"], "fallback": str(exc)}
             log.info("%s: the plain engine is used: %s", method, exc)
             return plain, record | {"engine": "plain", "fallback": str(exc)}
         else:

@@ -50,3 +50,19 @@ class NnunetSection(Strict):
         if self.folds == "all":
             return ["fold_all"]
         return [f"fold_{f}" for f in self.folds]
+
+
+class SlicewiseSection(Strict):
+    """A 2D network run slice by slice (2.5D): neighbouring slices as channels."""
+
+    axis: Literal["axial", "coronal", "sagittal"] = Field(
+        description="World axis the volume is sliced along; resolved per case to an array axis "
+        "from the model grid's orientation."
+    )
+    context: int = Field(
+        0, ge=0, le=16,
+        description="Neighbouring slices on each side given as extra channels (edges replicate).",
+    )  # fmt: skip
+    reduce: Literal["mean", "max"] = Field(
+        "mean", description="2D classifiers: the volume's score is the mean or max over slices."
+    )

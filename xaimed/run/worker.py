@@ -35,6 +35,7 @@ from xaimed.methods import registry
 from xaimed.model import LoadedModel, load_model, resolve_device
 from xaimed.models.agreement import member_agreement
 from xaimed.models.members import member_scorer
+from xaimed.models.slicewise import slice_case
 from xaimed.pacs.source import PacsSource
 from xaimed.pacs.store import output_files, store_for_run
 from xaimed.prediction import Prediction, Target, predict, resolve_targets
@@ -240,6 +241,7 @@ class Explainer:
 
     def _predict(self, opened: OpenCase) -> Prediction:
         case, inputs = opened.case, opened.inputs
+        slice_case(self.counting, opened.prepared.geometry.axcodes, case.case_id)
         try:
             if self.reduction is not None:
                 self.reduction.reset()

@@ -38,6 +38,7 @@ def network_of(
     from xaimed.engine.counting import CountingModel
     from xaimed.engine.targets import TargetReduction
     from xaimed.engine.tiling import TiledInference
+    from xaimed.models.slicewise import SliceWise
 
     model = ctx.model
     autocast: torch.dtype | None = None
@@ -49,6 +50,8 @@ def network_of(
         model = model.model
     if isinstance(model, TiledInference):
         raise NotIncremental("tiling is configured")
+    if isinstance(model, SliceWise):
+        raise NotIncremental("the model is slice-wise (the slice-incremental engine handles it)")
     if ctx.is_script or isinstance(model, torch.jit.ScriptModule):
         raise NotIncremental("a TorchScript model has no traceable Python forward")
     if ctx.network is not None and model is not ctx.network:

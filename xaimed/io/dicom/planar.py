@@ -109,7 +109,7 @@ class Presentation:
     # The VOI window (low, high) in output values, for display when it was not applied.
     display_window: tuple[float, float] | None
 
-    def record(self) -> dict[str, Any]:
+    def sidecar_fields(self) -> dict[str, Any]:
         """A JSON-ready record."""
         return {
             "photometric_interpretation": self.photometric_interpretation,

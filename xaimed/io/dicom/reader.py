@@ -137,7 +137,7 @@ def read_dicom_series(
         "geometry_source": first.geometry,
     }
     if presentation is not None:
-        meta["presentation"] = presentation.record()
+        meta["presentation"] = presentation.sidecar_fields()
     try:
         return Volume(
             array=array,
