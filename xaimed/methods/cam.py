@@ -41,7 +41,7 @@ def layer_name(ctx: MethodContext, layer: str) -> str:
     from xaimed.methods.layers import feature_layer, find_layer
 
     if layer == "auto":
-        return feature_layer(ctx.user_network, ctx.inputs)
+        return feature_layer(ctx.user_network, ctx.network_inputs)
     find_layer(ctx.user_network, layer)
     return layer
 
@@ -84,9 +84,11 @@ def capture_layers(ctx: MethodContext, names: list[str], *, backward: bool) -> l
         # A module reused in one pass (a ReLU called twice in a residual block) is taken at its
         # last call: for `auto`, that is the call whose output enters the global pooling.
         activations = outputs[name][-1]
-        if activations.dim() != x.dim():
+        # A 2D network's feature maps have no depth axis: (N, C, h, w) for planes (N, C, X, Y, 1).
+        if activations.dim() != 2 + ctx.spatial_dims:
             raise MethodError(
-                f"layer {name!r} outputs shape {tuple(activations.shape)}, not a {x.dim() - 2}D "
+                f"layer {name!r} outputs shape {tuple(activations.shape)}, not a "
+                f"{ctx.spatial_dims}D "
                 "feature map; choose a convolutional layer (`xaimed layers CONFIG`)."
             )
         results.append(
@@ -102,13 +104,16 @@ def capture_layers(ctx: MethodContext, names: list[str], *, backward: bool) -> l
 
 
 def to_input_grid(cam: torch.Tensor, ctx: MethodContext) -> torch.Tensor:
-    """(N, d, h, w) at layer resolution -> (N, 1, I, J, K) on the model's input grid."""
+    """(N, d, h, w) at layer resolution -> (N, 1, I, J, K) on the model's input grid.
+
+    A 2D network's map (N, h, w) is upsampled bilinearly in the plane, then given the plane's
+    depth axis of 1.
+    """
     import torch.nn.functional as F
 
-    size = tuple(ctx.inputs.shape[2:])
-    return F.interpolate(
-        cam[:, None].float(), size=size, mode=_MODES[len(size)], align_corners=False
-    )
+    size = tuple(ctx.inputs.shape[2 : 2 + ctx.spatial_dims])
+    up = F.interpolate(cam[:, None].float(), size=size, mode=_MODES[len(size)], align_corners=False)
+    return up[..., None] if ctx.spatial_dims == 2 else up
 
 
 def cam_output(cam: torch.Tensor, ctx: MethodContext, layer: str, **details: Any) -> MethodOutput:

@@ -78,7 +78,7 @@ def layer_cam(ctx: MethodContext, params: LayerCamParams) -> MethodOutput:
     details = {
         "layers": names,
         "native_shapes": shapes,
-        "upsampling": upsampling(ctx.inputs.dim() - 2),
+        "upsampling": upsampling(ctx.spatial_dims),
         "relu": True,
     }
     if len(maps) == 1:
