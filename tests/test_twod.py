@@ -233,6 +233,15 @@ def test_a_3d_volume_for_a_2d_model_fails_its_case_in_one_sentence(tmp_path):
     assert "model.spatial_dims is 2" in error and error.count(". ") == 0
 
 
+def test_a_reorientation_that_moves_the_plane_fails_the_case(tmp_path):
+    _write(tmp_path / "images" / "cxr.nii.gz", np.ones(SHAPE), _radiograph_affine())
+    config = _study(tmp_path, extra={"preprocessing": {"reorient": "RAS"}})
+    result = explain(tmp_path / "images", config, tmp_path / "run", reporter=LogReporter())
+    (row,) = result.rows
+    assert row["status"] == "failed"
+    assert "case cxr: after preprocessing the 2D image is (16, 1, 12), not a plane" in row["error"]
+
+
 def test_a_2d_image_for_a_3d_model_fails_its_case(tmp_path):
     _write(tmp_path / "images" / "cxr.nii.gz", np.ones(SHAPE), _radiograph_affine())
     torch.save(TinyCNN().state_dict(), tmp_path / "tiny.pt")

@@ -122,6 +122,12 @@ def check_input(config: Config, case: Case, prepared: Prepared) -> None:
     """Refuse a preprocessed input whose size or channels the model does not take."""
     section = config.model
     channels, *spatial = prepared.array.shape
+    if section.spatial_dims == 2 and spatial[2] != 1:
+        raise InputError(
+            f"case {case.case_id}: after preprocessing the 2D image is {tuple(spatial)}, not a "
+            "plane (X, Y, 1); give preprocessing.reorient a code whose third axis is the image's "
+            "normal, or remove it."
+        )
     if section.input_size is not None and tuple(spatial) != tuple(section.input_size):
         raise InputError(
             f"case {case.case_id}: after preprocessing the volume is {tuple(spatial)} but "
