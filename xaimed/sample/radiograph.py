@@ -16,11 +16,15 @@ going towards the feet, column 0 on the viewer's left, which is the patient's ri
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["MAX_VALUE", "radiograph_phantom"]
+if TYPE_CHECKING:
+    import nibabel as nib
+
+__all__ = ["MAX_VALUE", "radiograph_affine", "radiograph_nifti", "radiograph_phantom"]
 
 MAX_VALUE = 4095.0
 
@@ -121,6 +125,39 @@ def radiograph_phantom(
     else:
         mask = np.zeros((rows, cols), dtype=np.uint8)
     return image, mask, (row_mm, col_mm)
+
+
+def radiograph_affine(shape: tuple[int, int], pixel_spacing: tuple[float, float]) -> np.ndarray:
+    """Voxel -> RAS+ affine of a PA radiograph stored as a 2D NIfTI of shape (columns, rows).
+
+    NIfTI axis i runs along a row (the film's columns: towards the patient's left, -x), axis j
+    down the film (towards the feet, -z); the third column is the plane's unit normal
+    (towards posterior), xaimed's convention for 2D images. The centre of the film is the world
+    origin.
+    """
+    rows, cols = shape
+    row_mm, col_mm = pixel_spacing
+    affine = np.eye(4)
+    affine[:3, 0] = [-col_mm, 0.0, 0.0]
+    affine[:3, 1] = [0.0, 0.0, -row_mm]
+    affine[:3, 2] = np.cross(affine[:3, 0], affine[:3, 1]) / (col_mm * row_mm)
+    affine[:3, 3] = -affine[:3, :2] @ np.array([(cols - 1) / 2.0, (rows - 1) / 2.0])
+    return affine
+
+
+def radiograph_nifti(
+    array: np.ndarray, pixel_spacing: tuple[float, float], dtype: type = np.int16
+) -> nib.Nifti1Image:
+    """A ``(rows, columns)`` film (image or mask) as a 2D NIfTI, sform and qform code 1."""
+    import nibabel as nib
+
+    affine = radiograph_affine(array.shape, pixel_spacing)  # type: ignore[arg-type]
+    data = np.rint(array.T) if np.issubdtype(dtype, np.integer) else array.T
+    img = nib.Nifti1Image(np.ascontiguousarray(data).astype(dtype), affine)
+    img.set_sform(affine, code=1)
+    img.set_qform(affine, code=1)
+    img.header.set_xyzt_units("mm")
+    return img
 
 
 def _draw_chest(rng: np.random.Generator) -> _Chest:
