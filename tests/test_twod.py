@@ -318,3 +318,6 @@ def test_evaluate_runs_every_kind_on_a_2d_case(run_2d, tmp_path):
     assert ("saliency", "max_sensitivity") in metrics
     inside = result.values("mass_inside", "saliency")["cxr"]
     assert 0.0 <= inside <= 1.0
+    # SSIM is taken in the plane (a 3D window would not fit a depth of 1).
+    ssim = result.values("randomisation_ssim", "saliency")["cxr"]
+    assert -1.0 <= ssim <= 1.0

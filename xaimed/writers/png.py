@@ -79,7 +79,7 @@ def write_overlay_png(base: Volume, heatmap: Volume, path: Path, *, title: str) 
         planes = [planes[2 - (flat[-1] if flat else 2)]]
         planes = [(*planes[0][:5], "2D image")]
     fig, axes = plt.subplots(
-        1, len(planes), figsize=(11, 4.6) if len(planes) == 3 else (6, 6.4),
+        1, len(planes), figsize=(11, 4.6) if len(planes) == 3 else (8, 7.4),
         layout="constrained", squeeze=False,
     )  # fmt: skip
     axes = axes[0]
