@@ -3,6 +3,7 @@ plane adapter), the incremental engine's exactness in 2D, 2D outputs and evaluat
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -300,7 +301,9 @@ def test_2d_maps_are_2d_nifti_on_the_source_geometry_with_one_panel_png(run_2d):
         np.testing.assert_allclose(out.affine, source.affine, atol=1e-6)
         assert np.abs(out.get_fdata()).max() > 0
         assert Path(row["png"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert Path(row["sidecar"]).is_file()
+        sidecar = json.loads(Path(row["sidecar"]).read_text())
+        assert sidecar["source"]["spatial_dims"] == 2
+        assert sidecar["source"]["shape"] == [*SHAPE, 1]
     from PIL import Image
 
     width, height = Image.open(rows[0]["png"]).size
