@@ -157,7 +157,7 @@ def test_bad_inputs_fail_alone_with_a_clear_message(tmp_path, cases, make_config
     assert rows["lps"]["status"] == rows["las"]["status"] == "ok"
     assert Path(rows["las"]["nifti"]).is_file()
     expected = {
-        "flat": "flat.nii.gz: expected a 3D volume, got 2D",
+        "flat": "case flat: the image is 2D (10, 12) but the model is 3D; set model.spatial_dims",
         "multi": "multi.nii.gz: expected a 3D volume, got 4D",
         "nan": "nan.nii.gz: 1 voxels are NaN or infinite",
         "truncated": "truncated.nii.gz: voxel data cannot be read",

@@ -161,14 +161,17 @@ def test_union_errors_name_no_pydantic_internals(tmp_path):
     data = {
         "model": _model_file(tmp_path),
         "methods": [
-            {"name": "occlusion", "params": {"window": -3, "stride": [1, 2]}},
+            {"name": "occlusion", "params": {"window": -3, "stride": [1]}},
             {"name": "integrated_gradients", "params": {"baseline": "foo"}},
         ],
     }
     problems = _problems(_write(tmp_path, data))
     assert problems == [
         "c.yaml: methods[0].params.window: input should be greater than or equal to 1, got -3",
-        "c.yaml: methods[0].params.stride[2]: too few values: give one per axis (three)",
+        "c.yaml: methods[0].params.stride[1]: too few values: give one per axis (three; two for "
+        "a 2D model)",
+        "c.yaml: methods[0].params.stride[2]: too few values: give one per axis (three; two for "
+        "a 2D model)",
         "c.yaml: methods[1].params.baseline: expected 'zero', 'min', 'mean', a number, or a "
         "mapping with kind: blur, noise or reference, got 'foo'",
     ]

@@ -59,3 +59,26 @@ class MemoryBound(TinyCNN):
         if x.numel() > self.bound:
             raise torch.OutOfMemoryError(f"CUDA out of memory: tried to hold {x.numel()} voxels")
         return super().forward(x)
+
+
+class TinyCNN2D(nn.Module):
+    """A 2D classifier: conv, batch norm, ReLU, max pool, conv, ReLU, global average pool, linear.
+
+    Every layer family the 2D paths must handle (Conv2d, BatchNorm2d, MaxPool2d,
+    AdaptiveAvgPool2d) in a network small enough for exact comparisons.
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 2, width: int = 4) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, width, kernel_size=3, padding=1)
+        self.bn = nn.BatchNorm2d(width)
+        self.relu1 = nn.ReLU()
+        self.pool = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(width, 2 * width, kernel_size=3, padding=1)
+        self.relu2 = nn.ReLU()
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.relu1(self.bn(self.conv1(x))))
+        return self.fc(self.gap(self.relu2(self.conv2(x))).flatten(1))

@@ -86,6 +86,7 @@ def open_case(
     Raises InputError when the preprocessed input does not fit the model.
     """
     volume = read_case(case, config)
+    check_dims(config, case, volume)
     if own_prepare is not None:
         prepared = own_prepare(volume)
     else:
@@ -102,10 +103,31 @@ def open_case(
     return OpenCase(case, prepared, torch.from_numpy(prepared.array)[None], data)
 
 
+def check_dims(config: Config, case: Case, volume: Volume) -> None:
+    """Refuse a 3D volume for a 2D model and a 2D image for a 3D model (model.spatial_dims)."""
+    shape = volume.spatial_shape
+    if config.model.spatial_dims == 2 and shape[2] != 1:
+        raise InputError(
+            f"case {case.case_id}: the image is a 3D volume of {shape[2]} slices {shape} but "
+            "model.spatial_dims is 2 (a 2D model); give 2D images, or a 3D model."
+        )
+    if config.model.spatial_dims == 3 and volume.is_2d:
+        raise InputError(
+            f"case {case.case_id}: the image is 2D {shape[:2]} but the model is 3D; set "
+            "model.spatial_dims: 2 if the model takes 2D images."
+        )
+
+
 def check_input(config: Config, case: Case, prepared: Prepared) -> None:
     """Refuse a preprocessed input whose size or channels the model does not take."""
     section = config.model
     channels, *spatial = prepared.array.shape
+    if section.spatial_dims == 2 and spatial[2] != 1:
+        raise InputError(
+            f"case {case.case_id}: after preprocessing the 2D image is {tuple(spatial)}, not a "
+            "plane (X, Y, 1); give preprocessing.reorient a code whose third axis is the image's "
+            "normal, or remove it."
+        )
     if section.input_size is not None and tuple(spatial) != tuple(section.input_size):
         raise InputError(
             f"case {case.case_id}: after preprocessing the volume is {tuple(spatial)} but "
@@ -184,6 +206,7 @@ def attribute(
         network=scorer.network,
         case=case.data,
         progress=progress,
+        spatial_dims=scorer.spatial_dims,
     )
     with warnings.catch_warnings():
         # Captum warns on every call that it set requires_grad and installed hooks; both are

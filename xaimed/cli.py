@@ -562,7 +562,9 @@ def layers(
                 "model.input_size is unset; give the dummy input size as --size X,Y,Z."
             )
         model = load_model(cfg.model, torch.device("cpu"))
-        dummy = torch.zeros(1, cfg.model.in_channels, *shape)
+        # A 2D network takes its planes without the depth axis of 1.
+        plane = shape[:2] if cfg.model.spatial_dims == 2 else shape
+        dummy = torch.zeros(1, cfg.model.in_channels, *plane)
         seen = trace_layers(model.module, dummy)
         auto = feature_layer(model.module, dummy)
     except XaimedError as exc:

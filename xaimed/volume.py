@@ -7,6 +7,10 @@ other conventions (DICOM and ITK use LPS+) convert once, when they build the Vol
 
 A map computed for a Volume is made with :meth:`Volume.with_array`, which keeps the grid and the
 source, so a map can only be written on the grid it was computed for.
+
+A 2D image (a radiograph, a 2D NIfTI) is a Volume of spatial shape ``(X, Y, 1)`` whose affine's
+third column is the unit normal of the image plane (1 mm) and whose ``meta["spatial_dims"]`` is
+2; readers of 2D sources set it, and maps made with :meth:`Volume.with_array` keep it.
 """
 
 from __future__ import annotations
@@ -53,6 +57,11 @@ class Volume:
         object.__setattr__(self, "affine", affine)
 
     @property
+    def is_2d(self) -> bool:
+        """Whether this is a 2D image: one plane of depth 1 read from a 2D source."""
+        return self.meta.get("spatial_dims") == 2 and self.array.shape[2:3] == (1,)
+
+    @property
     def spatial_shape(self) -> tuple[int, int, int]:
         """Shape of the three spatial axes."""
         return tuple(int(n) for n in self.array.shape[:3])  # type: ignore[return-value]
@@ -75,6 +84,7 @@ class Volume:
     def with_array(self, array: np.ndarray, **meta: Any) -> Volume:
         """A new Volume on the same grid and source, holding ``array``.
 
+        ``meta`` (a 2D source's ``spatial_dims`` included) is carried over, updated with ``meta``.
         Raises ``ValueError`` when the spatial shape differs: a map on another grid must go back
         through the preprocessing inverse first.
         """

@@ -78,7 +78,7 @@ def _fields_at(loc: tuple[Any, ...], root: type[BaseModel]) -> list[str]:
 def _message(err: Any) -> str:
     message = str(err["msg"]).removeprefix("Value error, ")
     if err["type"] == "missing" and isinstance(err["loc"][-1], int):
-        return "too few values: give one per axis (three)"
+        return "too few values: give one per axis (three; two for a 2D model)"
     message = message[:1].lower() + message[1:]
     # Pydantic's parsing details ("unable to parse string as a number") say nothing new.
     message = message.split(", unable to ")[0]

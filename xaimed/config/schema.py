@@ -58,7 +58,14 @@ class ModelSection(Strict):
     allow_pickle: bool = Field(
         False, description="Allow `weights` to be a pickled whole model (runs code from the file)."
     )
-    input_size: Size3 | None = Field(None, description="Spatial size the model expects, if fixed.")
+    # Declared before input_size: its validator reads spatial_dims.
+    spatial_dims: Literal[2, 3] = Field(
+        3,
+        description="2: the network takes 2D images (N, C, X, Y); cases are one plane (X, Y, 1).",
+    )
+    input_size: Size3 | None = Field(
+        None, description="Spatial size the model expects, if fixed (2D models: X, Y)."
+    )
     in_channels: PositiveInt = 1
     classes: list[str] | None = Field(None, description="Class names, in output order.")
     output: Literal["logits", "probabilities"] = "logits"
@@ -76,6 +83,24 @@ class ModelSection(Strict):
     def _import_path(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(r"[\w.]+:[\w.]+", value):
             raise ValueError(f"expected 'package.module:Class', got {value!r}")
+        return value
+
+    @field_validator("input_size", mode="before")
+    @classmethod
+    def _plane_size(cls, value: Any, info: ValidationInfo) -> Any:
+        # A 2D model's size is given as (X, Y); inside xaimed a plane is (X, Y, 1).
+        two_d = info.data.get("spatial_dims") == 2
+        if isinstance(value, list | tuple) and len(value) == 2:
+            if not two_d:
+                raise ValueError(
+                    f"{list(value)} has two numbers; a 3D model needs three, or set "
+                    "model.spatial_dims: 2 for a 2D model"
+                )
+            return (*value, 1)
+        if two_d and isinstance(value, list | tuple) and len(value) == 3 and value[2] != 1:
+            raise ValueError(
+                f"{list(value)} is not a plane; a 2D model (model.spatial_dims: 2) takes X, Y"
+            )
         return value
 
     @field_validator("input_size")
@@ -564,6 +589,20 @@ class RuntimeSection(Strict):
         return None if self.memory_budget is None else parse_bytes(self.memory_budget)
 
 
+def _two_number_sizes(params: Any, prefix: str = "") -> list[str]:
+    """Where method parameters give a box size (window, stride, size) as two numbers (2D)."""
+    found: list[str] = []
+    if isinstance(params, dict):
+        for key, value in params.items():
+            where = f"{prefix}{key}"
+            if key in ("window", "stride", "size") and isinstance(value, list | tuple):
+                if len(value) == 2:
+                    found.append(where)
+            else:
+                found.extend(_two_number_sizes(value, f"{where}."))
+    return found
+
+
 class Config(Strict):
     """A whole xaimed run configuration."""
 
@@ -609,6 +648,17 @@ class Config(Strict):
                     "make them agree"
                 )
         self._check_slicewise()
+        if self.model.spatial_dims == 3:
+            planar = [
+                f"methods[{i}].params.{where}"
+                for i, entry in enumerate(self.methods)
+                for where in _two_number_sizes(entry.settings.model_dump())
+            ]
+            if planar:
+                raise ValueError(
+                    f"{planar[0]} has two numbers, which only a 2D model takes; give three "
+                    "(or one), or set model.spatial_dims: 2"
+                )
         own = "nnunet" if self.model.nnunet else "monai_bundle" if self.model.monai_bundle else None
         if own and (self.tiling is not None or self.preprocessing != PreprocessingSection()):
             raise ValueError(

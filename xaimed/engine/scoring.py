@@ -1,9 +1,11 @@
 """The model as every method sees it: one score per output, passes counted.
 
-``CountingModel(TargetReduction(TiledInference(network)))``: tiling (when configured) lets a
-fully convolutional model run on volumes larger than its patch, the target reduction turns a
-segmentation output into one score per label, and the counter records the cost. Built in one
-place so that ``xaimed explain`` and ``xaimed evaluate`` score a model identically.
+``CountingModel(TargetReduction(TiledInference(PlaneModel(network))))``: the plane adapter (2D
+models only, :mod:`xaimed.engine.planar`) gives a 2D network xaimed's planes of depth 1, tiling
+(when configured) lets a fully convolutional model run on volumes larger than its patch, the
+target reduction turns a segmentation output into one score per label, and the counter records
+the cost. Built in one place so that ``xaimed explain`` and ``xaimed evaluate`` score a model
+identically.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch
 
 from xaimed.config import Config
 from xaimed.engine.counting import CountingModel
+from xaimed.engine.planar import PlaneModel
 from xaimed.engine.targets import TargetReduction
 from xaimed.engine.tiling import TiledInference
 
@@ -30,18 +33,24 @@ class Scorer:
     reduction: TargetReduction
     is_script: bool
     output: str
+    # 2 for a 2D network (``model.spatial_dims``): methods hooking its layers see 4D features.
+    spatial_dims: int = 3
 
 
 def build_scorer(network: torch.nn.Module, config: Config, *, is_script: bool) -> Scorer:
     """Wrap ``network`` as the config says (tiling, target reduction, precision)."""
     inner: torch.nn.Module = network
+    if config.model.spatial_dims == 2:
+        inner = PlaneModel(network)
     if config.tiling is not None:
         inner = TiledInference(
-            network,
+            inner,
             config.tiling.patch_size,
             overlap=config.tiling.overlap,
             blend=config.tiling.blend,
         )
     reduction = TargetReduction(inner, config.target, output=config.model.output)
     counting = CountingModel(reduction, autocast_dtype=PRECISIONS[config.runtime.precision])
-    return Scorer(network, counting, reduction, is_script, config.model.output)
+    return Scorer(
+        network, counting, reduction, is_script, config.model.output, config.model.spatial_dims
+    )

@@ -15,7 +15,7 @@ import numpy as np
 
 from xaimed.errors import InputError
 from xaimed.geometry import Geometry, ras_to_lps
-from xaimed.io.nifti import is_nifti
+from xaimed.io.nifti import is_nifti, plane_affine
 from xaimed.volume import Volume
 
 
@@ -28,7 +28,10 @@ def read_mask(path: Path, source: Volume, case_id: str) -> np.ndarray:
 
 def _nifti_mask(path: Path, source: Volume, case_id: str) -> np.ndarray:
     image = nib.load(str(path))
-    if not Geometry.of(image.shape, image.affine).same_grid(source.geometry):
+    shape, affine = image.shape, image.affine
+    if len(shape) == 2:  # a 2D mask: xaimed's plane of depth 1, as the 2D image was read
+        shape, affine = (*shape, 1), plane_affine(affine)
+    if not Geometry.of(shape, affine).same_grid(source.geometry):
         raise InputError(
             f"case {case_id}: mask {path} is not on the image's grid (shape {image.shape[:3]} vs "
             f"{source.spatial_shape}, or another affine); resample it onto the image."

@@ -242,6 +242,8 @@ def _read_map(row: ManifestRow, config: Config, model_sha256: str) -> StoredMap:
     try:
         sidecar = json.loads(Path(row["sidecar"]).read_text(encoding="utf-8"))
         data = read_image_arrays(Path(row["nifti"]))[0]
+        if data.ndim == 2:  # a 2D image's map: a plane of depth 1, as xaimed holds 2D images
+            data = data[..., None]
     except (OSError, ValueError) as exc:
         raise InputError(
             f"case {row['case_id']}: cannot read the map {row['nifti']} or its sidecar ({exc}); "

@@ -2,9 +2,9 @@
 
 Rank correlation is Spearman's on the flattened maps; ``absolute`` compares magnitudes (as in
 Adebayo et al. 2018, where a sign flip is not a different explanation), otherwise raw values.
-SSIM is scikit-image's structural similarity on the 3D volumes, each scaled by its own largest
-magnitude first (so that maps of different scale compare by shape), with a window of 7 voxels
-or the smallest odd size that fits.
+SSIM is scikit-image's structural similarity on the 3D volumes (in the plane for a 2D image's
+map), each scaled by its own largest magnitude first (so that maps of different scale compare by
+shape), with a window of 7 voxels or the smallest odd size that fits.
 """
 
 from __future__ import annotations
@@ -66,6 +66,8 @@ def ssim(a: np.ndarray, b: np.ndarray, *, absolute: bool = True) -> float:
     x, y = _prepared(a, absolute), _prepared(b, absolute)
     if x.shape != y.shape:
         raise ValueError(f"maps of different shapes {x.shape} and {y.shape}")
+    if x.ndim == 3 and x.shape[2] == 1:  # a 2D image's map (a plane of depth 1): 2D SSIM
+        x, y = x[..., 0], y[..., 0]
     x = x / (np.abs(x).max() or 1.0)
     y = y / (np.abs(y).max() or 1.0)
     smallest = min(x.shape)

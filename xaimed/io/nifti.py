@@ -55,12 +55,30 @@ def read_nifti(path: Path, *, memory_budget: int | None = None) -> Volume:
             f"({type(exc).__name__}: {_one_line(exc)}); re-export it."
         ) from None
     header = img.header.copy()
+    affine, meta = img.affine, {}
+    if data.ndim == 2:  # a 2D image: one plane of depth 1, xaimed's convention for 2D
+        data, affine, meta = data[..., None], plane_affine(img.affine), {"spatial_dims": 2}
     try:
-        return Volume(array=data, affine=img.affine, source=Source(path, "nifti", header))
+        return Volume(array=data, affine=affine, source=Source(path, "nifti", header), meta=meta)
     except ValueError as exc:
         raise InputError(
             f"{path}: unusable geometry ({_one_line(exc)}); fix the header's qform/sform."
         ) from None
+
+
+def plane_affine(affine: np.ndarray) -> np.ndarray:
+    """The affine of a 2D image with its third column the unit normal of the image plane.
+
+    A 2D NIfTI's third column comes from pixdim[3], which 2D writers leave at any value (0
+    included); the plane's own normal (the right-handed cross product of its two axes, 1 mm
+    long) makes every 2D image's affine invertible and alike.
+    """
+    out = np.array(affine, dtype=np.float64)
+    normal = np.cross(out[:3, 0], out[:3, 1])
+    length = float(np.linalg.norm(normal))
+    if length > 0:
+        out[:3, 2] = normal / length
+    return out
 
 
 def _one_line(exc: Exception) -> str:

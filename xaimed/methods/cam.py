@@ -37,12 +37,18 @@ def upsampling(spatial_axes: int) -> str:
     return f"{_MODES[spatial_axes]}, voxel centres aligned (align_corners=False)"
 
 
+def map_axes(ctx: MethodContext) -> int:
+    """Spatial axes of the network's feature maps: a 2D network (``model.spatial_dims: 2``)
+    given planes (N, C, X, Y, 1) has two, else as many as the input has."""
+    return ctx.inputs.dim() - 2 - (1 if ctx.spatial_dims == 2 else 0)
+
+
 def layer_name(ctx: MethodContext, layer: str) -> str:
     """The module name for ``layer``: checked to exist, or the ``auto`` feature layer."""
     from xaimed.methods.layers import feature_layer, find_layer
 
     if layer == "auto":
-        return feature_layer(ctx.user_network, ctx.inputs)
+        return feature_layer(ctx.user_network, ctx.network_inputs)
     find_layer(ctx.user_network, layer)
     return layer
 
@@ -85,9 +91,10 @@ def capture_layers(ctx: MethodContext, names: list[str], *, backward: bool) -> l
         # A module reused in one pass (a ReLU called twice in a residual block) is taken at its
         # last call: for `auto`, that is the call whose output enters the global pooling.
         activations = outputs[name][-1]
-        if activations.dim() != x.dim():
+        if activations.dim() != 2 + map_axes(ctx):
             raise MethodError(
-                f"layer {name!r} outputs shape {tuple(activations.shape)}, not a {x.dim() - 2}D "
+                f"layer {name!r} outputs shape {tuple(activations.shape)}, not a "
+                f"{map_axes(ctx)}D "
                 "feature map; choose a convolutional layer (`xaimed layers CONFIG`)."
             )
         results.append(
@@ -103,13 +110,16 @@ def capture_layers(ctx: MethodContext, names: list[str], *, backward: bool) -> l
 
 
 def to_input_grid(cam: torch.Tensor, ctx: MethodContext) -> torch.Tensor:
-    """(N, d, h, w) at layer resolution -> (N, 1, I, J, K) on the model's input grid."""
+    """(N, d, h, w) at layer resolution -> (N, 1, I, J, K) on the model's input grid.
+
+    A 2D network's map (N, h, w) is upsampled bilinearly in the plane, then given the plane's
+    depth axis of 1.
+    """
     import torch.nn.functional as F
 
-    size = tuple(ctx.inputs.shape[2:])
-    return F.interpolate(
-        cam[:, None].float(), size=size, mode=_MODES[len(size)], align_corners=False
-    )
+    size = tuple(ctx.inputs.shape[2 : 2 + map_axes(ctx)])
+    up = F.interpolate(cam[:, None].float(), size=size, mode=_MODES[len(size)], align_corners=False)
+    return up[..., None] if ctx.spatial_dims == 2 else up
 
 
 def cam_output(cam: torch.Tensor, ctx: MethodContext, layer: str, **details: Any) -> MethodOutput:

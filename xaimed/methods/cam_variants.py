@@ -25,6 +25,7 @@ from xaimed.methods.cam import (
     capture,
     capture_layers,
     layer_name,
+    map_axes,
     spatial_dims,
     to_input_grid,
     upsampling,
@@ -79,7 +80,7 @@ def layer_cam(ctx: MethodContext, params: LayerCamParams) -> MethodOutput:
     details = {
         "layers": names,
         "native_shapes": shapes,
-        "upsampling": upsampling(ctx.inputs.dim() - 2),
+        "upsampling": upsampling(map_axes(ctx)),
         "relu": True,
     }
     if len(maps) == 1:

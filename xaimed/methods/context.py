@@ -34,6 +34,14 @@ class MethodContext:
     case: CaseFiles | None = None
     # Called with a progress line (done / total, ETA) by long-running runners.
     progress: Callable[[str], None] | None = None
+    # 2: ``network`` is a 2D model, given ``inputs`` without their depth axis of 1 (``model``
+    # takes ``inputs`` as they are); its feature maps are (N, C, h, w).
+    spatial_dims: int = 3
+
+    @property
+    def network_inputs(self) -> torch.Tensor:
+        """``inputs`` as ``network`` itself takes them (a 2D model: without the depth axis)."""
+        return self.inputs[..., 0] if self.spatial_dims == 2 else self.inputs
 
     @property
     def user_network(self) -> torch.nn.Module:

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 Size = (
     Annotated[int, Field(ge=1)]
     | tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]]
+    # Two numbers: a 2D model's box (X, Y); the config refuses them for 3D models at load.
+    | tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]]
 )
 
 
@@ -58,11 +60,13 @@ GroupingSpec = Annotated[
 
 
 def per_axis(value: int | tuple[int, ...], name: str) -> tuple[int, int, int]:
-    """One number for every axis, or one per axis."""
+    """One number for every axis, or one per axis (two for a 2D model's plane: depth 1)."""
     if isinstance(value, int):
         return (value, value, value)
+    if len(value) == 2:
+        return (int(value[0]), int(value[1]), 1)
     if len(value) != 3:
-        raise MethodError(f"{name} needs one number or three, got {list(value)}.")
+        raise MethodError(f"{name} needs one number, two (2D) or three, got {list(value)}.")
     return (int(value[0]), int(value[1]), int(value[2]))
 
 

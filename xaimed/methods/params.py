@@ -172,7 +172,7 @@ class LrpParams(Params):
 class OcclusionParams(Params):
     """A box slid over the volume; each position is replaced by the fill."""
 
-    window: Size = Field(8, description="Box size in voxels: one number or one per axis.")
+    window: Size = Field(8, description="Box size in voxels: one number or one per axis (two: 2D).")
     stride: Size = Field(4, description="Step between boxes in voxels: one number or per axis.")
     baseline: FillSpec = Field(default_factory=BlurFill, description=FILL_DEFAULT)
     engine: Engine = Field("plain", description=ENGINE_DESCRIPTION)

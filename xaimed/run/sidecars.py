@@ -77,6 +77,8 @@ def method_sidecar(
             "shape": list(prepared.source.array.shape),
             "affine_ras": prepared.source.affine.round(6).tolist(),
             "axcodes": prepared.source.axcodes,
+            # 2: a 2D image, held as a plane of depth 1 (its map file is 2D).
+            "spatial_dims": 2 if prepared.source.is_2d else 3,
         },
         "method": {
             "id": entry.output_id,

@@ -1,11 +1,11 @@
-"""The tiny 3D CNN that the sample study's checkpoint was trained with."""
+"""The tiny CNNs the sample checkpoints were trained with: 3D (head phantoms), 2D (radiographs)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-__all__ = ["MultiSequenceCNN", "SampleCNN"]
+__all__ = ["MultiSequenceCNN", "SampleCNN", "SampleCNN2D"]
 
 
 def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -81,3 +81,42 @@ class MultiSequenceCNN(nn.Module):
         """Logits of shape (N, num_classes) for volumes of shape (N, C, D, H, W)."""
         x = self.relu2(self.conv2(self.relu1(self.conv1(x))))
         return self.fc(torch.flatten(self.gmp(x), 1))
+
+
+def _conv_block_2d(in_channels: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(),
+    )
+
+
+class SampleCNN2D(nn.Module):
+    """:class:`SampleCNN`'s layout in 2D, for the sample radiographs: (N, C, X, Y) -> logits.
+
+    Three conv blocks (Conv2d, BatchNorm2d, ReLU), max pooling after the first two, global
+    average pooling and one linear head, so CAM, Grad-CAM (``block3``), LRP and the incremental
+    occlusion engine all apply to it.
+
+    Args:
+        in_channels: input channels (1 for a radiograph).
+        num_classes: number of output logits.
+        width: channels of ``block1``; ``block2`` and ``block3`` have twice and four times that.
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 2, width: int = 8) -> None:
+        super().__init__()
+        self.block1 = _conv_block_2d(in_channels, width)
+        self.pool1 = nn.MaxPool2d(2)
+        self.block2 = _conv_block_2d(width, 2 * width)
+        self.pool2 = nn.MaxPool2d(2)
+        self.block3 = _conv_block_2d(2 * width, 4 * width)
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4 * width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of shape (N, num_classes) for a batch of images of shape (N, C, X, Y)."""
+        x = self.pool1(self.block1(x))
+        x = self.pool2(self.block2(x))
+        x = self.gap(self.block3(x))
+        return self.fc(torch.flatten(x, 1))

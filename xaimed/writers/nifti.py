@@ -71,6 +71,8 @@ def write_label_map(volume: Volume, path: Path, *, labels: dict[int, str]) -> Pa
 def write_nifti_map(volume: Volume, path: Path, *, method: str) -> Path:
     """Write ``volume`` (a map made by ``source.with_array``) as float32 NIfTI at ``path``.
 
+    A map of a 2D image (``volume.is_2d``) is written as a 2D NIfTI, shape (X, Y).
+
     When the source is NIfTI its header is copied and qform and sform are set from it *with their
     codes*: ``Nifti1Image(data, affine)`` alone resets the codes, and viewers disagree on which of
     the two transforms they read. Other sources get both transforms from the Volume's affine with
@@ -79,6 +81,9 @@ def write_nifti_map(volume: Volume, path: Path, *, method: str) -> Path:
     data = np.asarray(volume.array, dtype=np.float32)
     if data.ndim != 3:
         raise ValueError(f"a map must be 3D, got shape {data.shape}")
+    if volume.is_2d:
+        # A map of a 2D image is a 2D image, (X, Y), like its source: viewers then show a plane.
+        data = data[..., 0]
     img = _image_like_source(volume, data)
     hdr = img.header
     lo, hi = _display_range(data)

@@ -8,7 +8,8 @@ visible; the planes through the strongest (lightly smoothed) attribution inside 
 numbers are voxel indices of the source file (i, j, k as stored), whatever its orientation, so
 they can be typed into a viewer. A signed map uses a diverging colour map centred at zero, a
 non-negative one a sequential map. Voxels below 10 % of the largest magnitude stay transparent
-so the anatomy shows through.
+so the anatomy shows through. A 2D image (a radiograph) is one plane, shown in one panel the
+same way (a coronal radiograph: the patient's right on the viewer's left, head up).
 """
 
 from __future__ import annotations
@@ -73,7 +74,16 @@ def write_overlay_png(base: Volume, heatmap: Volume, path: Path, *, title: str) 
         ("coronal", image[:, j, :], shown[:, j, :], sz / sx, ("R", "L"), where(1, j)),
         ("sagittal", image[i, :, :], shown[i, :, :], sz / sy, ("P", "A"), where(0, i)),
     ]
-    fig, axes = plt.subplots(1, 3, figsize=(11, 4.6), layout="constrained")
+    if base.is_2d:
+        # One plane: the RAS axis of depth 1 (the plane's normal) says which view it is.
+        flat = [n for n, size in enumerate(image.shape) if size == 1]
+        planes = [planes[2 - (flat[-1] if flat else 2)]]
+        planes = [(*planes[0][:5], "2D image")]
+    fig, axes = plt.subplots(
+        1, len(planes), figsize=(11, 4.6) if len(planes) == 3 else (8, 7.4),
+        layout="constrained", squeeze=False,
+    )  # fmt: skip
+    axes = axes[0]
     mappable = None
     for ax, (name, img, ov, aspect, sides, plane) in zip(axes, planes, strict=True):
         ax.imshow(img.T, cmap="gray", vmin=lo, vmax=hi, origin="lower", aspect=aspect)
@@ -89,7 +99,7 @@ def write_overlay_png(base: Volume, heatmap: Volume, path: Path, *, title: str) 
         )
         if name != "sagittal":
             ax.invert_xaxis()  # radiological: patient's right on the viewer's left
-        ax.set_title(f"{name} (source {plane})", fontsize=9)
+        ax.set_title(f"{name} ({plane})" if base.is_2d else f"{name} (source {plane})", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
         ax.text(0.01, 0.5, sides[0], transform=ax.transAxes, color="yellow", va="center")
@@ -98,11 +108,13 @@ def write_overlay_png(base: Volume, heatmap: Volume, path: Path, *, title: str) 
     bar.set_label("attribution (signed)" if signed else "attribution")
     fig.suptitle(title, fontsize=10)
     # Below the colour bar, where constrained layout leaves room for it.
-    fig.supxlabel(
-        f"planes through the strongest attribution in the body; i, j, k: voxel indices of the "
-        f"source file (stored {base.axcodes}); grey window {lo:.4g} to {hi:.4g}",
-        fontsize=7, color="dimgray",
-    )  # fmt: skip
+    where_text = (
+        f"the whole 2D image (stored {base.axcodes[:2]})"
+        if base.is_2d
+        else "planes through the strongest attribution in the body; i, j, k: voxel indices of "
+        f"the source file (stored {base.axcodes})"
+    )
+    fig.supxlabel(f"{where_text}; grey window {lo:.4g} to {hi:.4g}", fontsize=7, color="dimgray")
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100)
     plt.close(fig)

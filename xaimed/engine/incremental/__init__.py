@@ -31,11 +31,14 @@ def network_of(
     the target reduction that turns its maps into scores (None for class scores).
 
     Only the wrappers xaimed itself puts around a network are looked through: pass counting
-    (its precision is kept) and a target reduction (class scores pass through; segmentation
-    maps are reduced over their regions from the changed box). Tiling raises NotIncremental
-    (the patch-incremental engine handles it), as does a TorchScript model.
+    (its precision is kept), a target reduction (class scores pass through; segmentation
+    maps are reduced over their regions from the changed box) and the plane adapter of 2D
+    models (the network is lifted to its 3D equal of depth 1, :mod:`.lift`). Tiling raises
+    NotIncremental (the patch-incremental engine handles it), as does a TorchScript model.
     """
     from xaimed.engine.counting import CountingModel
+    from xaimed.engine.incremental.lift import lift_to_3d
+    from xaimed.engine.planar import PlaneModel
     from xaimed.engine.targets import TargetReduction
     from xaimed.engine.tiling import TiledInference
     from xaimed.models.slicewise import SliceWise
@@ -54,6 +57,12 @@ def network_of(
         raise NotIncremental("the model is slice-wise (the slice-incremental engine handles it)")
     if ctx.is_script or isinstance(model, torch.jit.ScriptModule):
         raise NotIncremental("a TorchScript model has no traceable Python forward")
+    if isinstance(model, PlaneModel):
+        if isinstance(model.network, torch.jit.ScriptModule):
+            raise NotIncremental("a TorchScript model has no traceable Python forward")
+        if ctx.network is not None and model.network is not ctx.network:
+            raise NotIncremental("the scored model wraps the network in an unknown way")
+        return lift_to_3d(model.network, ctx.inputs.detach()), autocast, reducer
     if ctx.network is not None and model is not ctx.network:
         raise NotIncremental("the scored model wraps the network in an unknown way")
     return model, autocast, reducer
