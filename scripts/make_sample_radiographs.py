@@ -2,7 +2,9 @@
 
 * ``sample_data/radiographs/``: four PA radiograph phantoms (two with a lung nodule, two
   without) as 2D int16 NIfTI (96 x 96 pixels of 3.75 mm), uint8 nodule masks and
-  ``cases.csv`` (a case list for ``xaimed explain`` and ``xaimed evaluate``);
+  ``cases.csv`` (a case list for ``xaimed explain`` and ``xaimed evaluate``); the same films
+  ``cxr01`` and ``cxr02`` also as DICOM studies in ``dicom/`` (a CR stored MONOCHROME1 and a DX
+  stored MONOCHROME2, values that read back unchanged), as a radiography department exports them;
 * ``xaimed/sample/radiograph_cnn_state.pt`` (state dict of ``SampleCNN2D``, width 8) and
   ``radiograph_cnn.json`` (how to rebuild it, what it expects, its validation accuracy).
 
@@ -12,7 +14,8 @@ model). Everything is seeded; the sample cases' seeds (90100s) are disjoint from
 The script exits non-zero when a sample case is misclassified or when the gradient map does not
 favour the nodule, so a checkpoint that would make the sample misleading is never written.
 
-Run: ``python scripts/make_sample_radiographs.py``.
+Run: ``python scripts/make_sample_radiographs.py`` (``--data-only``: write the films and the
+DICOM studies, keep the trained model).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from torch import nn  # noqa: E402
 
 from xaimed.sample.network import SampleCNN2D  # noqa: E402
 from xaimed.sample.radiograph import radiograph_nifti, radiograph_phantom  # noqa: E402
+from xaimed.sample.radiograph_dicom import write_radiograph  # noqa: E402
 
 SEED = 20_261_202
 SHAPE = (96, 96)
@@ -166,6 +170,32 @@ def write_cases(out_dir: Path) -> None:
         writer.writerows(rows)
 
 
+# The films also written as DICOM: case id, kind (CR is stored MONOCHROME1, DX MONOCHROME2).
+DICOM_CASES = (("cxr01", "CR"), ("cxr02", "DX"))
+
+
+def write_dicom_cases(out_dir: Path) -> None:
+    """``cxr01`` as a CR and ``cxr02`` as a DX study, one folder each under ``out_dir``.
+
+    Values read back unchanged under ``dicom.voi_lut: apply`` (identity rescale and the LINEAR
+    window that maps 0..4095 onto itself), so the radiograph model sees the same pixels as from
+    the NIfTI films: the same map, on the same grid up to the origin.
+    """
+    seeds = {case_id: (seed, lesion) for case_id, seed, lesion in CASES}
+    for case_id, kind in DICOM_CASES:
+        seed, lesion = seeds[case_id]
+        image, _, spacing = radiograph_phantom(
+            seed, shape=SHAPE, pixel_spacing=SPACING_MM, lesion=lesion
+        )
+        folder = out_dir / case_id
+        folder.mkdir(parents=True, exist_ok=True)
+        write_radiograph(
+            np.rint(image).T, folder / f"{kind}000001.dcm", kind=kind,  # type: ignore[arg-type]
+            uid_seed=f"xaimed-sample-{case_id}", patient_id=f"SAMPLE-{case_id.upper()}",
+            pixel_spacing=spacing, window=(2048.0, 4096.0), scale=False,
+        )  # fmt: skip
+
+
 def check(model: SampleCNN2D) -> bool:
     """Every sample case classified right; saliency stronger per pixel inside each nodule."""
     ok = True
@@ -195,6 +225,9 @@ def main() -> None:
     torch.set_num_threads(2)  # CPU reductions split per thread: a fixed count repeats the weights
     torch.use_deterministic_algorithms(True)
     write_cases(REPO_ROOT / "sample_data" / "radiographs")
+    write_dicom_cases(REPO_ROOT / "sample_data" / "radiographs" / "dicom")
+    if "--data-only" in sys.argv[1:]:
+        return
     model, accuracy = train()
     print(f"validation accuracy {accuracy:.3f} on {len(VAL_SEEDS)} unpaired films")
     if not check(model) or accuracy < MIN_ACCURACY:

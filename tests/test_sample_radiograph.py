@@ -4,6 +4,8 @@ nodule, and the maps are 2D NIfTI on each film's geometry."""
 from __future__ import annotations
 
 import csv
+import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -76,3 +78,35 @@ def test_maps_concentrate_on_the_nodule(radiograph_run, method):
         ratio = np.abs(attribution[mask]).mean() / np.abs(attribution[~mask]).mean()
         assert ratio >= NODULE_RATIO[method], f"{row['case_id']} {method}: ratio {ratio:.2f}"
         assert attribution[mask].mean() > 0  # the nodule is evidence for the nodule class
+
+
+def test_the_dicom_radiographs_give_the_nifti_films_maps_and_valid_dicom_outputs(
+    radiograph_run, tmp_path
+):
+    """The CR (stored MONOCHROME1) and DX copies of two films explain exactly like the NIfTI
+    films: same pixels for the model, so the same maps on the same grid up to the origin; their
+    Parametric Maps and Secondary Captures are written in the source studies and are valid."""
+    from dicom_helpers import dciodvfy_errors
+
+    config = xaimed.load_config(ROOT / "configs" / "radiograph.yaml")
+    config = updated(config, {"runtime": {"device": "cpu"}, "outputs": {"png": False}})
+    result = xaimed.explain(
+        SAMPLE / "dicom", config, tmp_path, methods=["saliency"], reporter=LogReporter()
+    )
+    assert len(result.rows) == 2 and all(r["status"] == "ok" for r in result.rows)
+    nifti_maps = {
+        r["case_id"]: nib.load(r["nifti"]) for r in radiograph_run.rows if r["method"] == "saliency"
+    }
+    for row in result.rows:
+        sidecar = json.loads(Path(row["sidecar"]).read_text())
+        film = "cxr01" if sidecar["source"]["dicom"]["modality"] == "CR" else "cxr02"
+        mine, theirs = nib.load(row["nifti"]), nifti_maps[film]
+        assert mine.shape == theirs.shape == (96, 96)
+        np.testing.assert_allclose(mine.get_fdata(), theirs.get_fdata(), rtol=1e-5, atol=1e-7)
+        # Same directions and spacing; the DICOM film's first pixel sits at the origin instead.
+        np.testing.assert_allclose(mine.affine[:3, :3], theirs.affine[:3, :3], atol=1e-6)
+        assert row["predicted_class"] == _cases()[film]["label"]
+        for column in ("dicom_pm", "dicom_sc"):
+            written = sorted(Path(row[column]).glob("*.dcm")) if Path(row[column]).is_dir() else [
+                Path(row[column])]  # fmt: skip
+            assert written and [e for p in written for e in dciodvfy_errors(p)] == []
