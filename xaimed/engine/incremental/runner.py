@@ -59,6 +59,15 @@ MAX_WINDOWS = 512
 State = Patch | Whole | Const
 
 
+@dataclass(frozen=True)
+class WeightedRegions:
+    """A score that is a weighted sum of the network's output: ``regions`` (L, *dims) holds
+    each output voxel's weight per label (a tiled pass's blending weight over the summed
+    weights, times the label's region)."""
+
+    regions: torch.Tensor
+
+
 def _triple(shape: Any) -> bx.Triple:
     return tuple(int(n) for n in shape[-3:])  # type: ignore[return-value]
 
@@ -84,7 +93,10 @@ class IncrementalScorer:
     count: PassCount | None = None
     # A segmentation network: its maps are reduced to scores over each label's region, from
     # the changed box of the output alone (the rest of the region keeps its cached sum).
-    reducer: TargetReduction | None = None
+    reducer: TargetReduction | WeightedRegions | None = None
+    # With a reducer: return each window's change of the target's sum (float64) instead of
+    # the finished score; a tiled pass adds those changes up over the patches a window touches.
+    deltas: bool = False
     backoffs: int = 0
     windows: int = 0
     batches: int = 0
@@ -209,6 +221,8 @@ class IncrementalScorer:
             self.count.add(
                 samples=len(lo), calls=1, equivalent=(self._work - work) / max(1, self._full_work)
             )
+        if self.deltas:
+            return result[:, self.target]
         return widen(result.reshape(result.shape[0], -1)[:, self.target])
 
     # ------------------------------------------------------------ states
@@ -225,11 +239,15 @@ class IncrementalScorer:
         """The network's output as scores: rows as they are, or region-reduced maps."""
         if self.reducer is None:
             return self._as_whole(node, env)
+        state = self._state(node, env)
+        if self.deltas:
+            return self._delta(node, state)
+        if not isinstance(self.reducer, TargetReduction):
+            raise NotIncremental("weighted regions give score changes only")
         cached = self.graph.cache[node]
         dims = _triple(cached.shape)
         if node not in self._sums:
             self._sums[node] = self.reducer.box_sums(cached.double(), None)  # (1, L)
-        state = self._state(node, env)
         if isinstance(state, Patch):
             # Only the box changed: swap its old sum for its new one, per window.
             regions = self.reducer.regions
@@ -242,6 +260,26 @@ class IncrementalScorer:
         else:
             sums = self.reducer.box_sums(state.value.double(), None)
         return self.reducer.finish(sums, dims)
+
+    def _delta(self, node: fx.Node, state: State) -> torch.Tensor:
+        """(B, L) float64: how much each window changes the region sums, from the changed box
+        alone; the difference is taken voxel by voxel before it is summed, so that it does not
+        drown in the rounding of two large sums."""
+        reducer = self.reducer
+        if reducer is None or reducer.regions is None:
+            raise NotIncremental("score changes need a region reduction")
+        cached = self.graph.cache[node]
+        if isinstance(state, Patch):
+            lo, size = state.lo, state.size
+            new = state.values
+        elif isinstance(state, Whole):
+            lo, size = torch.zeros(len(state.value), 3, dtype=torch.long), _triple(cached.shape)
+            new = state.value
+        else:
+            return torch.zeros(1, cached.shape[1], dtype=torch.float64)
+        weights = gather(reducer.regions[None].to(cached.dtype), lo, size)
+        change = (new.to(cached.dtype) - gather(cached, lo, size)) * weights
+        return change.flatten(2).sum(-1, dtype=torch.float64)
 
     def _as_whole(self, node: fx.Node, env: dict[fx.Node, State]) -> Any:
         state = self._state(node, env)

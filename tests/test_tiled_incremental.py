@@ -1,0 +1,107 @@
+"""The incremental engine inside the patches of a tiled segmentation: the maps of whole tiled
+passes, with changed boxes followed through each patch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_method
+from test_incremental_segmentation import SkipUNet, _instance_unet, _monai_unet, _smooth
+from torch import nn
+
+from xaimed.config import TargetSection
+from xaimed.engine.targets import TargetReduction
+from xaimed.engine.tiling import TiledInference
+
+VOLUME = (20, 20, 20)
+PATCH = (12, 12, 12)  # overlap 0.25: two patches per axis, eight in all
+WINDOW = {"window": 5, "stride": 5}  # 64 windows, most across patch borders
+
+
+class _Case:
+    case_id = "c"
+    mask = None
+
+
+def _trained(net: nn.Module, x: torch.Tensor) -> nn.Module:
+    """Batch-norm statistics from a few passes in training mode; eval mode after."""
+    net.train()
+    with torch.no_grad():
+        for k in range(3):
+            net(x[..., :12, :12, :12] + 0.1 * k)
+    return net.eval()
+
+
+def _scored(
+    net: nn.Module, x: torch.Tensor, *, score: str = "logits", reduction="sum", hide: bool = False
+) -> nn.Module:
+    """The tiled, region-reduced model; ``hide`` wraps it so that no engine recognises it
+    (whole tiled passes: the reference)."""
+    tiled = TiledInference(net, PATCH, overlap=0.25)
+    spec = TargetSection.model_validate(
+        {"region": "predicted", "reduction": reduction, "score": score}
+    )
+    reducer = TargetReduction(tiled, spec, output="logits")
+    with torch.no_grad():
+        reducer.fix_regions(tiled(x), x, _Case())  # type: ignore[arg-type]
+    return nn.Sequential(reducer) if hide else reducer
+
+
+@pytest.mark.parametrize(
+    ("build", "reduction"),
+    [(SkipUNet, "sum"), (_monai_unet, "mean")],
+    ids=["skip_unet", "monai_unet_batch_norm"],
+)
+def test_tiled_incremental_occlusion_equals_whole_tiled_passes(build, reduction):
+    torch.manual_seed(0)
+    x = _smooth(VOLUME)
+    net = _trained(build(), x)
+    plain, _, plain_count = run_method(
+        "occlusion", _scored(net, x, reduction=reduction, hide=True), x, **WINDOW
+    )
+    ours, details, count = run_method(
+        "occlusion", _scored(net, x, reduction=reduction), x, engine="incremental", **WINDOW
+    )
+    assert details["engine"] == "incremental"
+    scale = float(plain.abs().max())
+    assert scale > 0
+    assert float((ours - plain).abs().max()) <= 1e-4 * scale
+    tiled = details["tiled"]
+    assert tiled["patches_per_pass"] == 8
+    # One recorded pass of every patch; each window goes into every patch it touches.
+    assert tiled["patches_recorded"] == 8
+    assert 64 < tiled["window_patches"] <= 64 * 8
+    assert details["whole_maps_from"] == []
+    # Less work than whole tiled passes, although windows spread far in 12^3 patches.
+    assert count.full_pass_equivalent < plain_count.full_pass_equivalent / 2
+    assert count.full_pass_equivalent == pytest.approx(details["full_pass_equivalent"], abs=1e-2)
+
+
+def test_probabilities_fall_back_to_whole_patches():
+    x = _smooth(VOLUME)
+    net = _trained(SkipUNet(), x)
+    _, details, _ = run_method(
+        "occlusion", _scored(net, x, score="probabilities"), x, engine="auto", **WINDOW
+    )
+    assert details["engine"] == "patch_incremental"
+    assert "does not split over patches" in details["fallback"]
+
+
+def test_instance_norm_in_patches_exact_and_frozen():
+    net, x = _instance_unet(), _smooth(VOLUME)
+    plain, _, _ = run_method("occlusion", _scored(net, x, hide=True), x, **WINDOW)
+    exact, details, _ = run_method("occlusion", _scored(net, x), x, engine="incremental", **WINDOW)
+    scale = float(plain.abs().max())
+    assert float((exact - plain).abs().max()) <= 1e-4 * scale
+    assert "per-sample statistics" in details["whole_maps_from"][0]["reason"]
+    frozen, fdetails, _ = run_method(
+        "occlusion", _scored(net, x), x, engine="incremental",
+        approximate={"freeze_norm_statistics": True}, **WINDOW,
+    )  # fmt: skip
+    assert fdetails["approximate"]["freeze_norm_statistics"] is True
+    assert len(fdetails["frozen_norm_statistics"]) >= 4
+    assert fdetails["whole_maps_from"] == []
+    assert float((frozen - plain).abs().max()) > 1e-4 * scale
+    corr = np.corrcoef(frozen.flatten().numpy(), plain.flatten().numpy())[0, 1]
+    assert corr > 0.9
