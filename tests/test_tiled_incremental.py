@@ -105,3 +105,34 @@ def test_instance_norm_in_patches_exact_and_frozen():
     assert float((frozen - plain).abs().max()) > 1e-4 * scale
     corr = np.corrcoef(frozen.flatten().numpy(), plain.flatten().numpy())[0, 1]
     assert corr > 0.9
+
+
+class TransposedUNet(nn.Module):
+    """Strided convolutions down, transposed convolutions up (MONAI's kernel 3 with output
+    padding, and kernel 2), a skip connection by addition."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down1 = nn.Conv3d(1, 4, 3, stride=2, padding=1)
+        self.down2 = nn.Conv3d(4, 8, 3, stride=2, padding=1)
+        self.up2 = nn.ConvTranspose3d(8, 4, 3, stride=2, padding=1, output_padding=1)
+        self.up1 = nn.ConvTranspose3d(4, 2, 2, stride=2, groups=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = torch.relu(self.down1(x))
+        return self.up1(torch.relu(self.up2(torch.relu(self.down2(skip)))) + skip)
+
+
+def test_transposed_convolutions_follow_the_changed_box():
+    from test_incremental_segmentation import _scored as _untiled
+
+    torch.manual_seed(0)
+    net, x = TransposedUNet().eval(), _smooth((24, 24, 24))
+    plain, _, _ = run_method("occlusion", _untiled(net, x, "logits"), x, window=4, stride=4)
+    ours, details, count = run_method(
+        "occlusion", _untiled(net, x, "logits"), x, engine="incremental", window=4, stride=4
+    )
+    assert float((ours - plain).abs().max()) <= 1e-4 * float(plain.abs().max())
+    # No op computed on whole maps: the transposed convolutions have their rule.
+    assert details["whole_maps_from"] == []
+    assert count.full_pass_equivalent < details["windows"] / 4

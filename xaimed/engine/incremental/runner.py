@@ -31,6 +31,7 @@ from xaimed.engine.incremental.graph import (
     NotIncremental,
     ShapeRule,
     SlidingRule,
+    TransposedRule,
     UpsampleRule,
     call,
     record,
@@ -118,6 +119,11 @@ class IncrementalScorer:
             if isinstance(rule, SlidingRule):
                 source = self.graph.cache[node.all_input_nodes[0]]
                 self._costs[node] = math.prod(rule.op.kernel) * int(source.shape[1])
+            elif isinstance(rule, TransposedRule):
+                # Each output voxel receives about kernel / stride products per input channel.
+                source = self.graph.cache[node.all_input_nodes[0]]
+                per = math.prod(rule.op.kernel) * int(source.shape[1]) // math.prod(rule.op.stride)
+                self._costs[node] = max(1, per)
         self._full_work = sum(
             self.graph.cache[n].numel() * per_voxel for n, per_voxel in self._costs.items()
         )
@@ -323,6 +329,8 @@ class IncrementalScorer:
             return self._sliding(node, rule, inputs[0], patches[inputs[0]], threshold)
         if isinstance(rule, GlobalMeanRule):
             return self._global_mean(node, inputs[0], patches[inputs[0]])
+        if isinstance(rule, TransposedRule):
+            return self._transposed(node, rule, inputs[0], patches[inputs[0]], threshold)
         if isinstance(rule, UpsampleRule):
             return self._upsample(node, rule, inputs[0], patches[inputs[0]], threshold)
         if isinstance(rule, FrozenNormRule):
@@ -370,6 +378,40 @@ class IncrementalScorer:
             rule.pad_value,
         )
         out = rule.run(values)
+        self._work += out.numel() * self._costs.get(node, 0)
+        return self._finish(out, start, dims)
+
+    def _transposed(
+        self, node: fx.Node, rule: TransposedRule, source: fx.Node, patch: Patch, threshold: float
+    ) -> State:
+        """Transposed convolution over the output box the changed inputs write to, from every
+        input that writes into that box (inputs past the map's border read as zeros, which
+        write nothing)."""
+        op = rule.op
+        dims = _triple(self.graph.cache[node].shape)
+        s, p = torch.tensor(op.stride), torch.tensor(op.pad)
+        reach = torch.tensor(op.span) - 1
+        lo, hi = bx.clip(patch.lo * s - p, (patch.hi - 1) * s - p + reach + 1, dims)
+        lo, hi = bx.cap(lo, hi, dims, threshold)
+        start, extent = bx.uniform(lo, hi, dims)
+        # Inputs i with i*s - p <= out and i*s - p + reach >= out, for out in the box.
+        # (Rounded down: with a kernel smaller than the stride the box may start in a gap.)
+        first = torch.div(start + p - reach, s, rounding_mode="floor")
+        count = tuple(
+            (e - 1 + r) // st + 2 for e, r, st in zip(extent, op.span, op.stride, strict=True)
+        )
+        # Zeros before the map for the first inputs (at most (span - 1 - pad) / stride).
+        pad_lo = tuple(
+            max(0, -(-(r - 1 - pd) // st) + 1)
+            for r, pd, st in zip(op.span, op.pad, op.stride, strict=True)
+        )
+        pad_hi = count
+        values = read(
+            self._cache(source), patch, first + torch.tensor(pad_lo), count, pad_lo, pad_hi, 0.0
+        )
+        out = rule.run(values)
+        # The run's voxel t sits at map coordinate first*s - p + t.
+        out = crop(out, start - (first * s - p), extent)
         self._work += out.numel() * self._costs.get(node, 0)
         return self._finish(out, start, dims)
 
