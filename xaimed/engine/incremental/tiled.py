@@ -74,7 +74,7 @@ class TiledIncrementalScorer:
     def reference(self) -> torch.Tensor:
         """The unoccluded input's target score (a 0-d float64 tensor)."""
         if self._reference is None:
-            self._reference = self._run([], [], [])[0]
+            self._run([], [], [])
         return self._finish(self._reference[None])[0]
 
     def _finish(self, sums: torch.Tensor) -> torch.Tensor:
