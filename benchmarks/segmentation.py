@@ -1,4 +1,4 @@
-"""Occlusion of a tiled segmentation: xaimed's patch-incremental engine against whole passes.
+"""Occlusion of a tiled segmentation: xaimed's incremental engines against whole passes.
 
 Every contender explains the same network, volume, region target, window and fill (0):
 
@@ -11,29 +11,32 @@ Every contender explains the same network, volume, region target, window and fil
 
 Contenders:
 
-- ``xaimed patch-incremental``: xaimed's occlusion, ``engine: auto`` (the tiled model goes
-  through :mod:`xaimed.engine.patchwise`: only the patches a window touches are recomputed);
+- ``xaimed incremental``: the incremental engine inside every patch
+  (:mod:`xaimed.engine.incremental.tiled`, exact), what ``engine: auto`` runs;
+- ``xaimed frozen-norm``: the same with ``approximate: {freeze_norm_statistics: true}``
+  (instance norm only); its map is compared with the exact engine's (Pearson, Spearman, the
+  largest difference relative to the largest exact drop);
+- ``xaimed patch-incremental``: whole touched patches recomputed (:mod:`xaimed.engine.patchwise`);
 - ``xaimed plain``: ``engine: plain`` (a whole tiled pass per window);
-- ``captum``: ``captum.attr.Occlusion`` over a forward that runs MONAI's
-  ``SlidingWindowInferer`` (same patch, overlap, Gaussian blending) and reduces the region;
-- ``monai``: ``monai.visualize.OcclusionSensitivity`` over the same forward.
+- ``captum``: ``captum.attr.FeatureAblation`` (one feature per window) over a forward that runs
+  MONAI's ``SlidingWindowInferer`` (same patch, overlap, Gaussian blending) and reduces the
+  region;
+- ``monai``: ``monai.visualize.OcclusionSensitivity`` over the same forward, one window per
+  call (``b_box`` at the window's centre voxel).
 
-Sampling: a full run has (192/16)^2 * 128/16 = 1152 windows, and every contender but xaimed's
-patch-incremental engine needs a whole tiled pass (48 UNet patches) per window: hours on two
-CPU cores. So every contender is timed on the same sample of ``--sample`` windows spread over
-the volume (non-overlapping, so Captum's map holds each window's drop) and its time per
-window is extrapolated to the full window count; every extrapolated row says so. Maps are
-compared on those windows: the largest difference of the window's score drop to xaimed's plain
-engine, relative to the largest drop.
-
-Time per window excludes what a contender does once per case (xaimed's reference pass, which
-the patch-incremental engine also uses to record every patch): full run = once-per-case time
-+ time per window x window count. Each contender runs in its own child process; peak memory
-is the child's ``ru_maxrss`` minus its resident memory before the method ran (the method's
-own need).
+Sampling: a full run has (192/16)^2 * 128/16 = 1152 windows, and the whole-pass contenders need
+a tiled pass (48 UNet patches) per window: hours on two CPU cores. So whole-pass contenders are
+timed on ``--sample`` windows drawn at random from the grid, the partial-pass engines on
+``--patch-sample`` (the same first ones) plus, with ``--block``, a cube of adjacent windows,
+and every contender's time per window is extrapolated to the full window count; every
+extrapolated row says so. Full run = once-per-case time (the reference pass; for the
+incremental engines the recording of every patch, and the re-recording of the patches the
+sample touches is moved there from the windows' time) + time per window x window count. Drops
+are compared on the windows two contenders share. Each contender runs in its own child process;
+peak memory is the child's ``ru_maxrss`` minus its resident memory before the method ran.
 
     .venv/bin/python benchmarks/segmentation.py --norm batch
-    .venv/bin/python benchmarks/segmentation.py --norm instance --json out.json
+    .venv/bin/python benchmarks/segmentation.py --norm instance --block 4 --json out.json
     .venv/bin/python benchmarks/segmentation.py --device cuda --precision bf16
 """
 

@@ -75,9 +75,29 @@ def test_tiled_incremental_occlusion_equals_whole_tiled_passes(build, reduction,
     n = details["windows"]
     assert n < tiled["window_patches"] <= n * 8
     assert details["whole_maps_from"] == []
+    # Windows scored + the unoccluded input (recorded patch by patch).
+    assert count.forward == n + 1
     # Less work than whole tiled passes, although windows spread far in 12^3 patches.
     assert count.full_pass_equivalent < plain_count.full_pass_equivalent / 2
     assert count.full_pass_equivalent == pytest.approx(details["full_pass_equivalent"], abs=1e-2)
+
+
+def test_the_reference_alone_is_the_tiled_score():
+    from xaimed.engine.counting import CountingModel
+    from xaimed.methods.context import MethodContext
+    from xaimed.methods.windows import TiledIncrementalWindows
+
+    x = _smooth(VOLUME)
+    net = _trained(SkipUNet(), x)
+    scored = _scored(net, x, reduction="mean")
+    ctx = MethodContext(
+        model=CountingModel(scored), inputs=x, target=1, seed=0, batch_size=2, device=x.device
+    )
+    engine = TiledIncrementalWindows(ctx, torch.zeros_like(x), 1.0)
+    with torch.no_grad():
+        expected = float(scored(x)[0, 1])
+    assert float(engine.reference) == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    assert engine.record()["tiled"]["patches_recorded"] == 8
 
 
 def test_probabilities_fall_back_to_whole_patches():

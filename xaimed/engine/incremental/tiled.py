@@ -137,7 +137,11 @@ class TiledIncrementalScorer:
             self.patches_recorded += 1
             self._work += 1 / len(self.plan.boxes)
             if self.counting is not None:
-                self.counting.count.add(samples=0, calls=1, equivalent=1 / len(self.plan.boxes))
+                # The first recording of all patches is the unoccluded input's pass.
+                first = self._reference is None and p == 0
+                self.counting.count.add(
+                    samples=int(first), calls=1, equivalent=1 / len(self.plan.boxes)
+                )
             coef = self._coefficients(p)
             out = graph.cache[graph.nodes[-1]]
             if p == 0:
