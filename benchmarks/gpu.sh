@@ -35,11 +35,14 @@ run 90 occlusion "benchmarks/occlusion.py" --device cuda --model resnet18 --size
     --json "$OUT/occlusion-cuda.json"
 
 # Tiled segmentation (MONAI UNet, 192x192x128, 64^3 patches, 16^3 windows): fp32 and bf16,
-# batch norm and instance norm; every contender timed on the same 27 windows.
+# batch norm and instance norm; whole-pass contenders (xaimed plain, Captum, MONAI) timed on 8
+# random windows of the grid, xaimed's incremental engines (exact, frozen norm statistics with
+# instance norm, patch-incremental) on 48 (a superset).
 for norm in batch instance; do
     for precision in fp32 bf16; do
         run 50 "segmentation $norm $precision" benchmarks/segmentation.py --device cuda \
-            --precision "$precision" --norm "$norm" --sample 27 --batch 16 --threads 4 \
+            --precision "$precision" --norm "$norm" --sample 8 --patch-sample 48 --batch 16 \
+            --threads 4 \
             --json "$OUT/segmentation-$norm-cuda-$precision.json"
     done
 done

@@ -121,4 +121,6 @@ def test_instance_norm_is_exact_by_default_and_frozen_statistics_correlate():
     # An approximation: not the exact map, but one that agrees with it.
     assert float((frozen - plain).abs().max()) > 1e-4 * scale
     corr = np.corrcoef(frozen.flatten().numpy(), plain.flatten().numpy())[0, 1]
-    assert corr > 0.95
+    # 0.99 while the transposed convolutions ran on whole maps (the up path's norms kept
+    # exact statistics); 0.70 since they follow the box and every norm is frozen.
+    assert corr > 0.6

@@ -65,9 +65,16 @@ def test_patch_incremental_maps_equal_whole_tiled_passes(name, params, score):
     # The standard of the exactness tests; the scores leave the engines as float32, whose
     # rounding of a region's score is ~2e-5 of these small drops.
     assert float((fast - plain).abs().max()) <= 1e-4 * scale
-    assert details["engine"] == "patch_incremental"
-    work = details["patch_incremental"]
-    assert work["patches_per_pass"] == 27
+    # Box perturbations of a linear score go through the incremental engine inside the
+    # patches (tests/test_tiled_incremental.py); the others recompute whole touched patches.
+    if name in ("occlusion", "feature_ablation") and score == "logits":
+        assert details["engine"] == "incremental"
+        assert details["tiled"]["patches_per_pass"] == 27
+        work = details
+    else:
+        assert details["engine"] == "patch_incremental"
+        work = details["patch_incremental"]
+        assert work["patches_per_pass"] == 27
     # Every perturbation touches only some patches: less work than whole passes.
     assert passes.full_pass_equivalent < plain_passes.full_pass_equivalent
     assert work["full_pass_equivalent"] == pytest.approx(passes.full_pass_equivalent, abs=1e-3)
@@ -75,8 +82,9 @@ def test_patch_incremental_maps_equal_whole_tiled_passes(name, params, score):
 
 def test_occlusion_counts_windows_and_the_work_they_took():
     net, x = _net(), _x()
+    # Probabilities of blended logits do not split over patches: whole touched patches.
     _, details, passes = run_method(
-        "occlusion", _scored(net, x, "logits"), x, window=4, stride=4, engine="auto"
+        "occlusion", _scored(net, x, "probabilities"), x, window=4, stride=4, engine="auto"
     )
     assert details["windows"] == 64
     # Windows scored + the unperturbed input + the recorded reference pass.

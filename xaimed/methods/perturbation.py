@@ -133,7 +133,9 @@ def occlusion(ctx: MethodContext, params: OcclusionParams) -> MethodOutput:
             label="occlusion",  # type: ignore[arg-type]
         )
     else:
-        drops = engine.reference - engine.scores(lo, hi, label="occlusion")
+        # Scores first: the tiled engine finds the reference on the way.
+        scores = engine.scores(lo, hi, label="occlusion")
+        drops = engine.reference - scores
     total = torch.zeros(shape, dtype=torch.float64, device=x.device)
     covered = torch.zeros(shape, dtype=torch.float64, device=x.device)
     for drop, a, b in zip(drops.double().tolist(), lo.tolist(), hi.tolist(), strict=True):
@@ -206,7 +208,8 @@ def _grid_ablation(ctx: MethodContext, params: FeatureAblationParams) -> MethodO
     lo, hi = boxes_of(shape, size, size)  # type: ignore[arg-type]
     fill = make_fill(params.baseline, ctx)
     engine, used = window_scores(ctx, params.engine, fill, method="feature_ablation")
-    drops = engine.reference - engine.scores(lo, hi, label="feature_ablation")
+    scores = engine.scores(lo, hi, label="feature_ablation")
+    drops = engine.reference - scores
     details = {
         **engine.sidecar_fields(),
         **used,

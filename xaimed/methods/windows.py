@@ -182,6 +182,57 @@ class IncrementalWindows:
         return self.scorer.sidecar_fields()
 
 
+class TiledIncrementalWindows:
+    """The incremental engine inside every patch of a tiled segmentation."""
+
+    def __init__(
+        self, ctx: MethodContext, fill: torch.Tensor, threshold: float, freeze_norm: bool = False
+    ) -> None:
+        from xaimed.engine.incremental.tiled import build_tiled_scorer
+
+        if ctx.is_script:
+            from xaimed.engine.incremental import NotIncremental
+
+            raise NotIncremental("a TorchScript model has no traceable Python forward")
+        self.scorer = build_tiled_scorer(
+            ctx.model, ctx.inputs, fill, target=ctx.target, batch_size=ctx.batch_size,
+            threshold=threshold, freeze_norm=freeze_norm, network=ctx.network,
+        )  # fmt: skip
+
+    @property
+    def reference(self) -> torch.Tensor:
+        return self.scorer.reference
+
+    def scores(
+        self, lo: torch.Tensor, hi: torch.Tensor, *, label: str, exact: bool = False
+    ) -> torch.Tensor:
+        """``exact`` ignores the projective threshold for these windows."""
+        saved = self.scorer.threshold
+        if exact:
+            self.scorer.threshold = 1.0
+        try:
+            return self.scorer.scores(lo, hi, label=label)
+        finally:
+            self.scorer.threshold = saved
+
+    def record(self) -> dict[str, Any]:
+        return self.scorer.record()
+
+
+def _incremental(
+    ctx: MethodContext, fill: torch.Tensor, threshold: float, freeze_norm: bool
+) -> WindowScores:
+    """The incremental engine that fits the scored model: inside the patches of a tiled
+    pass, or over the whole input."""
+    from xaimed.engine.patchwise import tiled_parts
+
+    try:
+        tiled_parts(ctx.model)
+    except ValueError:
+        return IncrementalWindows(ctx, fill, threshold, freeze_norm)
+    return TiledIncrementalWindows(ctx, fill, threshold, freeze_norm)
+
+
 def window_scores(
     ctx: MethodContext,
     engine: Engine,
@@ -197,7 +248,7 @@ def window_scores(
     record: dict[str, Any] = {"engine_requested": engine}
     if engine != "plain":
         try:
-            scorer = IncrementalWindows(ctx, fill, threshold, freeze_norm)
+            scorer = _incremental(ctx, fill, threshold, freeze_norm)
         except NotIncremental as exc:
             if engine == "incremental":
                 raise MethodError(

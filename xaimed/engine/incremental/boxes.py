@@ -66,8 +66,8 @@ def clip(lo: torch.Tensor, hi: torch.Tensor, size: Triple) -> tuple[torch.Tensor
 
 def union(boxes: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
     """The smallest box holding every box of the list, per window."""
-    lo = torch.stack([b[0] for b in boxes]).min(dim=0).values
-    hi = torch.stack([b[1] for b in boxes]).max(dim=0).values
+    lo = torch.stack([b[0] for b in boxes]).amin(dim=0)
+    hi = torch.stack([b[1] for b in boxes]).amax(dim=0)
     return lo, hi
 
 
@@ -79,7 +79,7 @@ def uniform(lo: torch.Tensor, hi: torch.Tensor, size: Triple) -> tuple[torch.Ten
     still a superset of what changed, so the result stays exact.
     """
     n = _vec(size)
-    extent = (hi - lo).max(dim=0).values.clamp(min=1)
+    extent = (hi - lo).amax(dim=0).clamp(min=1)
     extent = torch.minimum(extent, n)
     start = torch.minimum(lo, n - extent).clamp(min=0)
     return start, tuple(int(e) for e in extent)  # type: ignore[return-value]

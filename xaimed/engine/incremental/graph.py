@@ -45,6 +45,15 @@ class SlidingRule:
 
 
 @dataclass(frozen=True)
+class TransposedRule:
+    """Transposed convolution: input voxel ``i`` writes the outputs ``i*s - p + d*j``,
+    ``j < k``; ``run`` is the op with padding 0 (its output starts at ``-p``)."""
+
+    op: Sliding
+    run: Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
 class ElementwiseRule:
     pass
 
@@ -80,6 +89,7 @@ class NoRule:
 
 Rule = (
     SlidingRule
+    | TransposedRule
     | ElementwiseRule
     | UpsampleRule
     | GlobalMeanRule
@@ -335,6 +345,20 @@ def _conv_rule(graph: Graph, node: fx.Node, conv: nn.Conv3d) -> Rule:
     return _sliding(graph, node, Sliding(kernel, stride, dilation, pad), 0.0, run)  # type: ignore[arg-type]
 
 
+def _transposed_rule(conv: nn.ConvTranspose3d) -> Rule:
+    if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+        return NoRule(f"transposed convolution with padding {conv.padding!r}")
+    kernel, stride, dilation = (_triple(v) for v in (conv.kernel_size, conv.stride, conv.dilation))
+    pad = _triple(conv.padding)
+
+    def run(t: torch.Tensor) -> torch.Tensor:
+        return F.conv_transpose3d(
+            t, conv.weight, conv.bias, conv.stride, 0, 0, conv.groups, conv.dilation
+        )
+
+    return TransposedRule(Sliding(kernel, stride, dilation, pad), run)  # type: ignore[arg-type]
+
+
 def _pool_rule(graph: Graph, node: fx.Node, pool: nn.Module) -> Rule:
     kernel = _triple(pool.kernel_size)
     stride = _triple(pool.stride if pool.stride is not None else pool.kernel_size)
@@ -443,6 +467,8 @@ def classify(graph: Graph, node: fx.Node) -> Rule:
 def _module_rule(graph: Graph, node: fx.Node, module: nn.Module) -> Rule:
     if isinstance(module, nn.Conv3d):
         return _conv_rule(graph, node, module)
+    if isinstance(module, nn.ConvTranspose3d):
+        return _transposed_rule(module)
     if isinstance(module, nn.MaxPool3d | nn.AvgPool3d):
         return _pool_rule(graph, node, module)
     if isinstance(module, _BATCH_NORM):

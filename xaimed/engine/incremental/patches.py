@@ -74,20 +74,20 @@ def _axis_index(start: torch.Tensor, extent: int) -> torch.Tensor:
     return start[:, None] + torch.arange(extent, dtype=torch.long)
 
 
-def _linear(idx: list[torch.Tensor], dims: Triple) -> torch.Tensor:
-    """(B, R0*R1*R2) flat indices into a (D0, D1, D2) volume from per-axis (B, R) indices."""
-    flat = (idx[0][:, :, None, None] * dims[1] + idx[1][:, None, :, None]) * dims[2]
-    flat = flat + idx[2][:, None, None, :]
-    return flat.reshape(flat.shape[0], -1)
+def _box(lo: list[int], extent: Triple) -> tuple[slice, slice, slice]:
+    return tuple(slice(s, s + e) for s, e in zip(lo, extent, strict=True))  # type: ignore[return-value]
+
+
+# The gathers below slice window by window: a batch holds at most a few hundred windows, and
+# copying boxes by slicing costs far less than index arithmetic over every voxel of them.
 
 
 def gather(volume: torch.Tensor, start: torch.Tensor, extent: Triple) -> torch.Tensor:
     """(B, C, *extent): the region at ``start`` (B, 3) of a single map ``volume`` (1, C, ...)."""
-    channels, dims = volume.shape[1], tuple(int(n) for n in volume.shape[2:])
-    idx = [_axis_index(start[:, a], extent[a]) for a in range(3)]
-    flat = _linear(idx, dims).to(volume.device)  # type: ignore[arg-type]
-    picked = volume.reshape(channels, -1).index_select(1, flat.reshape(-1))
-    return picked.reshape(channels, len(start), *extent).transpose(0, 1).contiguous()
+    out = volume.new_empty((len(start), volume.shape[1], *extent))
+    for b, lo in enumerate(start.tolist()):
+        out[b].copy_(volume[(0, slice(None), *_box(lo, extent))])
+    return out
 
 
 def read(
@@ -105,25 +105,18 @@ def read(
     if patch is None:
         return base
     size = patch.size
-    masks = []
-    idx = []
-    for a in range(3):
-        rel = _axis_index(start[:, a] - pad_lo[a] - patch.lo[:, a], extent[a])
-        masks.append(_along(a, (rel >= 0) & (rel < size[a]), len(start), extent))
-        idx.append(rel.clamp(0, size[a] - 1))
-    inside = masks[0] & masks[1] & masks[2]
-    if not bool(inside.any()):
-        return base
-    batch = len(start)
-    flat = _linear(idx, size)
-    flat = flat + torch.arange(batch, dtype=torch.long)[:, None] * (size[0] * size[1] * size[2])
-    values = patch.values
-    channels = values.shape[1]
-    by_channel = values.transpose(0, 1).reshape(channels, -1)
-    picked = by_channel.index_select(1, flat.reshape(-1).to(values.device))
-    picked = picked.reshape(channels, batch, *extent).transpose(0, 1)
-    mask = inside[:, None].to(values.device)
-    return torch.where(mask, picked.to(base.dtype), base)
+    values = patch.values.to(base.dtype)
+    for b, (first, own) in enumerate(zip(start.tolist(), patch.lo.tolist(), strict=True)):
+        # The patch's box in the region's coordinates, where the two meet.
+        rel = [o + p - f for o, p, f in zip(own, pad_lo, first, strict=True)]
+        lo = [max(0, r) for r in rel]
+        hi = [min(e, r + n) for e, r, n in zip(extent, rel, size, strict=True)]
+        if any(h <= low for low, h in zip(lo, hi, strict=True)):
+            continue
+        into = tuple(slice(low, h) for low, h in zip(lo, hi, strict=True))
+        src = tuple(slice(low - r, h - r) for low, h, r in zip(lo, hi, rel, strict=True))
+        base[(b, slice(None), *into)] = values[(b, slice(None), *src)]
+    return base
 
 
 def whole(cache: torch.Tensor, patch: Patch) -> torch.Tensor:
@@ -140,14 +133,10 @@ def whole(cache: torch.Tensor, patch: Patch) -> torch.Tensor:
 def crop(values: torch.Tensor, offset: torch.Tensor, extent: Triple) -> torch.Tensor:
     """(B, C, *extent): from each window's map in ``values`` (B, C, ...), the box at its own
     ``offset`` (B, 3)."""
-    batch, channels = values.shape[:2]
-    dims = tuple(int(n) for n in values.shape[2:])
-    idx = [_axis_index(offset[:, a], extent[a]) for a in range(3)]
-    flat = _linear(idx, dims)  # type: ignore[arg-type]
-    flat = flat + torch.arange(batch, dtype=torch.long)[:, None] * (dims[0] * dims[1] * dims[2])
-    by_channel = values.transpose(0, 1).reshape(channels, -1)
-    picked = by_channel.index_select(1, flat.reshape(-1).to(values.device))
-    return picked.reshape(channels, batch, *extent).transpose(0, 1).contiguous()
+    out = values.new_empty((len(offset), values.shape[1], *extent))
+    for b, lo in enumerate(offset.tolist()):
+        out[b].copy_(values[(b, slice(None), *_box(lo, extent))])
+    return out
 
 
 def box_mask(start: torch.Tensor, extent: Triple, lo: torch.Tensor, hi: torch.Tensor):

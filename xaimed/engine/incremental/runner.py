@@ -31,6 +31,7 @@ from xaimed.engine.incremental.graph import (
     NotIncremental,
     ShapeRule,
     SlidingRule,
+    TransposedRule,
     UpsampleRule,
     call,
     reference_graph,
@@ -59,6 +60,15 @@ MAX_WINDOWS = 512
 State = Patch | Whole | Const
 
 
+@dataclass(frozen=True)
+class WeightedRegions:
+    """A score that is a weighted sum of the network's output: ``regions`` (L, *dims) holds
+    each output voxel's weight per label (a tiled pass's blending weight over the summed
+    weights, times the label's region)."""
+
+    regions: torch.Tensor
+
+
 def _triple(shape: Any) -> bx.Triple:
     return tuple(int(n) for n in shape[-3:])  # type: ignore[return-value]
 
@@ -84,7 +94,10 @@ class IncrementalScorer:
     count: PassCount | None = None
     # A segmentation network: its maps are reduced to scores over each label's region, from
     # the changed box of the output alone (the rest of the region keeps its cached sum).
-    reducer: TargetReduction | None = None
+    reducer: TargetReduction | WeightedRegions | None = None
+    # With a reducer: return each window's change of the target's sum (float64) instead of
+    # the finished score; a tiled pass adds those changes up over the patches a window touches.
+    deltas: bool = False
     backoffs: int = 0
     windows: int = 0
     batches: int = 0
@@ -106,6 +119,11 @@ class IncrementalScorer:
             if isinstance(rule, SlidingRule):
                 source = self.graph.cache[node.all_input_nodes[0]]
                 self._costs[node] = math.prod(rule.op.kernel) * int(source.shape[1])
+            elif isinstance(rule, TransposedRule):
+                # Each output voxel receives about kernel / stride products per input channel.
+                source = self.graph.cache[node.all_input_nodes[0]]
+                per = math.prod(rule.op.kernel) * int(source.shape[1]) // math.prod(rule.op.stride)
+                self._costs[node] = max(1, per)
         self._full_work = sum(
             self.graph.cache[n].numel() * per_voxel for n, per_voxel in self._costs.items()
         )
@@ -209,6 +227,8 @@ class IncrementalScorer:
             self.count.add(
                 samples=len(lo), calls=1, equivalent=(self._work - work) / max(1, self._full_work)
             )
+        if self.deltas:
+            return result[:, self.target]
         return widen(result.reshape(result.shape[0], -1)[:, self.target])
 
     # ------------------------------------------------------------ states
@@ -225,11 +245,15 @@ class IncrementalScorer:
         """The network's output as scores: rows as they are, or region-reduced maps."""
         if self.reducer is None:
             return self._as_whole(node, env)
+        state = self._state(node, env)
+        if self.deltas:
+            return self._delta(node, state)
+        if not isinstance(self.reducer, TargetReduction):
+            raise NotIncremental("weighted regions give score changes only")
         cached = self.graph.cache[node]
         dims = _triple(cached.shape)
         if node not in self._sums:
             self._sums[node] = self.reducer.box_sums(cached.double(), None)  # (1, L)
-        state = self._state(node, env)
         if isinstance(state, Patch):
             # Only the box changed: swap its old sum for its new one, per window.
             regions = self.reducer.regions
@@ -242,6 +266,26 @@ class IncrementalScorer:
         else:
             sums = self.reducer.box_sums(state.value.double(), None)
         return self.reducer.finish(sums, dims)
+
+    def _delta(self, node: fx.Node, state: State) -> torch.Tensor:
+        """(B, L) float64: how much each window changes the region sums, from the changed box
+        alone; the difference is taken voxel by voxel before it is summed, so that it does not
+        drown in the rounding of two large sums."""
+        reducer = self.reducer
+        if reducer is None or reducer.regions is None:
+            raise NotIncremental("score changes need a region reduction")
+        cached = self.graph.cache[node]
+        if isinstance(state, Patch):
+            lo, size = state.lo, state.size
+            new = state.values
+        elif isinstance(state, Whole):
+            lo, size = torch.zeros(len(state.value), 3, dtype=torch.long), _triple(cached.shape)
+            new = state.value
+        else:
+            return torch.zeros(1, cached.shape[1], dtype=torch.float64)
+        weights = gather(reducer.regions[None].to(cached.dtype), lo, size)
+        change = (new.to(cached.dtype) - gather(cached, lo, size)) * weights
+        return change.flatten(2).sum(-1, dtype=torch.float64)
 
     def _as_whole(self, node: fx.Node, env: dict[fx.Node, State]) -> Any:
         state = self._state(node, env)
@@ -285,6 +329,8 @@ class IncrementalScorer:
             return self._sliding(node, rule, inputs[0], patches[inputs[0]], threshold)
         if isinstance(rule, GlobalMeanRule):
             return self._global_mean(node, inputs[0], patches[inputs[0]])
+        if isinstance(rule, TransposedRule):
+            return self._transposed(node, rule, inputs[0], patches[inputs[0]], threshold)
         if isinstance(rule, UpsampleRule):
             return self._upsample(node, rule, inputs[0], patches[inputs[0]], threshold)
         if isinstance(rule, FrozenNormRule):
@@ -332,6 +378,40 @@ class IncrementalScorer:
             rule.pad_value,
         )
         out = rule.run(values)
+        self._work += out.numel() * self._costs.get(node, 0)
+        return self._finish(out, start, dims)
+
+    def _transposed(
+        self, node: fx.Node, rule: TransposedRule, source: fx.Node, patch: Patch, threshold: float
+    ) -> State:
+        """Transposed convolution over the output box the changed inputs write to, from every
+        input that writes into that box (inputs past the map's border read as zeros, which
+        write nothing)."""
+        op = rule.op
+        dims = _triple(self.graph.cache[node].shape)
+        s, p = torch.tensor(op.stride), torch.tensor(op.pad)
+        reach = torch.tensor(op.span) - 1
+        lo, hi = bx.clip(patch.lo * s - p, (patch.hi - 1) * s - p + reach + 1, dims)
+        lo, hi = bx.cap(lo, hi, dims, threshold)
+        start, extent = bx.uniform(lo, hi, dims)
+        # Inputs i with i*s - p <= out and i*s - p + reach >= out, for out in the box.
+        # (Rounded down: with a kernel smaller than the stride the box may start in a gap.)
+        first = torch.div(start + p - reach, s, rounding_mode="floor")
+        count = tuple(
+            (e - 1 + r) // st + 2 for e, r, st in zip(extent, op.span, op.stride, strict=True)
+        )
+        # Zeros before the map for the first inputs (at most (span - 1 - pad) / stride).
+        pad_lo = tuple(
+            max(0, -(-(r - 1 - pd) // st) + 1)
+            for r, pd, st in zip(op.span, op.pad, op.stride, strict=True)
+        )
+        pad_hi = count
+        values = read(
+            self._cache(source), patch, first + torch.tensor(pad_lo), count, pad_lo, pad_hi, 0.0
+        )
+        out = rule.run(values)
+        # The run's voxel t sits at map coordinate first*s - p + t.
+        out = crop(out, start - (first * s - p), extent)
         self._work += out.numel() * self._costs.get(node, 0)
         return self._finish(out, start, dims)
 

@@ -1,0 +1,162 @@
+"""The incremental engine inside the patches of a tiled segmentation: the maps of whole tiled
+passes, with changed boxes followed through each patch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_method
+from test_incremental_segmentation import SkipUNet, _instance_unet, _monai_unet, _smooth
+from torch import nn
+
+from xaimed.config import TargetSection
+from xaimed.engine.targets import TargetReduction
+from xaimed.engine.tiling import TiledInference
+
+VOLUME = (20, 20, 20)
+PATCH = (12, 12, 12)  # overlap 0.25: two patches per axis, eight in all
+WINDOW = {"window": 5, "stride": 5}  # 64 windows, many across patch borders
+FEWER = {"window": 7, "stride": 7}  # 27 windows, for the slower networks
+
+
+class _Case:
+    case_id = "c"
+    mask = None
+
+
+def _trained(net: nn.Module, x: torch.Tensor) -> nn.Module:
+    """Batch-norm statistics from a few passes in training mode; eval mode after."""
+    net.train()
+    with torch.no_grad():
+        for k in range(3):
+            net(x[..., :12, :12, :12] + 0.1 * k)
+    return net.eval()
+
+
+def _scored(
+    net: nn.Module, x: torch.Tensor, *, score: str = "logits", reduction="sum", hide: bool = False
+) -> nn.Module:
+    """The tiled, region-reduced model; ``hide`` wraps it so that no engine recognises it
+    (whole tiled passes: the reference)."""
+    tiled = TiledInference(net, PATCH, overlap=0.25)
+    spec = TargetSection.model_validate(
+        {"region": "predicted", "reduction": reduction, "score": score}
+    )
+    reducer = TargetReduction(tiled, spec, output="logits")
+    with torch.no_grad():
+        reducer.fix_regions(tiled(x), x, _Case())  # type: ignore[arg-type]
+    return nn.Sequential(reducer) if hide else reducer
+
+
+@pytest.mark.parametrize(
+    ("build", "reduction", "windows"),
+    [(SkipUNet, "sum", WINDOW), (_monai_unet, "mean", FEWER)],
+    ids=["skip_unet", "monai_unet_batch_norm"],
+)
+def test_tiled_incremental_occlusion_equals_whole_tiled_passes(build, reduction, windows):
+    torch.manual_seed(0)
+    x = _smooth(VOLUME)
+    net = _trained(build(), x)
+    plain, _, plain_count = run_method(
+        "occlusion", _scored(net, x, reduction=reduction, hide=True), x, **windows
+    )
+    ours, details, count = run_method(
+        "occlusion", _scored(net, x, reduction=reduction), x, engine="incremental", **windows
+    )
+    assert details["engine"] == "incremental"
+    scale = float(plain.abs().max())
+    assert scale > 0
+    assert float((ours - plain).abs().max()) <= 1e-4 * scale
+    tiled = details["tiled"]
+    assert tiled["patches_per_pass"] == 8
+    # One recorded pass of every patch; each window goes into every patch it touches.
+    assert tiled["patches_recorded"] == 8
+    n = details["windows"]
+    assert n < tiled["window_patches"] <= n * 8
+    assert details["whole_maps_from"] == []
+    # Windows scored + the unoccluded input (recorded patch by patch).
+    assert count.forward == n + 1
+    # Less work than whole tiled passes, although windows spread far in 12^3 patches.
+    assert count.full_pass_equivalent < plain_count.full_pass_equivalent / 2
+    assert count.full_pass_equivalent == pytest.approx(details["full_pass_equivalent"], abs=1e-2)
+
+
+def test_the_reference_alone_is_the_tiled_score():
+    from xaimed.engine.counting import CountingModel
+    from xaimed.methods.context import MethodContext
+    from xaimed.methods.windows import TiledIncrementalWindows
+
+    x = _smooth(VOLUME)
+    net = _trained(SkipUNet(), x)
+    scored = _scored(net, x, reduction="mean")
+    ctx = MethodContext(
+        model=CountingModel(scored), inputs=x, target=1, seed=0, batch_size=2, device=x.device
+    )
+    engine = TiledIncrementalWindows(ctx, torch.zeros_like(x), 1.0)
+    with torch.no_grad():
+        expected = float(scored(x)[0, 1])
+    assert float(engine.reference) == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    assert engine.record()["tiled"]["patches_recorded"] == 8
+
+
+def test_probabilities_fall_back_to_whole_patches():
+    x = _smooth(VOLUME)
+    net = _trained(SkipUNet(), x)
+    _, details, _ = run_method(
+        "occlusion", _scored(net, x, score="probabilities"), x, engine="auto", **WINDOW
+    )
+    assert details["engine"] == "patch_incremental"
+    assert "does not split over patches" in details["fallback"]
+
+
+def test_instance_norm_in_patches_exact_and_frozen():
+    net, x = _instance_unet(), _smooth(VOLUME)
+    plain, _, _ = run_method("occlusion", _scored(net, x, hide=True), x, **FEWER)
+    exact, details, _ = run_method("occlusion", _scored(net, x), x, engine="incremental", **FEWER)
+    scale = float(plain.abs().max())
+    assert float((exact - plain).abs().max()) <= 1e-4 * scale
+    assert "per-sample statistics" in details["whole_maps_from"][0]["reason"]
+    frozen, fdetails, _ = run_method(
+        "occlusion", _scored(net, x), x, engine="incremental",
+        approximate={"freeze_norm_statistics": True}, **FEWER,
+    )  # fmt: skip
+    assert fdetails["approximate"]["freeze_norm_statistics"] is True
+    assert len(fdetails["frozen_norm_statistics"]) >= 4
+    assert fdetails["whole_maps_from"] == []
+    assert float((frozen - plain).abs().max()) > 1e-4 * scale
+    corr = np.corrcoef(frozen.flatten().numpy(), plain.flatten().numpy())[0, 1]
+    print(f"frozen statistics: correlation {corr:.3f}")
+    # A 7³ window is a fifth of a 12³ patch: its statistics move more than in real patches.
+    assert corr > 0.85
+
+
+class TransposedUNet(nn.Module):
+    """Strided convolutions down, transposed convolutions up (MONAI's kernel 3 with output
+    padding, and kernel 2), a skip connection by addition."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down1 = nn.Conv3d(1, 4, 3, stride=2, padding=1)
+        self.down2 = nn.Conv3d(4, 8, 3, stride=2, padding=1)
+        self.up2 = nn.ConvTranspose3d(8, 4, 3, stride=2, padding=1, output_padding=1)
+        self.up1 = nn.ConvTranspose3d(4, 2, 2, stride=2, groups=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = torch.relu(self.down1(x))
+        return self.up1(torch.relu(self.up2(torch.relu(self.down2(skip)))) + skip)
+
+
+def test_transposed_convolutions_follow_the_changed_box():
+    from test_incremental_segmentation import _scored as _untiled
+
+    torch.manual_seed(0)
+    net, x = TransposedUNet().eval(), _smooth((24, 24, 24))
+    plain, _, _ = run_method("occlusion", _untiled(net, x, "logits"), x, window=6, stride=6)
+    ours, details, count = run_method(
+        "occlusion", _untiled(net, x, "logits"), x, engine="incremental", window=6, stride=6
+    )
+    assert float((ours - plain).abs().max()) <= 1e-4 * float(plain.abs().max())
+    # No op computed on whole maps: the transposed convolutions have their rule.
+    assert details["whole_maps_from"] == []
+    assert count.full_pass_equivalent < details["windows"] / 4
