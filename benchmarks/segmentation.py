@@ -178,7 +178,7 @@ def _xaimed_incremental(net, x, region, lo, hi, args, *, freeze: bool, timing: d
     scores = engine.scores(lo, hi, label="occlusion")
     again = scorer.patches_recorded - patches
     timing["windows_s"] = time.perf_counter() - t1 - again * timing["setup_s"] / patches
-    timing["record"] = scorer.record()
+    timing["record"] = scorer.sidecar_fields()
     return (reference - scores).double().cpu().numpy()
 
 

@@ -97,7 +97,7 @@ def test_the_reference_alone_is_the_tiled_score():
     with torch.no_grad():
         expected = float(scored(x)[0, 1])
     assert float(engine.reference) == pytest.approx(expected, rel=1e-5, abs=1e-6)
-    assert engine.record()["tiled"]["patches_recorded"] == 8
+    assert engine.sidecar_fields()["tiled"]["patches_recorded"] == 8
 
 
 def test_probabilities_fall_back_to_whole_patches():

@@ -215,8 +215,8 @@ class TiledIncrementalWindows:
         finally:
             self.scorer.threshold = saved
 
-    def record(self) -> dict[str, Any]:
-        return self.scorer.record()
+    def sidecar_fields(self) -> dict[str, Any]:
+        return self.scorer.sidecar_fields()
 
 
 def _incremental(

@@ -30,7 +30,7 @@ from xaimed.engine.counting import CountingModel
 from xaimed.engine.incremental.graph import (
     FrozenNormRule,
     NotIncremental,
-    record,
+    reference_graph,
     trace,
 )
 from xaimed.engine.incremental.runner import IncrementalScorer, WeightedRegions
@@ -43,7 +43,7 @@ class TiledIncrementalScorer:
     """Target scores of occluded copies of ``x`` through a tiled, region-reduced network.
 
     Build with :func:`build_tiled_scorer`; ``reference`` is the unoccluded score, ``scores``
-    those of windows, ``record()`` what the sidecar says.
+    those of windows, ``sidecar_fields()`` what the sidecar says.
     """
 
     counting: CountingModel | None
@@ -133,7 +133,7 @@ class TiledIncrementalScorer:
             region = (slice(None), slice(None), *box)
             x, fill = self.x[region], self.fill[region]
             with self._autocast():
-                graph = record(self.module, x, maps=True, freeze_norm=self.freeze_norm)
+                graph = reference_graph(self.module, x, maps=True, freeze_norm=self.freeze_norm)
             self.patches_recorded += 1
             self._work += 1 / len(self.plan.boxes)
             if self.counting is not None:
@@ -183,7 +183,7 @@ class TiledIncrementalScorer:
         if float((own.float() - traced.float()).abs().max()) > 1e-3 * scale:
             raise NotIncremental("the traced graph does not reproduce the model's output")
 
-    def record(self) -> dict[str, Any]:
+    def sidecar_fields(self) -> dict[str, Any]:
         """What the sidecar says about the computation."""
         return {
             "windows_computed": self.windows,
