@@ -110,3 +110,8 @@ def test_the_dicom_radiographs_give_the_nifti_films_maps_and_valid_dicom_outputs
             written = sorted(Path(row[column]).glob("*.dcm")) if Path(row[column]).is_dir() else [
                 Path(row[column])]  # fmt: skip
             assert written and [e for p in written for e in dciodvfy_errors(p)] == []
+    # The report shows each film under its map (a 2D DICOM image is read as a plane of depth 1,
+    # its map is a 2D file: the report must not take that for a changed source).
+    from xaimed.report import build_report
+
+    assert build_report(tmp_path).notes == []

@@ -60,7 +60,7 @@ def read_map(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_source(
-    case_id: str, source: Path, config_json: Path | None, shape: tuple[int, int, int]
+    case_id: str, source: Path, config_json: Path | None, shape: tuple[int, ...]
 ) -> np.ndarray:
     """The source image's voxels on the map's grid (first channel): NIfTI, NRRD, MetaImage or
     DICOM.
@@ -82,6 +82,9 @@ def read_source(
     else:
         array = _read_dicom_source(case_id, source, config_json)
     while array.ndim > 3:
+        array = array[..., 0]
+    if len(shape) == 2 and array.ndim == 3 and array.shape[2] == 1:
+        # A 2D DICOM image is read as a plane of depth 1; its map is a 2D file.
         array = array[..., 0]
     if tuple(array.shape) != tuple(shape):
         raise InputError(

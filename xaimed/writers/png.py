@@ -14,6 +14,7 @@ same way (a coronal radiograph: the patient's right on the viewer's left, head u
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -106,7 +107,9 @@ def write_overlay_png(base: Volume, heatmap: Volume, path: Path, *, title: str) 
         ax.text(0.97, 0.5, sides[1], transform=ax.transAxes, color="yellow", va="center")
     bar = fig.colorbar(mappable, ax=axes, orientation="horizontal", fraction=0.05, shrink=0.6)
     bar.set_label("attribution (signed)" if signed else "attribution")
-    fig.suptitle(title, fontsize=10)
+    # A caption wider than the figure is cut at both ends: break it (about 12 characters of
+    # 10-point text per inch).
+    fig.suptitle(textwrap.fill(title, width=int(fig.get_figwidth() * 12)), fontsize=10)
     # Below the colour bar, where constrained layout leaves room for it.
     where_text = (
         f"the whole 2D image (stored {base.axcodes[:2]})"
