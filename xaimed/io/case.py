@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -57,3 +58,19 @@ class Case:
 def safe_id(name: str) -> str:
     """``name`` with every run of characters unsafe in file names replaced by ``_``."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "case"
+
+
+def cases_by_stem(
+    paths: list[Path], root: Path, stem: Callable[[Path], str], format: str
+) -> list[Case]:
+    """One case per file of ``paths`` (sorted), named by ``stem(path)``; a file name found in
+    several subfolders of ``root`` is named by its path relative to ``root``, so ids stay apart."""
+    paths = sorted(paths)
+    stems = [safe_id(stem(p)) for p in paths]
+    cases = []
+    for path, name in zip(paths, stems, strict=True):
+        if stems.count(name) > 1:
+            rel = path.relative_to(root)
+            name = safe_id("__".join([*rel.parent.parts, stem(path)]))
+        cases.append(Case(name, path, format=format))
+    return cases

@@ -17,7 +17,7 @@ import numpy as np
 
 from xaimed.errors import InputError
 from xaimed.geometry import lps_to_ras
-from xaimed.io.case import Case, safe_id
+from xaimed.io.case import Case, cases_by_stem
 from xaimed.io.safety import check_declared_size, escape_text
 from xaimed.volume import Source, Volume
 
@@ -160,15 +160,7 @@ class ItkReader:
         """One case per NRRD/MetaImage file (a detached header, not its data file), sorted by
         path, named by the file's stem (and, for one file name in several subfolders, by its path
         relative to ``root``)."""
-        paths = sorted(p for p in files if is_itk(p))
-        stems = [safe_id(itk_stem(p)) for p in paths]
-        cases = []
-        for path, stem in zip(paths, stems, strict=True):
-            if stems.count(stem) > 1:
-                rel = path.relative_to(root)
-                stem = safe_id("__".join([*rel.parent.parts, itk_stem(path)]))
-            cases.append(Case(stem, path, format=self.name))
-        return cases
+        return cases_by_stem([p for p in files if is_itk(p)], root, itk_stem, self.name)
 
     def locate(self, case: Case) -> Case | None:
         """A NRRD or MetaImage file (its header, when detached) is its own case."""

@@ -15,7 +15,7 @@ from typing import Protocol
 
 from xaimed.config import Config
 from xaimed.errors import InputError
-from xaimed.io.case import Case, safe_id
+from xaimed.io.case import Case, cases_by_stem
 from xaimed.io.itk import ItkReader
 from xaimed.io.nifti import is_nifti, nifti_stem, read_nifti
 from xaimed.volume import Volume
@@ -53,16 +53,7 @@ class NiftiReader:
     def discover(self, files: list[Path], root: Path) -> list[Case]:
         """One case per NIfTI file, sorted by path, named by the file's stem (and, for one file
         name in several subfolders, by its path relative to ``root``)."""
-        paths = sorted(p for p in files if is_nifti(p))
-        stems = [safe_id(nifti_stem(p)) for p in paths]
-        cases = []
-        for path, stem in zip(paths, stems, strict=True):
-            if stems.count(stem) > 1:
-                # Same file name in two subfolders: the relative path keeps the ids apart.
-                rel = path.relative_to(root)
-                stem = safe_id("__".join([*rel.parent.parts, nifti_stem(path)]))
-            cases.append(Case(stem, path, format=self.name))
-        return cases
+        return cases_by_stem([p for p in files if is_nifti(p)], root, nifti_stem, self.name)
 
     def locate(self, case: Case) -> Case | None:
         """A NIfTI file is its own case."""

@@ -8,10 +8,11 @@ from torch import nn
 __all__ = ["MultiSequenceCNN", "SampleCNN", "SampleCNN2D"]
 
 
-def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
+def _conv_block(in_channels: int, out_channels: int, dims: int = 3) -> nn.Sequential:
+    conv, norm = (nn.Conv3d, nn.BatchNorm3d) if dims == 3 else (nn.Conv2d, nn.BatchNorm2d)
     return nn.Sequential(
-        nn.Conv3d(in_channels, out_channels, kernel_size=3, padding=1),
-        nn.BatchNorm3d(out_channels),
+        conv(in_channels, out_channels, kernel_size=3, padding=1),
+        norm(out_channels),
         nn.ReLU(),
     )
 
@@ -35,18 +36,24 @@ class SampleCNN(nn.Module):
         width: channels of ``block1``; ``block2`` and ``block3`` have twice and four times that.
     """
 
+    dims = 3  # spatial dimensions of the layers (SampleCNN2D: 2)
+
     def __init__(self, in_channels: int = 1, num_classes: int = 2, width: int = 8) -> None:
         super().__init__()
-        self.block1 = _conv_block(in_channels, width)
-        self.pool1 = nn.MaxPool3d(2)
-        self.block2 = _conv_block(width, 2 * width)
-        self.pool2 = nn.MaxPool3d(2)
-        self.block3 = _conv_block(2 * width, 4 * width)
-        self.gap = nn.AdaptiveAvgPool3d(1)
+        pool, gap = (
+            (nn.MaxPool3d, nn.AdaptiveAvgPool3d) if self.dims == 3
+            else (nn.MaxPool2d, nn.AdaptiveAvgPool2d)
+        )  # fmt: skip
+        self.block1 = _conv_block(in_channels, width, self.dims)
+        self.pool1 = pool(2)
+        self.block2 = _conv_block(width, 2 * width, self.dims)
+        self.pool2 = pool(2)
+        self.block3 = _conv_block(2 * width, 4 * width, self.dims)
+        self.gap = gap(1)
         self.fc = nn.Linear(4 * width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of shape (N, num_classes) for a batch of volumes of shape (N, C, D, H, W)."""
+        """Logits (N, num_classes) for volumes (N, C, D, H, W) (SampleCNN2D: (N, C, X, Y))."""
         x = self.pool1(self.block1(x))
         x = self.pool2(self.block2(x))
         x = self.gap(self.block3(x))
@@ -83,15 +90,7 @@ class MultiSequenceCNN(nn.Module):
         return self.fc(torch.flatten(self.gmp(x), 1))
 
 
-def _conv_block_2d(in_channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(),
-    )
-
-
-class SampleCNN2D(nn.Module):
+class SampleCNN2D(SampleCNN):
     """:class:`SampleCNN`'s layout in 2D, for the sample radiographs: (N, C, X, Y) -> logits.
 
     Three conv blocks (Conv2d, BatchNorm2d, ReLU), max pooling after the first two, global
@@ -104,19 +103,4 @@ class SampleCNN2D(nn.Module):
         width: channels of ``block1``; ``block2`` and ``block3`` have twice and four times that.
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 2, width: int = 8) -> None:
-        super().__init__()
-        self.block1 = _conv_block_2d(in_channels, width)
-        self.pool1 = nn.MaxPool2d(2)
-        self.block2 = _conv_block_2d(width, 2 * width)
-        self.pool2 = nn.MaxPool2d(2)
-        self.block3 = _conv_block_2d(2 * width, 4 * width)
-        self.gap = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(4 * width, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of shape (N, num_classes) for a batch of images of shape (N, C, X, Y)."""
-        x = self.pool1(self.block1(x))
-        x = self.pool2(self.block2(x))
-        x = self.gap(self.block3(x))
-        return self.fc(torch.flatten(x, 1))
+    dims = 2
