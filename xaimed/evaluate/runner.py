@@ -36,6 +36,7 @@ from xaimed.config import Config, EvaluateSection, MethodEntry, load_config, wit
 from xaimed.errors import ConfigError, InputError, XaimedError
 from xaimed.evaluate.folding import fold_batch_norms
 from xaimed.evaluate.masks import read_mask
+from xaimed.evaluate.memory import keep_freed_memory
 from xaimed.evaluate.metric import CaseWork, StoredMap, load_metric
 from xaimed.evaluate.records import (
     KindRecord,
@@ -194,6 +195,7 @@ def evaluate(
     _check_method_ids(settings, {r["method"] for r in rows})
     if cfg.runtime.threads:
         torch.set_num_threads(cfg.runtime.threads)
+    keep_freed_memory()  # the passes below reuse pages instead of faulting in fresh ones
     torch_device = resolve_device(cfg.runtime.device)
     loaded = channels_last(load_model(cfg.model, torch_device))
     scorer = build_scorer(loaded.module, cfg, is_script=loaded.is_script)
