@@ -139,7 +139,7 @@ class CaseWork:
 
         Where the method sees only the model's function, the network runs with its batch norms
         folded (the same map up to float rounding, in fewer passes)."""
-        if fold_safe(m.entry, network or self.loaded.module):
+        if fold_safe(m.entry, self.loaded.module if network is None else network):
             if network is None and self.folded is not None:
                 network = self.folded
             elif network is not None and not self.loaded.is_script:
