@@ -22,6 +22,7 @@ from xaimed.casepath import OpenCase
 from xaimed.config import Config, MethodEntry
 from xaimed.engine.scoring import Scorer
 from xaimed.errors import XaimedError
+from xaimed.evaluate.folding import fold_batch_norms, fold_safe
 from xaimed.evaluate.session import like, reexplain
 from xaimed.evaluate.settings import METRICS
 from xaimed.evaluate.similarity import Ranked, ranked
@@ -76,6 +77,9 @@ class CaseWork:
     mask: np.ndarray | None = None
     shuffled: LoadedModel | None = None
     checkpoints: list[LoadedModel] = field(default_factory=list)
+    # The loaded model with its frozen batch norms folded (xaimed.evaluate.folding), made once
+    # per evaluation; None for a model that cannot be copied (TorchScript).
+    folded: torch.nn.Module | None = None
     rows: list[dict[str, Any]] = field(default_factory=list)
     curves: list[dict[str, Any]] = field(default_factory=list)
     cascades: list[dict[str, Any]] = field(default_factory=list)
@@ -90,6 +94,12 @@ class CaseWork:
     def seed(self) -> int:
         """The run's seed (re-explanations and random draws use it)."""
         return self.config.runtime.seed
+
+    def forward_scorer(self) -> Scorer:
+        """The scorer for forward passes only (curves): on the folded model where there is one."""
+        if self.folded is None:
+            return self.scorer
+        return like(self.scorer, self.folded, self.config)
 
     def each(self, compute: Callable[[StoredMap], None], methods: list[str] | None = None) -> None:
         """``compute(m)`` for every map (of ``methods`` when given), a stop request checked
@@ -125,6 +135,14 @@ class CaseWork:
         inputs: torch.Tensor | None = None,
     ) -> np.ndarray:
         """``m``'s method run again (same parameters, target, seed) with another ``network``
-        (a randomised copy, a checkpoint) or on other ``inputs`` (a noisy copy)."""
+        (a randomised copy, a checkpoint) or on other ``inputs`` (a noisy copy).
+
+        Where the method sees only the model's function, the network runs with its batch norms
+        folded (the same map up to float rounding, in fewer passes)."""
+        if fold_safe(m.entry, self.loaded.module if network is None else network):
+            if network is None and self.folded is not None:
+                network = self.folded
+            elif network is not None and not self.loaded.is_script:
+                network = fold_batch_norms(network)
         scorer = self.scorer if network is None else like(self.scorer, network, self.config)
         return reexplain(scorer, self.case, m.entry, m.target, self.config, inputs=inputs)

@@ -34,7 +34,9 @@ import torch
 from xaimed.casepath import OpenCase
 from xaimed.config import Config, EvaluateSection, MethodEntry, load_config, with_overrides
 from xaimed.errors import ConfigError, InputError, XaimedError
+from xaimed.evaluate.folding import fold_batch_norms
 from xaimed.evaluate.masks import read_mask
+from xaimed.evaluate.memory import keep_freed_memory
 from xaimed.evaluate.metric import CaseWork, StoredMap, load_metric
 from xaimed.evaluate.records import (
     KindRecord,
@@ -111,6 +113,7 @@ class _Evaluation:
     result: EvaluationResult
     shuffled: LoadedModel | None = None
     checkpoints: list[LoadedModel] = field(default_factory=list)
+    folded: torch.nn.Module | None = None
     overwrite: bool = False
     reporter: Reporter = field(default_factory=LogReporter)
     stop: StopFlag = field(default_factory=StopFlag)
@@ -192,11 +195,14 @@ def evaluate(
     _check_method_ids(settings, {r["method"] for r in rows})
     if cfg.runtime.threads:
         torch.set_num_threads(cfg.runtime.threads)
+    keep_freed_memory()  # the passes below reuse pages instead of faulting in fresh ones
     torch_device = resolve_device(cfg.runtime.device)
     loaded = channels_last(load_model(cfg.model, torch_device))
     scorer = build_scorer(loaded.module, cfg, is_script=loaded.is_script)
     out = Path(out_dir) if out_dir is not None else run
+    folded = None if loaded.is_script else fold_batch_norms(loaded.module)
     ev = _Evaluation(cfg, settings, chosen, loaded, scorer, EvaluationResult(out),
+                     folded=None if folded is loaded.module else folded,
                      overwrite=overwrite, reporter=reporter or LogReporter(eta_of=""),
                      stop=stop or StopFlag(), run_dir=run)  # fmt: skip
     checkpoint = settings.of("sanity").randomised_labels_checkpoint
@@ -335,7 +341,7 @@ def _evaluate_case(ev: _Evaluation, case_id: str, rows: list[ManifestRow]) -> No
         if ev.stop.requested:
             return  # what is recorded stays; the rest is done by the next run
         work = CaseWork(kind, case, usable, ev.config, ev.scorer, ev.loaded, ev.stop, mask,
-                        ev.shuffled, ev.checkpoints)  # fmt: skip
+                        ev.shuffled, ev.checkpoints, ev.folded)  # fmt: skip
         t0 = time.perf_counter()
         try:
             load_metric(kind).compute(work, ev.settings.of(kind))
