@@ -80,3 +80,20 @@ def test_a_nifti_mask_on_another_grid_is_refused(tmp_path):
     junk.write_bytes(b"not dicom")
     with pytest.raises(InputError, match="neither NIfTI nor a readable DICOM SEG"):
         read_mask(junk, source, "x")
+
+
+def test_an_nrrd_mask_on_the_image_grid_is_read_like_a_nifti_one(tmp_path):
+    """A 3D Slicer user's label map (.nrrd) on the image's grid evaluates like a NIfTI mask."""
+    from xaimed.writers.itk import write_itk
+
+    affine = np.array([[-2.0, 0, 0, 10], [0, -2.0, 0, 20], [0, 0, 3.0, -5], [0, 0, 0, 1]])
+    source = read_nifti(write_nifti(tmp_path / "image.nii.gz", np.zeros((6, 5, 4)), affine))
+    labels = np.zeros((6, 5, 4), dtype=np.uint8)
+    labels[1:3, 2:4, 1] = 1
+    path = write_itk(
+        source.with_array(labels), tmp_path / "mask.nrrd", dtype=np.uint8, compress=True, meta={}
+    )
+    np.testing.assert_array_equal(read_mask(path, source, "x"), labels > 0)
+    other = read_nifti(write_nifti(tmp_path / "o.nii.gz", np.zeros((6, 5, 4)), np.eye(4)))
+    with pytest.raises(InputError, match=r"case x: mask .*mask.nrrd is not on the image's grid"):
+        read_mask(path, other, "x")

@@ -276,3 +276,12 @@ def test_an_ensemble_of_slice_wise_members_is_explained(tmp_path):
     record = json.loads(Path(result.rows[0]["sidecar"]).read_text())
     axes = [(m["axis"], m["array_axis"], m["context"]) for m in record["model"]["slicewise"]]
     assert axes == [("axial", 1, 1), ("coronal", 0, 0)]
+
+
+def test_slicewise_with_a_2d_model_setting_is_refused_at_load(tmp_path):
+    model = _classifier_model(tmp_path)
+    model["slicewise"] = {"axis": "axial"}
+    model["spatial_dims"] = 2
+    with pytest.raises(ConfigError) as caught:
+        load_config(_config(tmp_path, model))
+    assert any("remove model.spatial_dims: 2" in p for p in caught.value.problems)

@@ -693,6 +693,11 @@ class Config(Strict):
         )
         if not sliced:
             return
+        if self.model.spatial_dims == 2:
+            raise ValueError(
+                "model.slicewise runs a 2D network over the slices of a 3D volume; remove "
+                "model.spatial_dims: 2 (it is for models of 2D images)"
+            )
         if self.tiling is not None:
             raise ValueError(
                 "model.slicewise runs a 2D network slice by slice and cannot be tiled; remove "

@@ -96,10 +96,14 @@ def size_patch_batches(model: torch.nn.Module, inputs: torch.Tensor, budget: int
     return sized
 
 
-def size_slice_calls(model: torch.nn.Module, inputs: torch.Tensor, budget: int) -> None:
+def size_slice_calls(model: torch.nn.Module, inputs: torch.Tensor, budget: int | None) -> None:
     """Give every slice-wise model inside ``model`` the number of slices per network call that
-    fit in ``budget`` with their activations kept for backward (at least one)."""
+    fit in ``budget`` (None: half of what the device has free) with their activations kept for
+    backward (at least one)."""
     from xaimed.models.slicewise import SliceWise
+
+    if budget is None:
+        budget = available_memory(inputs.device) // 2
 
     for module in model.modules():
         if not isinstance(module, SliceWise) or module.axis is None:

@@ -10,33 +10,41 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from xaimed.errors import InputError
 from xaimed.geometry import Geometry, ras_to_lps
+from xaimed.io.image import read_image_arrays
+from xaimed.io.itk import is_itk
 from xaimed.io.nifti import is_nifti, plane_affine
 from xaimed.volume import Volume
 
 
 def read_mask(path: Path, source: Volume, case_id: str) -> np.ndarray:
     """The mask at ``path`` as a boolean array on ``source``'s grid."""
-    if is_nifti(path):
-        return _nifti_mask(path, source, case_id)
+    if is_nifti(path) or is_itk(path):
+        return _image_mask(path, source, case_id)
     return _seg_mask(path, source, case_id)
 
 
-def _nifti_mask(path: Path, source: Volume, case_id: str) -> np.ndarray:
-    image = nib.load(str(path))
-    shape, affine = image.shape, image.affine
+def _image_mask(path: Path, source: Volume, case_id: str) -> np.ndarray:
+    """A NIfTI, NRRD or MetaImage label map on the image's grid."""
+    try:
+        data, affine = read_image_arrays(path, dtype=None)
+    except (OSError, ValueError) as exc:
+        raise InputError(
+            f"case {case_id}: mask {path} cannot be read ({exc}); give a NIfTI, NRRD, "
+            "MetaImage or DICOM SEG file."
+        ) from None
+    shape = data.shape
     if len(shape) == 2:  # a 2D mask: xaimed's plane of depth 1, as the 2D image was read
         shape, affine = (*shape, 1), plane_affine(affine)
     if not Geometry.of(shape, affine).same_grid(source.geometry):
         raise InputError(
-            f"case {case_id}: mask {path} is not on the image's grid (shape {image.shape[:3]} vs "
+            f"case {case_id}: mask {path} is not on the image's grid (shape {data.shape[:3]} vs "
             f"{source.spatial_shape}, or another affine); resample it onto the image."
         )
-    return np.asarray(image.dataobj).reshape(source.spatial_shape) > 0
+    return np.asarray(data).reshape(source.spatial_shape) > 0
 
 
 def _seg_mask(path: Path, source: Volume, case_id: str) -> np.ndarray:
@@ -48,7 +56,8 @@ def _seg_mask(path: Path, source: Volume, case_id: str) -> np.ndarray:
     except Exception as exc:  # highdicom raises many kinds for files that are no usable SEG
         raise InputError(
             f"case {case_id}: mask {path} is neither NIfTI nor a readable DICOM SEG with 3D "
-            f"geometry ({type(exc).__name__}: {exc}); give a NIfTI or a DICOM SEG file."
+            f"geometry ({type(exc).__name__}: {exc}); give a NIfTI, NRRD, MetaImage or DICOM SEG "
+            "file."
         ) from None
     labels = np.asarray(volume.array)
     labels = labels.reshape(labels.shape[:3]) if labels.ndim > 3 else labels

@@ -22,7 +22,7 @@ import torch
 
 from xaimed.casepath import OpenCase, attribute, open_case
 from xaimed.config import Config, MethodEntry
-from xaimed.engine.batching import choose_batch_size
+from xaimed.engine.batching import choose_batch_size, size_slice_calls
 from xaimed.engine.counting import CountingModel
 from xaimed.engine.perturb import is_out_of_memory
 from xaimed.engine.scoring import build_scorer
@@ -177,6 +177,10 @@ class Explainer:
                 budget=self.config.runtime.memory_budget_bytes,
                 fixed=self.config.runtime.batch_size,
             )
+        else:
+            # A cached batch size skips the slice-wise call sizing inside choose_batch_size; the
+            # slice axis (and so the plane size) may differ between cases of one shape.
+            size_slice_calls(self.counting, opened.inputs, self.config.runtime.memory_budget_bytes)
         opened = opened.sized(self.batch_sizes[shape])
         rows: list[ManifestRow] = []
         identity = case_identity(case)

@@ -89,7 +89,8 @@ def _batch_norm(m: nn.BatchNorm2d) -> nn.Module:
 def _instance_norm(m: nn.InstanceNorm2d) -> nn.Module:
     out = nn.InstanceNorm3d(m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats)
     out.load_state_dict(m.state_dict())
-    return out.train(m.training)
+    device = next(m.parameters(), next(m.buffers(), torch.empty(0))).device
+    return out.to(device).train(m.training)
 
 
 def _upsample(m: nn.Upsample) -> nn.Module:

@@ -113,7 +113,7 @@ class TiledIncrementalScorer:
         if self.counting is not None:
             self.counting.count.add(samples=len(lo), calls=0, equivalent=0.0)
         rows = sums[None].expand(len(lo), -1).clone()
-        rows[:, self.target] += deltas
+        rows[:, self.target] += deltas.to(rows.device)
         return self._finish(rows)
 
     def _run(
