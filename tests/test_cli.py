@@ -9,7 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import blob_volume, oblique_affine, write_nifti
+from conftest import ROOT, blob_volume, oblique_affine, write_nifti
 from typer.testing import CliRunner
 
 from xaimed import __version__
@@ -254,6 +254,14 @@ def test_layers_lists_shapes_and_the_auto_layer(tmp_path, make_config):
     assert "relu" in text and "auto (features entering global pooling)" in text
     result, text = _invoke("layers", config)
     assert result.exit_code == 2 and "--size X,Y,Z" in text
+    result, text = _invoke("layers", config, "--size", "8,x,6")
+    assert result.exit_code == 2 and "--size 8,x,6 is not a size" in text, text
+
+
+def test_layers_of_the_2d_sample_model_take_a_plane():
+    result, text = _invoke("layers", ROOT / "configs" / "radiograph.yaml")
+    assert result.exit_code == 0, text
+    assert "Conv2d" in text and "(1, 1, 96, 96)" in text
 
 
 def test_warnings_reach_the_manifest(tmp_path, cases, make_config):

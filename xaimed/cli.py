@@ -542,7 +542,9 @@ def layers(
     config: Annotated[Path, typer.Argument(help="YAML config naming the model.")],
     size: Annotated[
         str | None,
-        typer.Option(help="Dummy input size X,Y,Z when model.input_size is unset."),
+        typer.Option(
+            help="Dummy input size X,Y,Z (X,Y for a 2D model) when model.input_size is unset."
+        ),
     ] = None,
 ) -> None:
     """List the model's layers with their output shapes (one dry forward pass)."""
@@ -556,10 +558,25 @@ def layers(
 
     try:
         cfg = load_config(config)
-        shape = cfg.model.input_size or (tuple(int(n) for n in size.split(",")) if size else None)
-        if shape is None or len(shape) != 3:
+        if cfg.model.slicewise is not None:
             raise XaimedError(
-                "model.input_size is unset; give the dummy input size as --size X,Y,Z."
+                "xaimed layers does not trace slice-wise models (model.slicewise); list the 2D "
+                "network's layers with a config of that network alone (model.spatial_dims: 2)."
+            )
+        planar = cfg.model.spatial_dims == 2
+        try:
+            given = tuple(int(n) for n in size.split(",")) if size else None
+        except ValueError:
+            given = ()
+        if given is not None and planar and len(given) == 2:
+            given = (*given, 1)
+        shape = cfg.model.input_size or given
+        if shape is None or len(shape) != 3:
+            form = "X,Y" if planar else "X,Y,Z"
+            raise XaimedError(
+                f"--size {size} is not a size; give it as --size {form} (whole numbers)."
+                if size
+                else f"model.input_size is unset; give the dummy input size as --size {form}."
             )
         model = load_model(cfg.model, torch.device("cpu"))
         # A 2D network takes its planes without the depth axis of 1.
