@@ -219,6 +219,7 @@ def test_a_case_list_without_a_channel_column_is_refused_naming_it(tmp_path):
          "resample_to 'flair' is not one of the channel names ['t1', 't2']"),
         ({"source": "single", "names": ["t1"]}, 1, "`names` needs source 'columns'"),
         (["t1", "path"], 2, "channel name(s) ['path'] are case-list columns of their own"),
+        (["t1", "member_std"], 2, "channel name(s) ['member_std'] would give per-channel maps"),
         (["t1", "T1"], 2, "channel name(s) ['T1', 't1'] appear twice"),
         (["t1", "t 2"], 2, "may hold letters, digits, '_' and '-' only, got ['t 2']"),
         (["t1", "t2"], 3, "names 2 channel(s) (x repeat 1) but model.in_channels is 3"),

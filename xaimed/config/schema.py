@@ -179,6 +179,8 @@ class ModelSection(Strict):
 
 # Case-list columns every list may have; a channel may not take one of their names.
 CASE_LIST_COLUMNS = ("case_id", "path", "study_uid", "mask", "label")
+# Endings of other outputs' file names next to a map (<stem>_member_std, <stem>_dominant, ...).
+OUTPUT_SUFFIXES = ("member_std", "dominant", "pm", "sc")
 
 
 class ChannelsStep(Strict):
@@ -247,6 +249,13 @@ class ChannelsStep(Strict):
             raise ValueError(
                 f"channel name(s) {reserved} are case-list columns of their own "
                 f"({', '.join(CASE_LIST_COLUMNS)}); rename the image column(s)"
+            )
+        # A channel's map is <case>_<method>_<channel>: these names end other outputs' files.
+        clashing = [n for n in value if n.lower() in OUTPUT_SUFFIXES]
+        if clashing:
+            raise ValueError(
+                f"channel name(s) {clashing} would give per-channel maps the names of other "
+                f"outputs ({', '.join(OUTPUT_SUFFIXES)}); rename the channel(s)"
             )
         return value
 
