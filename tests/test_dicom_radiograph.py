@@ -346,3 +346,17 @@ def test_secondary_capture_windows_with_the_voi_lut_when_it_was_for_display(cr, 
     expected = np.round(np.clip((_pixels(source) - low) / (high - low), 0, 1) * 255)
     np.testing.assert_array_equal(grey, expected)
     assert 0 < np.mean(grey == 0) < 1 and np.mean(grey == 255) < 1  # the window clips some
+
+
+def test_secondary_capture_keeps_an_oblique_patient_orientation_letter_for_letter(tmp_path):
+    path = write_radiograph(
+        _image(), tmp_path / "src" / "IM1", kind="DX", uid_seed="oblique",
+        patient_orientation=("L", "FP"),
+    )  # fmt: skip
+    source = _read(path)
+    folder = write_secondary_captures(
+        source, _map(source), tmp_path / "sc", _series(source), OverlayStyle()
+    )
+    (sc_path,) = sorted(folder.iterdir())
+    assert list(pydicom.dcmread(sc_path).PatientOrientation) == ["L", "FP"]
+    assert dciodvfy_errors(sc_path) == []

@@ -185,7 +185,11 @@ def _planar_instance(
         transfer_syntax_uid=ExplicitVRLittleEndian,
     )
     _derived(sc, ref, series)
-    if frame.geometry != FROM_PATIENT_ORIENTATION:
+    if frame.geometry == FROM_PATIENT_ORIENTATION:
+        # The overlay's pixels are the source's rows and columns: its orientation is the
+        # source's, letter for letter (an oblique "FP" is more than one letter per axis).
+        sc.PatientOrientation = ref.PatientOrientation
+    else:
         sc.PatientOrientation = ""  # Type 2: unknown, as in the source
     sc.PixelSpacing = ds_values(frame.pixel_spacing)
     # Type 2C: dciodvfy asks for it even for a chest; empty (unknown) when the source is silent.
