@@ -123,24 +123,7 @@ def _first_instance(
 ) -> Dataset:
     if not frame.in_patient:
         return _planar_instance(ref, pixels, frame, series, uid)
-    sc = hd.sc.SCImage.from_ref_dataset(
-        ref_dataset=ref,
-        pixel_array=pixels,
-        photometric_interpretation="RGB",
-        bits_allocated=8,
-        coordinate_system="PATIENT",
-        series_instance_uid=series.key.series_uid("sc"),
-        series_number=series.key.series_number("sc"),
-        sop_instance_uid=uid,
-        instance_number=1,
-        manufacturer="xaimed",
-        pixel_spacing=frame.pixel_spacing,
-        patient_orientation=(
-            _patient_orientation(frame.orientation[:3]),
-            _patient_orientation(frame.orientation[3:]),
-        ),
-        transfer_syntax_uid=ExplicitVRLittleEndian,
-    )
+    sc = _from_ref(ref, pixels, frame, series, uid)
     _derived(sc, ref, series)
     # Image-plane geometry (same orientation and spacing for every slice of the stack).
     sc.ImageOrientationPatient = ds_values(frame.orientation)
@@ -163,27 +146,9 @@ def _planar_instance(
     magnification factor; the sidecar records which) so that measurements on the overlay
     match the source.
     """
-    orientation = (
-        _patient_orientation(frame.orientation[:3]),
-        _patient_orientation(frame.orientation[3:]),
-    )
-    sc = hd.sc.SCImage.from_ref_dataset(
-        ref_dataset=ref,
-        pixel_array=pixels,
-        photometric_interpretation="RGB",
-        bits_allocated=8,
-        # highdicom knows no SC without a coordinate system; "PATIENT" only asks for Patient
-        # Orientation, which is emptied below when the source had none.
-        coordinate_system="PATIENT",
-        series_instance_uid=series.key.series_uid("sc"),
-        series_number=series.key.series_number("sc"),
-        sop_instance_uid=uid,
-        instance_number=1,
-        manufacturer="xaimed",
-        pixel_spacing=frame.pixel_spacing,
-        patient_orientation=orientation,
-        transfer_syntax_uid=ExplicitVRLittleEndian,
-    )
+    # highdicom knows no SC without a coordinate system; "PATIENT" only asks for Patient
+    # Orientation, which is replaced below by the source's (or emptied when it had none).
+    sc = _from_ref(ref, pixels, frame, series, uid)
     _derived(sc, ref, series)
     if frame.geometry == FROM_PATIENT_ORIENTATION:
         # The overlay's pixels are the source's rows and columns: its orientation is the
@@ -195,6 +160,31 @@ def _planar_instance(
     # Type 2C: dciodvfy asks for it even for a chest; empty (unknown) when the source is silent.
     sc.Laterality = ref.get("Laterality", "")
     return sc
+
+
+def _from_ref(
+    ref: Dataset, pixels: np.ndarray, frame: Frame, series: DerivedSeries, uid: str
+) -> Dataset:
+    """The first overlay instance as highdicom builds it from the source (patient, study,
+    equipment and SC modules), Patient Orientation from the frame's directions."""
+    return hd.sc.SCImage.from_ref_dataset(
+        ref_dataset=ref,
+        pixel_array=pixels,
+        photometric_interpretation="RGB",
+        bits_allocated=8,
+        coordinate_system="PATIENT",
+        series_instance_uid=series.key.series_uid("sc"),
+        series_number=series.key.series_number("sc"),
+        sop_instance_uid=uid,
+        instance_number=1,
+        manufacturer="xaimed",
+        pixel_spacing=frame.pixel_spacing,
+        patient_orientation=(
+            _patient_orientation(frame.orientation[:3]),
+            _patient_orientation(frame.orientation[3:]),
+        ),
+        transfer_syntax_uid=ExplicitVRLittleEndian,
+    )
 
 
 def _derived(sc: Dataset, ref: Dataset, series: DerivedSeries) -> None:
