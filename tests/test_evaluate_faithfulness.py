@@ -13,7 +13,13 @@ from conftest import ROOT
 from tiny_models import LinearModel
 
 from xaimed.engine.counting import CountingModel
-from xaimed.evaluate.faithfulness import forward_calls, perturbation_curve, unit_ranks
+from xaimed.evaluate.faithfulness import (
+    end_outputs,
+    end_scores,
+    forward_calls,
+    perturbation_curve,
+    unit_ranks,
+)
 from xaimed.sample.network import SampleCNN
 
 SHAPE = (6, 5, 4)
@@ -60,6 +66,29 @@ def test_curve_equals_step_by_step_reference(kind, batch_size):
     assert curve.auc == pytest.approx(np.trapezoid(expected, curve.fractions), rel=1e-5)
     assert counting.count.forward_calls == forward_calls(12, batch_size)
     assert counting.count.forward == 13
+
+
+@pytest.mark.parametrize("batch_size", [1, 5])
+def test_shared_end_points_give_the_same_curves_with_two_passes_less_per_curve(batch_size):
+    model = _linear(3)
+    x = torch.randn(1, 1, *SHAPE, generator=torch.Generator().manual_seed(4))
+    baseline = torch.full_like(x, float(x.min()))
+    ends_counter = CountingModel(model)
+    outputs = end_outputs(ends_counter, x, baseline, batch_size=batch_size)
+    assert ends_counter.count.forward == 2
+    ends = end_scores(outputs, 0, output="logits", score="logit")
+    for seed in (0, 1):  # two maps of one input share the end points
+        attribution = np.random.default_rng(seed).normal(size=SHAPE)
+        for kind in ("deletion", "insertion"):
+            counting = CountingModel(model)
+            shared = perturbation_curve(
+                counting, x, attribution, 0, kind=kind, baseline=baseline, steps=12,
+                batch_size=batch_size, output="logits", score="logit", ends=ends,
+            )  # fmt: skip
+            assert counting.count.forward == 11
+            expected = _reference(model, x, attribution, 0, baseline, 12, kind)
+            np.testing.assert_allclose(shared.scores, expected, rtol=1e-5, atol=1e-5)
+            assert shared.scores[0] != shared.scores[-1]
 
 
 def test_a_faithful_map_deletes_faster_than_its_reverse():

@@ -96,24 +96,29 @@ def perturbation_curve(
     group_size: int = 1,
     output: str = "logits",
     score: str = "probability",
+    ends: tuple[float, float] | None = None,
 ) -> Curve:
     """The deletion or insertion curve of ``attribution`` (spatial, on ``inputs``' grid).
 
     ``inputs`` and ``baseline`` are (1, C, I, J, K); a voxel is perturbed in every channel at
-    once. Step k perturbs the round(k * units / steps) most important units.
+    once. Step k perturbs the round(k * units / steps) most important units. ``ends``, the
+    scores of the unperturbed input and of the baseline (:func:`end_scores`), are the first and
+    last points of either curve whatever the map, so a caller with several maps of one input
+    passes them once computed and only the steps in between go through the model.
     """
     if tuple(attribution.shape) != tuple(inputs.shape[2:]):
         raise ValueError(f"map shape {attribution.shape} differs from the input's grid")
     ranks, n_units = unit_ranks(attribution, group_size)
     rank_t = torch.from_numpy(ranks).to(inputs.device)
     counts = [round(k * n_units / steps) for k in range(steps + 1)]
+    modelled = counts if ends is None else counts[1:-1]
     scores: list[torch.Tensor] = []
     batch = max(1, int(batch_size))
     # A tiled segmentation model recomputes only the patches each step changes.
     forward = forward_for(model, inputs, batch)
     with torch.no_grad():
-        for start in range(0, steps + 1, batch):
-            n = torch.tensor(counts[start : start + batch], device=inputs.device)
+        for start in range(0, len(modelled), batch):
+            n = torch.tensor(modelled[start : start + batch], device=inputs.device)
             perturbed = (rank_t[None] < n[:, None, None, None])[:, None]  # (B, 1, I, J, K)
             if kind == "deletion":
                 x = torch.where(perturbed, baseline, inputs)
@@ -121,7 +126,33 @@ def perturbation_curve(
                 x = torch.where(perturbed, inputs, baseline)
             scores.append(output_scores(forward(x), target, output=output, score=score).cpu())
     fractions = np.asarray(counts, dtype=np.float64) / n_units
-    return Curve(kind, fractions, torch.cat(scores).numpy().astype(np.float64))
+    inner = torch.cat(scores).numpy() if scores else np.zeros(0)
+    values = inner.astype(np.float64)
+    if ends is not None:
+        first, last = ends if kind == "deletion" else ends[::-1]
+        values = np.concatenate([[first], values, [last]])
+    return Curve(kind, fractions, values)
+
+
+def end_outputs(
+    model: torch.nn.Module, inputs: torch.Tensor, baseline: torch.Tensor, *, batch_size: int
+) -> torch.Tensor:
+    """The model's outputs for the unperturbed input and the baseline, stacked (2, ...): the
+    end points of every curve on ``inputs``, for :func:`end_scores`."""
+    forward = forward_for(model, inputs, max(1, int(batch_size)))
+    both = torch.cat([inputs, baseline.expand_as(inputs)])
+    with torch.no_grad():
+        if batch_size >= 2:
+            return forward(both)
+        return torch.cat([forward(both[:1]), forward(both[1:])])
+
+
+def end_scores(
+    outputs: torch.Tensor, target: int, *, output: str, score: str
+) -> tuple[float, float]:
+    """(unperturbed, baseline) scores of ``target`` from :func:`end_outputs`."""
+    first, last = output_scores(outputs, target, output=output, score=score).cpu().tolist()
+    return float(first), float(last)
 
 
 def forward_calls(steps: int, batch_size: int) -> int:
@@ -137,15 +168,24 @@ def compute(work: CaseWork, settings: FaithfulnessSettings) -> None:
     # would mean nothing, so the curves follow the explained score itself.
     score = "logit" if work.scorer.reduction.segmentation else settings.score
     forward = work.forward_scorer()  # batch norms folded: one pass less per block
+    batch_size = work.case.batch_size or 1
+    # The unperturbed input and the baseline are the end points of every map's curves: through
+    # the model once per case (on first use) instead of twice per map.
+    shared: list[torch.Tensor] = []
 
     def one(m: StoredMap) -> None:
+        if not shared:
+            shared.append(
+                end_outputs(forward.counting, work.case.inputs, baseline, batch_size=batch_size)
+            )
+        ends = end_scores(shared[0], m.target, output=forward.output, score=score)
         grid_map = work.case.to_model_grid(m.data)
         for kind in ("deletion", "insertion"):
             curve = perturbation_curve(
                 forward.counting, work.case.inputs, grid_map, m.target,
                 kind=kind, baseline=baseline, steps=settings.steps,
-                batch_size=work.case.batch_size or 1, group_size=settings.group_size,
-                output=forward.output, score=score,
+                batch_size=batch_size, group_size=settings.group_size,
+                output=forward.output, score=score, ends=ends,
             )  # fmt: skip
             work.add(m, f"{kind}_auc", curve.auc)
             work.curves.append({
