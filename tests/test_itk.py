@@ -26,6 +26,7 @@ from xaimed.io.image import read_image_arrays
 from xaimed.io.itk import read_itk
 from xaimed.io.nifti import read_nifti
 from xaimed.io.read import resolve_listed
+from xaimed.report.volumes import read_source
 from xaimed.writers.manifest import read_manifest
 from xaimed.writers.nifti import write_nifti_map
 from xaimed.writers.volume import map_format, write_label_volume, write_map_volume
@@ -430,3 +431,29 @@ def test_a_2d_metaimage_for_a_3d_model_fails_its_case_in_one_sentence(tmp_path, 
     assert row["status"] == "failed"
     assert row["error"].startswith("case cxr: the image is 2D (9, 7) but the model is 3D")
     assert row["error"].rstrip(".").count(". ") == 0
+
+
+@pytest.mark.parametrize(
+    ("affine", "dims"),
+    [
+        # In the plane z = 0: a 2D file, like a 2D NRRD's own.
+        (np.array([[-0.5, 0, 0, 3.0], [0, 0.8, 0, -4.0], [0, 0, 1, 0], [0, 0, 0, 1]]), 2),
+        # A coronal plane off z = 0: only a 3D file of depth 1 keeps where it lies.
+        (np.array([[-0.7, 0, 0, 40.0], [0, 0, -1.0, 12.0], [0, -0.9, 0, 90.0], [0, 0, 0, 1]]), 3),
+    ],
+)
+def test_nrrd_map_of_a_2d_nifti_keeps_its_plane(tmp_path, affine, dims):
+    data = np.random.default_rng(4).normal(size=PLANE).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, affine), tmp_path / "cxr.nii.gz")
+    source = read_nifti(tmp_path / "cxr.nii.gz")
+    outputs = OutputsSection(format="nrrd", compress=True)
+    values = source.array * 2
+    path = write_map_volume(source.with_array(values), tmp_path, "m", outputs, method="saliency")
+    written = sitk.ReadImage(str(path))
+    assert written.GetDimension() == dims
+    back, back_affine = read_image_arrays(path)
+    np.testing.assert_array_equal(back.reshape(values.shape), values)
+    np.testing.assert_allclose(back_affine[:, [0, 1, 3]], source.affine[:, [0, 1, 3]], atol=1e-6)
+    # The report shows the 2D source under either map.
+    shown = read_source("cxr", tmp_path / "cxr.nii.gz", None, back.shape)
+    np.testing.assert_array_equal(shown.reshape(PLANE), data)
