@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from xaimed.cli import app
 from xaimed.config import OutputsSection
 from xaimed.errors import InputError
+from xaimed.evaluate.masks import read_mask
 from xaimed.io.case import Case
 from xaimed.io.cases import discover_cases
 from xaimed.io.image import read_image_arrays
@@ -457,3 +458,21 @@ def test_nrrd_map_of_a_2d_nifti_keeps_its_plane(tmp_path, affine, dims):
     # The report shows the 2D source under either map.
     shown = read_source("cxr", tmp_path / "cxr.nii.gz", None, back.shape)
     np.testing.assert_array_equal(shown.reshape(PLANE), data)
+
+
+def test_a_2d_nrrd_mask_lies_on_its_2d_source(tmp_path):
+    source_path, mask_path = tmp_path / "cxr.mha", tmp_path / "cxr_mask.nrrd"
+    image = _itk_plane()
+    sitk.WriteImage(image, str(source_path))
+    labels = np.zeros(PLANE, dtype=np.uint8)
+    labels[2:5, 3:6] = 1
+    mask = sitk.GetImageFromArray(labels.T)
+    mask.CopyInformation(image)
+    sitk.WriteImage(mask, str(mask_path))
+    inside = read_mask(mask_path, read_itk(source_path), "cxr")
+    assert inside.shape == (*PLANE, 1)
+    np.testing.assert_array_equal(inside[..., 0], labels > 0)
+    mask.SetOrigin((0.0, 0.0))
+    sitk.WriteImage(mask, str(mask_path))
+    with pytest.raises(InputError, match=r"^case cxr: mask .* is not on the image's grid"):
+        read_mask(mask_path, read_itk(source_path), "cxr")
