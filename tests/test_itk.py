@@ -11,22 +11,28 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import blob_volume, oblique_affine, write_nifti
+import torch
+import yaml
+from conftest import blob_volume, oblique_affine, tiny_config, write_nifti
+from tiny_models import TinyCNN2D
 from typer.testing import CliRunner
 
 from xaimed.cli import app
 from xaimed.config import OutputsSection
 from xaimed.errors import InputError
+from xaimed.evaluate.masks import read_mask
 from xaimed.io.case import Case
 from xaimed.io.cases import discover_cases
 from xaimed.io.image import read_image_arrays
 from xaimed.io.itk import read_itk
 from xaimed.io.nifti import read_nifti
 from xaimed.io.read import resolve_listed
+from xaimed.report.volumes import read_source
 from xaimed.writers.manifest import read_manifest
 from xaimed.writers.nifti import write_nifti_map
 from xaimed.writers.volume import map_format, write_label_volume, write_map_volume
 
+TESTS = Path(__file__).parent
 SHAPE = (7, 6, 5)  # x, y, z: distinct so that a transposed axis cannot pass
 
 
@@ -192,10 +198,10 @@ def test_detached_header_without_its_data_file_names_both(tmp_path, header, data
     [
         ("-3", "not a readable MetaImage header"),
         ("83", "the image has 83 dimensions"),
-        ("2", "the image has 2 dimensions"),
+        ("4", "the image has 4 dimensions"),
     ],
 )
-def test_metaimage_ndims_other_than_3_is_refused_before_simpleitk(tmp_path, ndims, message):
+def test_metaimage_ndims_other_than_2_or_3_is_refused_before_simpleitk(tmp_path, ndims, message):
     # SimpleITK's MetaImage parser crashes the process on NDims -3 or 83 (found by fuzzing).
     path = tmp_path / "x.mha"
     sitk.WriteImage(_itk_image("flipped"), str(path))
@@ -335,3 +341,138 @@ def test_explain_with_format_same_writes_maps_on_the_source_geometry(tmp_path, m
             assert (out / "report" / "data" / "cases" / case_id / name).is_file()
     notes = json.loads((out / "report" / "report.json").read_text())["notes"]
     assert not [n for n in notes if "n1" in n or "m1" in n]
+
+
+# ------------------------------------------------------------------ 2D files
+
+PLANE = (9, 7)  # x, y of a 2D image: distinct so that a transposed axis cannot pass
+
+
+def _itk_plane(rng: np.random.Generator | None = None) -> sitk.Image:
+    """A 2D image with anisotropic spacing, an off-centre origin and a rotated, flipped
+    direction."""
+    rng = rng or np.random.default_rng(5)
+    i, j = np.meshgrid(np.arange(PLANE[0]), np.arange(PLANE[1]), indexing="ij")
+    blob = 300 * np.exp(-((i - 3) ** 2 + (j - 4) ** 2) / 5.0) + rng.normal(0, 10, PLANE)
+    image = sitk.GetImageFromArray(blob.T.astype(np.int16))  # SimpleITK takes (y, x)
+    c, s = np.cos(0.4), np.sin(0.4)
+    image.SetSpacing((0.35, 1.15))
+    image.SetDirection((c, s, s, -c))  # a rotation with one axis flipped
+    image.SetOrigin((-41.5, 17.25))
+    return image
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha"])
+def test_a_2d_file_is_read_as_a_plane_on_simpleitks_world(tmp_path, suffix):
+    path = tmp_path / f"cxr{suffix}"
+    sitk.WriteImage(_itk_plane(), str(path))
+    written = sitk.ReadImage(str(path))
+    volume = read_itk(path)
+    assert volume.array.shape == (*PLANE, 1) and volume.is_2d
+    assert volume.meta["spatial_dims"] == 2
+    for i, j in itertools.product(range(PLANE[0]), range(PLANE[1])):
+        assert volume.array[i, j, 0] == written.GetPixel(i, j)
+        x, y = written.TransformIndexToPhysicalPoint((i, j))  # LPS, the plane z = 0
+        world = (volume.affine @ np.array([i, j, 0.0, 1.0]))[:3]
+        np.testing.assert_allclose(world, [-x, -y, 0.0], rtol=0, atol=1e-4)
+    normal = volume.affine[:3, 2]
+    assert np.linalg.norm(normal) == pytest.approx(1.0)
+    assert np.allclose(normal @ volume.affine[:3, :2], 0.0)
+    # Maps and masks are read back as 2D arrays with the same affine, like a 2D NIfTI.
+    data, affine = read_image_arrays(path)
+    assert data.shape == PLANE
+    np.testing.assert_array_equal(data, volume.array[..., 0])
+    np.testing.assert_allclose(affine, volume.affine, rtol=0, atol=1e-12)
+
+
+def test_2d_nrrd_explained_by_a_2d_model_gives_a_2d_map_on_its_geometry(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sitk.WriteImage(_itk_plane(), str(folder / "cxr.nrrd"))
+    sitk.WriteImage(_itk_plane(np.random.default_rng(6)), str(folder / "flat.mha"))
+    torch.manual_seed(0)
+    torch.save(TinyCNN2D().state_dict(), tmp_path / "tiny2d.pt")
+    config = tmp_path / "config.yaml"
+    sections = tiny_config(tmp_path / "tiny2d.pt", outputs={"png": False, "format": "same"})
+    sections["model"] |= {"architecture": "tiny_models:TinyCNN2D", "spatial_dims": 2}
+    config.write_text(yaml.safe_dump(sections))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, ["explain", str(folder), "--config", str(config), "--out", str(out), "--quiet"]
+    )
+    assert result.exit_code == 0, result.output
+    rows = {r["case_id"]: r for r in read_manifest(out / "manifest.csv")}
+    for case_id, suffix in (("cxr", ".nrrd"), ("flat", ".mha")):
+        row = rows[case_id]
+        assert row["status"] == "ok", row["error"]
+        map_path = Path(row["nifti"])
+        assert map_path.suffix == suffix
+        source, written = sitk.ReadImage(row["source"]), sitk.ReadImage(str(map_path))
+        assert written.GetDimension() == 2 and written.GetSize() == source.GetSize() == PLANE
+        _assert_same_itk_geometry(written, source)
+        assert np.abs(sitk.GetArrayViewFromImage(written)).max() > 0
+        assert json.loads(Path(row["sidecar"]).read_text())["source"]["spatial_dims"] == 2
+        for name in ("map0.js", "source.js"):  # the report read the 2D map and source back
+            assert (out / "report" / "data" / "cases" / case_id / name).is_file()
+    notes = json.loads((out / "report" / "report.json").read_text())["notes"]
+    assert not [n for n in notes if "cxr" in n or "flat" in n]
+
+
+def test_a_2d_metaimage_for_a_3d_model_fails_its_case_in_one_sentence(tmp_path, make_config):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sitk.WriteImage(_itk_plane(), str(folder / "cxr.mha"))
+    config = make_config(outputs={"png": False, "format": "same"})
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, ["explain", str(folder), "--config", str(config), "--out", str(out), "--quiet"]
+    )
+    assert result.exit_code != 0
+    (row,) = read_manifest(out / "manifest.csv")
+    assert row["status"] == "failed"
+    assert row["error"].startswith("case cxr: the image is 2D (9, 7) but the model is 3D")
+    assert row["error"].rstrip(".").count(". ") == 0
+
+
+@pytest.mark.parametrize(
+    ("affine", "dims"),
+    [
+        # In the plane z = 0: a 2D file, like a 2D NRRD's own.
+        (np.array([[-0.5, 0, 0, 3.0], [0, 0.8, 0, -4.0], [0, 0, 1, 0], [0, 0, 0, 1]]), 2),
+        # A coronal plane off z = 0: only a 3D file of depth 1 keeps where it lies.
+        (np.array([[-0.7, 0, 0, 40.0], [0, 0, -1.0, 12.0], [0, -0.9, 0, 90.0], [0, 0, 0, 1]]), 3),
+    ],
+)
+def test_nrrd_map_of_a_2d_nifti_keeps_its_plane(tmp_path, affine, dims):
+    data = np.random.default_rng(4).normal(size=PLANE).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, affine), tmp_path / "cxr.nii.gz")
+    source = read_nifti(tmp_path / "cxr.nii.gz")
+    outputs = OutputsSection(format="nrrd", compress=True)
+    values = source.array * 2
+    path = write_map_volume(source.with_array(values), tmp_path, "m", outputs, method="saliency")
+    written = sitk.ReadImage(str(path))
+    assert written.GetDimension() == dims
+    back, back_affine = read_image_arrays(path)
+    np.testing.assert_array_equal(back.reshape(values.shape), values)
+    np.testing.assert_allclose(back_affine[:, [0, 1, 3]], source.affine[:, [0, 1, 3]], atol=1e-6)
+    # The report shows the 2D source under either map.
+    shown = read_source("cxr", tmp_path / "cxr.nii.gz", None, back.shape)
+    np.testing.assert_array_equal(shown.reshape(PLANE), data)
+
+
+def test_a_2d_nrrd_mask_lies_on_its_2d_source(tmp_path):
+    source_path, mask_path = tmp_path / "cxr.mha", tmp_path / "cxr_mask.nrrd"
+    image = _itk_plane()
+    sitk.WriteImage(image, str(source_path))
+    labels = np.zeros(PLANE, dtype=np.uint8)
+    labels[2:5, 3:6] = 1
+    mask = sitk.GetImageFromArray(labels.T)
+    mask.CopyInformation(image)
+    sitk.WriteImage(mask, str(mask_path))
+    inside = read_mask(mask_path, read_itk(source_path), "cxr")
+    assert inside.shape == (*PLANE, 1)
+    np.testing.assert_array_equal(inside[..., 0], labels > 0)
+    mask.SetOrigin((0.0, 0.0))
+    sitk.WriteImage(mask, str(mask_path))
+    with pytest.raises(InputError, match=r"^case cxr: mask .* is not on the image's grid"):
+        read_mask(mask_path, read_itk(source_path), "cxr")

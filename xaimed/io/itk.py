@@ -3,6 +3,8 @@
 ITK places voxels in LPS+ (origin, spacing, direction); the Volume's affine is RAS+, converted
 once here with :func:`xaimed.geometry.lps_to_ras`. SimpleITK's array is (z, y, x[, component]);
 the Volume's axes are ITK's (x, y, z), components (vector images) on axis 3 like a 4D NIfTI.
+A 2D file is read as xaimed holds 2D images (like a 2D NIfTI): a plane of depth 1 whose
+affine's third column is the plane's unit normal, ``meta["spatial_dims"] = 2``.
 SimpleITK is imported when a file is read (it takes about a second to import): discovery and
 case lists only look at names.
 """
@@ -18,6 +20,7 @@ import numpy as np
 from xaimed.errors import InputError
 from xaimed.geometry import lps_to_ras
 from xaimed.io.case import Case, cases_by_stem
+from xaimed.io.nifti import plane_affine
 from xaimed.io.safety import check_declared_size, escape_text
 from xaimed.volume import Source, Volume
 
@@ -49,7 +52,7 @@ class ItkGeometry:
 
     origin: tuple[float, ...]
     spacing: tuple[float, ...]
-    direction: tuple[float, ...]  # row-major 3x3; column j is the direction of index axis j
+    direction: tuple[float, ...]  # row-major DxD; column j is the direction of index axis j
 
     @classmethod
     def of(cls, image: sitk.Image) -> ItkGeometry:
@@ -58,22 +61,28 @@ class ItkGeometry:
 
     @property
     def affine(self) -> np.ndarray:
-        """The voxel -> RAS+ affine (ITK's own is LPS+)."""
-        direction = np.asarray(self.direction, dtype=np.float64).reshape(3, 3)
+        """The voxel -> RAS+ affine (ITK's own is LPS+); a 2D image's plane lies at z = 0 of
+        its 2D world (L, P) and its third column is the plane's unit normal."""
+        dims = len(self.spacing)
+        direction = np.asarray(self.direction, dtype=np.float64).reshape(dims, dims)
         affine = np.eye(4)
-        affine[:3, :3] = direction @ np.diag(np.asarray(self.spacing, dtype=np.float64))
-        affine[:3, 3] = self.origin
-        return lps_to_ras(affine)
+        affine[:dims, :dims] = direction @ np.diag(np.asarray(self.spacing, dtype=np.float64))
+        affine[:dims, 3] = self.origin
+        affine = lps_to_ras(affine)
+        return plane_affine(affine) if dims == 2 else affine
 
 
 def itk_arrays(image: sitk.Image, dtype: type | None = np.float32) -> tuple[np.ndarray, np.ndarray]:
-    """An ITK image's voxels on xaimed's axes (x, y, z[, component]) and its RAS+ affine;
-    ``dtype`` None keeps the file's voxel type."""
+    """An ITK image's voxels on its index axes (x, y[, z][, component]) and its RAS+ affine;
+    ``dtype`` None keeps the file's voxel type. A 2D image's voxels stay 2D (X, Y[, C]), like
+    nibabel's of a 2D NIfTI."""
     import SimpleITK as sitk
 
     array = sitk.GetArrayViewFromImage(image)
     # (z, y, x[, c]) -> (x, y, z[, c]): the Volume's axes are ITK's index axes.
-    axes = (2, 1, 0, 3) if array.ndim == 4 else (2, 1, 0)
+    axes = tuple(reversed(range(image.GetDimension())))
+    if image.GetNumberOfComponentsPerPixel() > 1:
+        axes += (len(axes),)
     # Values beyond float32 become infinite here; preprocessing refuses them with a sentence
     # (or fills them, preprocessing.nan_fill), so numpy's overflow warning would only be noise.
     with np.errstate(over="ignore", invalid="ignore"):
@@ -96,7 +105,8 @@ def read_itk_arrays(path: Path, dtype: type | None = np.float32) -> tuple[np.nda
 
 
 def read_itk(path: Path, *, case_id: str | None = None, memory_budget: int | None = None) -> Volume:
-    """Read a 3D NRRD or MetaImage file into a float32 Volume (components on axis 3).
+    """Read a 2D or 3D NRRD or MetaImage file into a float32 Volume (components on axis 3; a
+    2D image as a plane of depth 1, ``meta["spatial_dims"] = 2``).
 
     The header is read first, so that the declared size is checked against ``memory_budget``
     (bytes; default: the memory available now) before any voxel is; then the voxels are read
@@ -124,10 +134,10 @@ def read_itk(path: Path, *, case_id: str | None = None, memory_budget: int | Non
             f"{where}: not a readable NRRD or MetaImage header; re-export the image or remove it."
         ) from None
     size = tuple(int(n) for n in reader.GetSize())
-    if len(size) != 3:
+    if len(size) not in (2, 3):
         raise InputError(
-            f"{where}: the image has {len(size)} dimensions, xaimed reads 3D NRRD and MetaImage "
-            "volumes; export it as a 3D volume."
+            f"{where}: the image has {len(size)} dimensions, xaimed reads 2D and 3D NRRD and "
+            "MetaImage images; export it as a 2D image or a 3D volume."
         )
     components = int(reader.GetNumberOfComponents())
     check_declared_size(size + ((components,) if components > 1 else ()), where, memory_budget)
@@ -140,9 +150,12 @@ def read_itk(path: Path, *, case_id: str | None = None, memory_budget: int | Non
             "corrupt; re-export the image."
         ) from None
     data, affine = itk_arrays(image)
+    meta = {}
+    if len(size) == 2:  # a 2D image: one plane of depth 1, xaimed's convention for 2D
+        data, meta = np.expand_dims(data, 2), {"spatial_dims": 2}
     source = Source(path, ITK_FORMATS[_suffix(path)], ItkGeometry.of(image))
     try:
-        return Volume(array=data, affine=affine, source=source)
+        return Volume(array=data, affine=affine, source=source, meta=meta)
     except ValueError:
         raise InputError(
             f"{where}: unusable geometry (the direction is singular or not finite); fix the "
@@ -220,7 +233,7 @@ def detached_data_file(path: Path) -> Path | None:
 
 
 def _check_metaimage_dims(path: Path, where: str) -> None:
-    """Refuse a MetaImage header whose ``NDims`` is not 3 before SimpleITK reads it: its
+    """Refuse a MetaImage header whose ``NDims`` is not 2 or 3 before SimpleITK reads it: its
     MetaImage parser crashes the process (segmentation fault) on a negative or huge NDims."""
     if _suffix(path) not in (".mha", ".mhd"):
         return
@@ -230,8 +243,8 @@ def _check_metaimage_dims(path: Path, where: str) -> None:
             f"{where}: not a readable MetaImage header (NDims is {ndims[:20]!r}); re-export the "
             "image or remove it."
         )
-    if int(ndims) != 3:
+    if int(ndims) not in (2, 3):
         raise InputError(
-            f"{where}: the image has {int(ndims)} dimensions, xaimed reads 3D NRRD and "
-            "MetaImage volumes; export it as a 3D volume."
+            f"{where}: the image has {int(ndims)} dimensions, xaimed reads 2D and 3D NRRD and "
+            "MetaImage images; export it as a 2D image or a 3D volume."
         )

@@ -86,6 +86,10 @@ def read_source(
     if len(shape) == 2 and array.ndim == 3 and array.shape[2] == 1:
         # A 2D DICOM image is read as a plane of depth 1; its map is a 2D file.
         array = array[..., 0]
+    elif len(shape) == 3 and shape[2] == 1 and array.ndim == 2:
+        # A 2D image's NRRD/MetaImage map is a 3D file of depth 1 when its plane is not z = 0
+        # (a 2D ITK image cannot hold it; xaimed.writers.itk).
+        array = array[..., None]
     if tuple(array.shape) != tuple(shape):
         raise InputError(
             f"case {case_id}: source {source} has shape {tuple(array.shape)}, its map "
