@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from xaimed.errors import InputError
@@ -60,14 +61,7 @@ def read_case_list(path: Path, channels: tuple[str, ...] | None = None) -> list[
     cases: list[Case] = []
     problems: list[str] = []
     seen: dict[str, int] = {}
-    for line, row in enumerate(rows[1:], start=2):
-        if not any(cell.strip() for cell in row):
-            continue
-
-        def cell(name: str, row: list[str] = row) -> str:
-            index = column.get(name)
-            return row[index].strip() if index is not None and index < len(row) else ""
-
+    for line, cell in _data_rows(rows, column):
         case_id, where, study_uid = cell("case_id"), cell("path"), cell("study_uid")
         if not case_id or bool(where) == bool(study_uid):
             problems.append(f"line {line}: give case_id and one of path or study_uid")
@@ -90,11 +84,7 @@ def read_case_list(path: Path, channels: tuple[str, ...] | None = None) -> list[
                 study_uid=study_uid or None,
             )
         )
-    if problems:
-        raise InputError(f"case list {path}: " + "; ".join(problems) + ".")
-    if not cases:
-        raise InputError(f"case list {path}: no cases below the header row.")
-    return cases
+    return _checked(path, cases, problems)
 
 
 def _channel_cases(
@@ -114,14 +104,7 @@ def _channel_cases(
     cases: list[Case] = []
     problems: list[str] = []
     seen: dict[str, int] = {}
-    for line, row in enumerate(rows[1:], start=2):
-        if not any(cell.strip() for cell in row):
-            continue
-
-        def cell(name: str, row: list[str] = row) -> str:
-            index = column.get(name)
-            return row[index].strip() if index is not None and index < len(row) else ""
-
+    for line, cell in _data_rows(rows, column):
         case_id = cell("case_id")
         empty = [name for name in channels if not cell(name)]
         if not case_id or empty:
@@ -144,6 +127,27 @@ def _channel_cases(
                 channels=files,
             )
         )
+    return _checked(path, cases, problems)
+
+
+def _data_rows(
+    rows: list[list[str]], column: dict[str, int]
+) -> Iterator[tuple[int, Callable[[str], str]]]:
+    """Each non-blank row below the header: its line number and a getter of a named column's
+    stripped cell ("" when the row is short or the column absent)."""
+    for line, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+
+        def cell(name: str, row: list[str] = row) -> str:
+            index = column.get(name)
+            return row[index].strip() if index is not None and index < len(row) else ""
+
+        yield line, cell
+
+
+def _checked(path: Path, cases: list[Case], problems: list[str]) -> list[Case]:
+    """``cases``, or one InputError naming every problem of the list (or that it has no case)."""
     if problems:
         raise InputError(f"case list {path}: " + "; ".join(problems) + ".")
     if not cases:
