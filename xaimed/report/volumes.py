@@ -83,13 +83,11 @@ def read_source(
         array = _read_dicom_source(case_id, source, config_json)
     while array.ndim > 3:
         array = array[..., 0]
-    if len(shape) == 2 and array.ndim == 3 and array.shape[2] == 1:
-        # A 2D DICOM image is read as a plane of depth 1; its map is a 2D file.
-        array = array[..., 0]
-    elif len(shape) == 3 and shape[2] == 1 and array.ndim == 2:
-        # A 2D image's NRRD/MetaImage map is a 3D file of depth 1 when its plane is not z = 0
-        # (a 2D ITK image cannot hold it; xaimed.writers.itk).
-        array = array[..., None]
+    if _plane(array.shape) == _plane(tuple(shape)):
+        # A 2D image and a plane of depth 1 are the same picture: a 2D DICOM image is read as a
+        # plane, its map is a 2D file; a 2D image's NRRD/MetaImage map off z = 0 is a depth-1
+        # 3D file (xaimed.writers.itk).
+        array = array.reshape(shape)
     if tuple(array.shape) != tuple(shape):
         raise InputError(
             f"case {case_id}: source {source} has shape {tuple(array.shape)}, its map "
@@ -98,6 +96,11 @@ def read_source(
     if np.issubdtype(array.dtype, np.integer) and array.dtype.itemsize <= 2:
         return np.ascontiguousarray(array)
     return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def _plane(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """``shape`` without a trailing depth of 1 (X, Y, 1 -> X, Y)."""
+    return shape[:2] if len(shape) == 3 and shape[2] == 1 else shape
 
 
 def _read_dicom_source(case_id: str, source: Path, config_json: Path | None) -> np.ndarray:
