@@ -37,6 +37,7 @@ from xaimed.engine.incremental.graph import (
     reference_graph,
     trace,
 )
+from xaimed.engine.incremental.normshift import NormShift, norm_shifts
 from xaimed.engine.incremental.patches import (
     Const,
     PaddedCache,
@@ -98,6 +99,8 @@ class IncrementalScorer:
     # With a reducer: return each window's change of the target's sum (float64) instead of
     # the finished score; a tiled pass adds those changes up over the patches a window touches.
     deltas: bool = False
+    # Frozen norms' first-order statistics correction (:mod:`.normshift`); empty: none.
+    shifts: dict[fx.Node, NormShift] = field(default_factory=dict)
     backoffs: int = 0
     windows: int = 0
     batches: int = 0
@@ -109,6 +112,7 @@ class IncrementalScorer:
     _state_bytes: int = 0
     _work: float = 0.0
     _costs: dict[fx.Node, int] = field(default_factory=dict)
+    _correction: torch.Tensor | None = None  # (B,) float64, of the batch being computed
 
     def __post_init__(self) -> None:
         order = {n: i for i, n in enumerate(self.graph.nodes)}
@@ -164,6 +168,7 @@ class IncrementalScorer:
             "frozen_norm_statistics": sorted(
                 n.name for n, r in self.graph.rules.items() if isinstance(r, FrozenNormRule)
             ),
+            "norm_statistics_correction": "first_order" if self.shifts else None,
             "full_pass_equivalent": round(self.full_pass_equivalent, 3),
             "whole_maps_from": [{"node": name, **about} for name, about in self.whole_from.items()],
         }
@@ -199,6 +204,7 @@ class IncrementalScorer:
     def _batch(self, lo: torch.Tensor, hi: torch.Tensor, threshold: float) -> torch.Tensor:
         self.batches += 1
         self._state_bytes = 0
+        self._correction = None
         work = self._work
         env: dict[fx.Node, State] = {}
         graph = self.graph
@@ -228,8 +234,12 @@ class IncrementalScorer:
                 samples=len(lo), calls=1, equivalent=(self._work - work) / max(1, self._full_work)
             )
         if self.deltas:
-            return result[:, self.target]
-        return widen(result.reshape(result.shape[0], -1)[:, self.target])
+            scores = result[:, self.target]
+        else:
+            scores = widen(result.reshape(result.shape[0], -1)[:, self.target])
+        if self._correction is not None:
+            scores = scores + self._correction.to(scores.device, scores.dtype)
+        return scores
 
     # ------------------------------------------------------------ states
 
@@ -335,6 +345,11 @@ class IncrementalScorer:
             return self._upsample(node, rule, inputs[0], patches[inputs[0]], threshold)
         if isinstance(rule, FrozenNormRule):
             patch = patches[inputs[0]]
+            shift = self.shifts.get(node)
+            if shift is not None:
+                old = gather(graph.cache[inputs[0]], patch.lo, patch.size)
+                change = shift.correction(old, patch.values)
+                self._correction = change if self._correction is None else self._correction + change
             return Patch(rule.run(patch.values), patch.lo)
         if not isinstance(rule, ElementwiseRule):
             raise NotIncremental(f"{node.name}: no way to compute a changed box for its rule")
@@ -482,9 +497,13 @@ def build_incremental_scorer(
     count: PassCount | None = None,
     reducer: TargetReduction | None = None,
     freeze_norm: bool = False,
+    correct_norm_shift: bool = True,
 ) -> IncrementalScorer:
     """Trace ``network``, record its unoccluded forward pass on ``x`` and return the scorer
-    (raises NotIncremental, with the reason, when the network cannot be handled at all)."""
+    (raises NotIncremental, with the reason, when the network cannot be handled at all).
+
+    With ``freeze_norm``, ``correct_norm_shift`` adds the first-order correction for the frozen
+    statistics' shift (:mod:`.normshift`); without it, only the local change is kept."""
     module = trace(network)
     context = (
         nullcontext()
@@ -498,6 +517,16 @@ def build_incremental_scorer(
         first = users[0]
         reason = graph.rules[first].reason  # type: ignore[union-attr]
         raise NotIncremental(f"its first op, {first.name} ({graph.describe(first)}), {reason}")
+    shifts = {}
+    if freeze_norm and correct_norm_shift:
+        dims = _triple(x.shape)
+
+        def score(out: torch.Tensor) -> torch.Tensor:
+            if reducer is None:
+                return out.reshape(1, -1)[0, target]
+            return reducer.finish(reducer.box_sums(out, None), dims)[0, target]
+
+        shifts = norm_shifts(graph, x, score)
     return IncrementalScorer(
         graph,
         x,
@@ -509,4 +538,5 @@ def build_incremental_scorer(
         progress=progress,
         count=count,
         reducer=reducer,
+        shifts=shifts,
     )

@@ -1,0 +1,131 @@
+"""First-order correction for the statistics that frozen instance / group norms ignore.
+
+With ``freeze_norm_statistics`` every per-sample norm applies the unoccluded pass's mean and
+standard deviation, so a window's change stays in its box. The exact norm would also move each
+channel's statistics a little, and with instance norm that shift reaches every voxel of the
+map after it: on a large patch it sums to most of a window's effect. Per norm node ``l`` and
+channel ``c`` the exact output is the frozen one with its normalised values scaled by
+``1 + alpha`` and shifted by ``beta``::
+
+    alpha = sigma / sigma' - 1        beta = (mu - mu') / sigma'
+
+(``mu'``, ``sigma'`` the occluded statistics). The score's derivatives with respect to an
+injected ``alpha`` and ``beta`` at every norm are taken once, on the unoccluded pass with every
+norm live (one backward pass), so they are total derivatives: a shift at one norm moves the
+statistics of the norms after it, and that is included. A window's statistics change at node
+``l`` is computed exactly from its box (the frozen propagation holds the old and new values of
+the norm's input there), so the shift that the window causes directly; shifts caused through
+earlier norms are the total derivatives' part. The score change is then the frozen local
+change plus ``sum_l sum_c g_alpha * alpha + g_beta * beta``.
+
+This is hand-written because no library computes per-window statistics shifts of a traced
+graph; torch's autograd gives the derivatives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import fx, nn
+
+from xaimed.engine.incremental.graph import FrozenNormRule, Graph
+
+
+@dataclass(frozen=True)
+class NormShift:
+    """One frozen norm's unoccluded statistics per group (float64) and the score's derivatives
+    with respect to a scale ``alpha`` and shift ``beta`` of its normalised values per group."""
+
+    groups: int
+    voxels: int  # values per group: channels per group x voxels of the map
+    mean: torch.Tensor  # (G,)
+    var: torch.Tensor  # (G,)
+    eps: float
+    g_alpha: torch.Tensor  # (G,)
+    g_beta: torch.Tensor  # (G,)
+
+    def correction(self, old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+        """(B,) float64: the first-order score change from the statistics' shift, for windows
+        whose norm input changed from ``old`` to ``new`` (B, C, *box) inside their box."""
+        batch = len(new)
+        mean = self.mean[None]
+        old = old.double().reshape(batch, self.groups, -1)
+        new = new.double().reshape(batch, self.groups, -1)
+        # Sums of deviations from the unoccluded mean keep the difference of two large sums
+        # out of the rounding.
+        d1 = (new - old).sum(-1)
+        d2 = ((new - mean[..., None]) ** 2 - (old - mean[..., None]) ** 2).sum(-1)
+        shift = d1 / self.voxels
+        var = (self.var[None] + d2 / self.voxels - shift**2).clamp(min=0.0)
+        sigma = (self.var[None] + self.eps).sqrt()
+        sigma_new = (var + self.eps).sqrt()
+        alpha = sigma / sigma_new - 1.0
+        beta = -shift / sigma_new
+        return alpha @ self.g_alpha + beta @ self.g_beta
+
+
+def norm_shifts(
+    graph: Graph, x: torch.Tensor, score: Callable[[torch.Tensor], torch.Tensor]
+) -> dict[fx.Node, NormShift]:
+    """The shift terms of every frozen norm of ``graph``: one forward and one backward pass of
+    the traced network on ``x`` (float32, every norm live), ``score`` turning its output into
+    the explained score (a 0-d tensor)."""
+    frozen = [n for n, r in graph.rules.items() if isinstance(r, FrozenNormRule)]
+    if not frozen:
+        return {}
+    injected: dict[fx.Node, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    class _Injecting(fx.Interpreter):
+        def run_node(self, n: fx.Node):  # type: ignore[override]
+            out = super().run_node(n)
+            if n not in frozen:
+                return out
+            norm = graph.module.get_submodule(str(n.target))
+            channels = int(out.shape[1])
+            shape = (1, channels, 1, 1, 1)
+            alpha = torch.zeros(shape, dtype=out.dtype, requires_grad=True)
+            beta = torch.zeros(shape, dtype=out.dtype, requires_grad=True)
+            weight, bias = _affine(norm, channels, out)
+            injected[n] = (alpha, beta)
+            # out = weight * z + bias; z -> z * (1 + alpha) + beta.
+            return out + (out - bias.reshape(shape)) * alpha + weight.reshape(shape) * beta
+
+    with torch.enable_grad():
+        value = score(_Injecting(graph.module).run(x.detach().float()))
+        leaves = [t for pair in injected.values() for t in pair]
+        grads = torch.autograd.grad(value, leaves, allow_unused=True)
+    shifts: dict[fx.Node, NormShift] = {}
+    for i, node in enumerate(injected):
+        g_alpha, g_beta = (
+            torch.zeros(1) if g is None else g.detach().double().flatten()
+            for g in grads[2 * i : 2 * i + 2]
+        )
+        norm = graph.module.get_submodule(str(node.target))
+        source = graph.cache[node.all_input_nodes[0]]
+        groups = _groups(norm, int(source.shape[1]))
+        grouped = source.double().reshape(groups, -1)
+        per = int(source.shape[1]) // groups
+        shifts[node] = NormShift(
+            groups=groups,
+            voxels=int(grouped.shape[1]),
+            mean=grouped.mean(-1),
+            var=grouped.var(-1, unbiased=False),
+            eps=float(norm.eps),  # type: ignore[arg-type]
+            g_alpha=g_alpha.expand(int(source.shape[1])).reshape(groups, per).sum(-1),
+            g_beta=g_beta.expand(int(source.shape[1])).reshape(groups, per).sum(-1),
+        )
+    return shifts
+
+
+def _groups(norm: nn.Module, channels: int) -> int:
+    return int(norm.num_groups) if isinstance(norm, nn.GroupNorm) else channels  # type: ignore[arg-type]
+
+
+def _affine(norm: nn.Module, channels: int, like: torch.Tensor):
+    """The norm's per-channel weight and bias (ones and zeros without an affine part)."""
+    weight, bias = getattr(norm, "weight", None), getattr(norm, "bias", None)
+    w = like.new_ones(channels) if weight is None else weight.detach().to(like.dtype)
+    b = like.new_zeros(channels) if bias is None else bias.detach().to(like.dtype)
+    return w, b
