@@ -14,8 +14,9 @@ Contenders:
 - ``xaimed incremental``: the incremental engine inside every patch
   (:mod:`xaimed.engine.incremental.tiled`, exact), what ``engine: auto`` runs;
 - ``xaimed frozen-norm``: the same with ``approximate: {freeze_norm_statistics: true}``
-  (instance norm only); its map is compared with the exact engine's (Pearson, Spearman, the
-  largest difference relative to the largest exact drop);
+  (instance norm only: frozen statistics with the first-order correction for their shift,
+  :mod:`xaimed.engine.incremental.normshift`); its map is compared with the exact engine's
+  (Pearson, Spearman, the largest difference relative to the largest exact drop);
 - ``xaimed patch-incremental``: whole touched patches recomputed (:mod:`xaimed.engine.patchwise`);
 - ``xaimed plain``: ``engine: plain`` (a whole tiled pass per window);
 - ``captum``: ``captum.attr.FeatureAblation`` (one feature per window) over a forward that runs
@@ -27,16 +28,27 @@ Contenders:
 Sampling: a full run has (192/16)^2 * 128/16 = 1152 windows, and the whole-pass contenders need
 a tiled pass (48 UNet patches) per window: hours on two CPU cores. So whole-pass contenders are
 timed on ``--sample`` windows drawn at random from the grid, the partial-pass engines on
-``--patch-sample`` (the same first ones) plus, with ``--block``, a cube of adjacent windows,
-and every contender's time per window is extrapolated to the full window count; every
-extrapolated row says so. Full run = once-per-case time (the reference pass; for the
-incremental engines the recording of every patch, and the re-recording of the patches the
-sample touches is moved there from the windows' time) + time per window x window count. Drops
-are compared on the windows two contenders share. Each contender runs in its own child process;
-peak memory is the child's ``ru_maxrss`` minus its resident memory before the method ran.
+``--patch-sample`` (the same first ones) plus, with ``--block``, a cube of adjacent windows
+(adjacent, because those engines work patch by patch and a full run gives each patch about 57
+windows), and every contender's time per window is extrapolated to the full window count;
+every extrapolated row says so. Full run, whole-pass contenders: once-per-case time (the
+reference pass) + time per window x window count (Captum's call also runs the reference and
+the rest of the volume as a feature: its time per window is its time per pass). Full run,
+partial-pass engines: every patch recorded once (a full run records each patch once, with its
+windows; the measured time per recorded patch, the frozen statistics' backward pass included)
++ the windows' own time per window x window count. Drops are compared on the windows two
+contenders share.
+
+Fair timing on a shared machine: every contender runs in its own persistent worker process;
+the workers set up one after another, then run ``--rounds`` interleaved rounds (in each, every
+contender in turn runs one unit: a partial-pass engine its whole sample again, a whole-pass
+contender the next of its sampled windows), so that a change of the machine's load hits every
+contender alike; times are summed over the rounds. Peak memory is the worker's ``ru_maxrss``
+minus its resident memory before the method ran.
 
     .venv/bin/python benchmarks/segmentation.py --norm batch
-    .venv/bin/python benchmarks/segmentation.py --norm instance --block 4 --json out.json
+    .venv/bin/python benchmarks/segmentation.py --norm instance --sample 3 --rounds 3 \
+        --patch-sample 3 --block 4 --only 'xaimed incremental,xaimed frozen-norm,captum,monai'
     .venv/bin/python benchmarks/segmentation.py --device cuda --precision bf16
 """
 
@@ -45,6 +57,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 import subprocess
 import sys
@@ -149,39 +162,6 @@ def _autocast(args):
     return torch.autocast(device_type=args.device, dtype=torch.bfloat16)
 
 
-def _xaimed(net, x, region, lo, hi, args, *, patchwise: bool, timing: dict) -> np.ndarray:
-    from xaimed.methods.windows import PlainWindows
-
-    ctx = _context(net, x, region, args)
-    t0 = time.perf_counter()
-    engine = PlainWindows(ctx, torch.zeros_like(x), patchwise=patchwise)
-    # Once per case, whatever the window count: the reference (and recorded patch) pass.
-    timing["setup_s"] = time.perf_counter() - t0
-    drops = engine.reference - engine.scores(lo, hi, label="occlusion")
-    return drops.double().cpu().numpy()
-
-
-def _xaimed_incremental(net, x, region, lo, hi, args, *, freeze: bool, timing: dict):
-    """The incremental engine inside the patches. Once per case: recording every patch (the
-    reference); a sample of windows re-records the patches it touches (a full run records each
-    once, with the reference), so that share is moved from the windows' time to the setup."""
-    from xaimed.methods.windows import TiledIncrementalWindows
-
-    ctx = _context(net, x, region, args)
-    t0 = time.perf_counter()
-    engine = TiledIncrementalWindows(ctx, torch.zeros_like(x), 1.0, freeze)
-    reference = engine.reference
-    timing["setup_s"] = time.perf_counter() - t0
-    scorer = engine.scorer
-    patches = len(scorer.plan.boxes)
-    t1 = time.perf_counter()
-    scores = engine.scores(lo, hi, label="occlusion")
-    again = scorer.patches_recorded - patches
-    timing["windows_s"] = time.perf_counter() - t1 - again * timing["setup_s"] / patches
-    timing["record"] = scorer.sidecar_fields()
-    return (reference - scores).double().cpu().numpy()
-
-
 def _context(net, x, region, args):
     from xaimed.config import TargetSection
     from xaimed.engine.counting import CountingModel
@@ -218,104 +198,203 @@ def _forward(net, region, args):
     return forward
 
 
-def _captum(net, x, region, lo, hi, args) -> tuple[np.ndarray, int]:
-    """Captum's Occlusion only takes a regular grid of windows with stride <= window, so the
-    sampled windows go through ``captum.attr.FeatureAblation`` with one feature per window
-    (the same whole forward pass per window as Occlusion makes); the rest of the volume is
-    feature 0, ablated too and not used."""
-    from captum.attr import FeatureAblation
+class _Xaimed:
+    """xaimed's engines. ``setup`` records the reference; ``run`` scores one unit of windows
+    and reports the time spent recording patches (once per patch in a full run) apart from
+    the windows' own time."""
 
-    forward = _forward(net, region, args)
-    mask = torch.zeros_like(x, dtype=torch.long)
-    for i, (a, b) in enumerate(zip(lo.tolist(), hi.tolist(), strict=True)):
-        mask[(0, 0, *(slice(s, e) for s, e in zip(a, b, strict=True)))] = i + 1
-    with torch.no_grad():
-        attr = FeatureAblation(forward).attribute(
-            x, baselines=0.0, target=1, feature_mask=mask, perturbations_per_eval=1
-        )
-    drops = np.array([float(attr[(0, 0, *(int(v) for v in a))]) for a in lo])
-    return drops, len(lo) + 1
+    def __init__(self, name: str, net, x, region, args) -> None:
+        self.name, self.args = name, args
+        self.net, self.x, self.region = net, x, region
+        self.engine = None
+
+    def setup(self) -> None:
+        from xaimed.methods.windows import PlainWindows, TiledIncrementalWindows
+
+        ctx = _context(self.net, self.x, self.region, self.args)
+        fill = torch.zeros_like(self.x)
+        if self.name in ("xaimed incremental", "xaimed frozen-norm"):
+            freeze = self.name == "xaimed frozen-norm"
+            self.engine = TiledIncrementalWindows(ctx, fill, 1.0, freeze)
+        else:
+            patchwise = self.name == "xaimed patch-incremental"
+            self.engine = PlainWindows(ctx, fill, patchwise=patchwise)
+        self.reference = self.engine.reference
+
+    def run(self, lo: torch.Tensor, hi: torch.Tensor) -> dict:
+        scorer = getattr(self.engine, "scorer", None)
+        record, patches = (scorer.record_s, scorer.patches_recorded) if scorer else (0.0, 0)
+        t0 = time.perf_counter()
+        scores = self.engine.scores(lo, hi, label="occlusion")
+        wall = time.perf_counter() - t0
+        self.drops = (self.reference - scores).double().cpu().numpy()
+        if scorer is None:
+            return {"wall_s": wall, "windows": len(lo), "windows_s": wall}
+        record = scorer.record_s - record
+        return {
+            "wall_s": wall,
+            "windows": len(lo),
+            "record_s": record,
+            "patches_recorded": scorer.patches_recorded - patches,
+            "windows_s": wall - record,
+        }
+
+    def record(self) -> dict | None:
+        scorer = getattr(self.engine, "scorer", None)
+        return scorer.sidecar_fields() if scorer is not None else None
 
 
-def _monai(net, x, region, lo, hi, args, timing: dict) -> tuple[np.ndarray, int]:
+class _Captum:
+    """Captum's Occlusion only takes a regular grid of windows with stride <= window, so each
+    window goes through ``captum.attr.FeatureAblation`` with one feature for the window (the
+    same whole forward pass per window as Occlusion makes); the rest of the volume is the
+    other feature, ablated too and not used: a call is three tiled passes (reference, the
+    rest, the window), and the time per window is the time per pass."""
+
+    def __init__(self, name: str, net, x, region, args) -> None:
+        self.forward = _forward(net, region, args)
+        self.x = x
+
+    def setup(self) -> None:
+        pass
+
+    def run(self, lo: torch.Tensor, hi: torch.Tensor) -> dict:
+        from captum.attr import FeatureAblation
+
+        mask = torch.zeros_like(self.x, dtype=torch.long)
+        for i, (a, b) in enumerate(zip(lo.tolist(), hi.tolist(), strict=True)):
+            mask[(0, 0, *(slice(s, e) for s, e in zip(a, b, strict=True)))] = i + 1
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            attr = FeatureAblation(self.forward).attribute(
+                self.x, baselines=0.0, target=1, feature_mask=mask, perturbations_per_eval=1
+            )
+        wall = time.perf_counter() - t0
+        self.drops = np.array([float(attr[(0, 0, *(int(v) for v in a))]) for a in lo])
+        return {"wall_s": wall, "windows": len(lo) + 2, "windows_s": wall}
+
+    def record(self) -> None:
+        return None
+
+
+class _Monai:
     """MONAI occludes every window of its grid (mask size, overlap 0: our grid) that meets
     ``b_box`` grown by half the mask on each side; a ``b_box`` of the window's centre voxel
     gives that one window, one occluded pass. Its map there is the occluded score; the drop is
     the reference (one pass, once per case) minus it."""
-    from monai.visualize import OcclusionSensitivity
 
-    forward = _forward(net, region, args)
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        reference = float(forward(x)[0, 1])
-    timing["setup_s"] = time.perf_counter() - t0
-    seen = [0]
+    def __init__(self, name: str, net, x, region, args) -> None:
+        from monai.visualize import OcclusionSensitivity
 
-    def counted(batch: torch.Tensor) -> torch.Tensor:
-        seen[0] += int(batch.shape[0])
-        return forward(batch)
+        self.forward = _forward(net, region, args)
+        self.x, self.args = x, args
+        self.occ = OcclusionSensitivity(
+            self.forward, mask_size=args.window, n_batch=args.batch, mode=0.0, overlap=0.0,
+            activate=False, verbose=False,
+        )  # fmt: skip
 
-    occ = OcclusionSensitivity(
-        counted, mask_size=args.window, n_batch=args.batch, mode=0.0, overlap=0.0,
-        activate=False, verbose=False,
-    )  # fmt: skip
-    drops = []
-    for a in lo.tolist():
-        centre = [v + args.window // 2 for v in a]
-        box = [v for c in centre for v in (c, c + 1)]
+    def setup(self) -> None:
         with torch.no_grad():
-            occ_map, _ = occ(x, b_box=box)
-        drops.append(reference - float(occ_map.flatten(2)[0, 1, 0]))
-    return np.array(drops), seen[0]
+            self.reference = float(self.forward(self.x)[0, 1])
+
+    def run(self, lo: torch.Tensor, hi: torch.Tensor) -> dict:
+        drops = []
+        t0 = time.perf_counter()
+        for a in lo.tolist():
+            centre = [v + self.args.window // 2 for v in a]
+            box = [v for c in centre for v in (c, c + 1)]
+            with torch.no_grad():
+                occ_map, _ = self.occ(self.x, b_box=box)
+            drops.append(self.reference - float(occ_map.flatten(2)[0, 1, 0]))
+        wall = time.perf_counter() - t0
+        self.drops = np.array(drops)
+        return {"wall_s": wall, "windows": len(lo), "windows_s": wall}
+
+    def record(self) -> None:
+        return None
+
+
+def _reply(message: dict) -> None:
+    print("@@ " + json.dumps(message, default=str), flush=True)
 
 
 def child(args) -> None:
+    """A persistent worker for one contender: set up, then run the units the parent asks
+    for one at a time (``run R``), and report its drops and memory (``finish``)."""
     torch.set_num_threads(args.threads)
     net, x = _setup(args)
     region = _region(net, x, args)
-    count = args.patch_sample if args.child in PARTIAL else args.sample
-    lo, hi, _ = _windows(args, tuple(x.shape[2:]), count)
-    if args.child in PARTIAL and args.block:
-        lo, hi = _block(args, tuple(x.shape[2:]), lo, hi)
+    shape = tuple(int(n) for n in x.shape[2:])
+    partial = args.child in PARTIAL
+    lo, hi, _ = _windows(args, shape, args.patch_sample if partial else args.sample)
+    if partial and args.block:
+        lo, hi = _block(args, shape, lo, hi)
+    kind = _Captum if args.child == "captum" else _Monai if args.child == "monai" else _Xaimed
+    contender = kind(args.child, net, x, region, args)
     before = _rss()
     t0 = time.perf_counter()
-    # ``passes``: the occluded inputs the timing covers (time per window = wall / passes).
-    timing: dict = {"setup_s": 0.0}
-    if args.child in ("xaimed incremental", "xaimed frozen-norm"):
-        freeze = args.child == "xaimed frozen-norm"
-        drops = _xaimed_incremental(net, x, region, lo, hi, args, freeze=freeze, timing=timing)
-        passes = len(lo)
-    elif args.child == "xaimed patch-incremental":
-        drops = _xaimed(net, x, region, lo, hi, args, patchwise=True, timing=timing)
-        passes = len(lo)
-    elif args.child == "xaimed plain":
-        drops = _xaimed(net, x, region, lo, hi, args, patchwise=False, timing=timing)
-        passes = len(lo)
-    elif args.child == "captum":
-        drops, passes = _captum(net, x, region, lo, hi, args)
-    else:
-        drops, passes = _monai(net, x, region, lo, hi, args, timing)
+    contender.setup()
     if args.device == "cuda":
         torch.cuda.synchronize()
-    wall = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    device_peak = torch.cuda.max_memory_allocated() if args.device == "cuda" else 0
-    Path(args.out).write_text(
-        json.dumps(
-            {
-                "wall_s": wall,
-                "setup_s": timing["setup_s"],
-                "windows_s": timing.get("windows_s", wall - timing["setup_s"]),
-                "windows": passes,
-                "starts": lo.tolist(),
-                "method_mib": (peak - before) / 2**20,
-                "device_mib": device_peak / 2**20,
-                "drops": [None if np.isnan(v) else float(v) for v in drops],
-                "record": timing.get("record"),
-            },
-            default=str,
+    _reply({"setup_s": time.perf_counter() - t0})
+    starts: list = []
+    drops: list = []
+    for line in sys.stdin:
+        command = line.split()
+        if command[0] == "run":
+            # Partial-pass engines run their whole unit every round (windows share patches as
+            # in a full run); whole-pass contenders take every ``rounds``-th window.
+            r = int(command[1])
+            rows = slice(None) if partial else slice(r, None, args.rounds)
+            got = contender.run(lo[rows], hi[rows])
+            if args.device == "cuda":
+                torch.cuda.synchronize()
+            if not partial or not starts:
+                starts += lo[rows].tolist()
+                drops += [None if np.isnan(v) else float(v) for v in contender.drops]
+            _reply(got)
+        elif command[0] == "finish":
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            device_peak = torch.cuda.max_memory_allocated() if args.device == "cuda" else 0
+            _reply(
+                {
+                    "starts": starts,
+                    "drops": drops,
+                    "method_mib": (peak - before) / 2**20,
+                    "device_mib": device_peak / 2**20,
+                    "record": contender.record(),
+                }
+            )
+            return
+
+
+class _Worker:
+    """The parent's handle on one contender's worker process."""
+
+    def __init__(self, name: str, args, log) -> None:
+        argv = [sys.executable, __file__, "--child", name]
+        for key in ("norm", "size", "patch", "overlap", "window", "stride", "sample", "rounds"):
+            argv += [f"--{key}", str(getattr(args, key))]
+        argv += ["--patch-sample", str(args.patch_sample), "--block", str(args.block)]
+        argv += ["--batch", str(args.batch), "--threads", str(args.threads)]
+        argv += ["--device", args.device, "--precision", args.precision]
+        self.name = name
+        self.process = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True
         )
-    )
+
+    def receive(self) -> dict:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if line.startswith("@@ "):
+                return json.loads(line[3:])
+        raise RuntimeError(f"{self.name}: the worker stopped (see its log)")
+
+    def send(self, command: str) -> dict:
+        assert self.process.stdin is not None
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        return self.receive()
 
 
 def _compare(got: dict, ref: dict) -> dict:
@@ -340,6 +419,26 @@ def _compare(got: dict, ref: dict) -> dict:
     return out
 
 
+def _summarise(got: dict, rounds: list[dict], full: int) -> dict:
+    """Extrapolate a contender's full run from its rounds. Whole-pass contenders: once-per-case
+    setup + time per window x windows. Partial-pass engines: every patch recorded once (its
+    measured time per recorded patch, the correction's backward pass included) + the windows'
+    own time per window x windows."""
+    windows = sum(r["windows"] for r in rounds)
+    got["per_window_s"] = sum(r["windows_s"] for r in rounds) / windows
+    got["windows"] = windows
+    got["round_wall_s"] = [round(r["wall_s"], 2) for r in rounds]
+    if "record_s" in rounds[0]:
+        recorded = sum(r["patches_recorded"] for r in rounds)
+        got["record_per_patch_s"] = sum(r["record_s"] for r in rounds) / max(1, recorded)
+        got["once_s"] = got["record_per_patch_s"] * got["record"]["tiled"]["patches_per_pass"]
+    else:
+        got["once_s"] = got["setup_s"]
+    got["full_run_s"] = got["once_s"] + got["per_window_s"] * full
+    got["drops"] = [float("nan") if v is None else v for v in got["drops"]]
+    return got
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--norm", choices=("batch", "instance"), default="batch")
@@ -359,6 +458,10 @@ def main() -> None:
         "--block", type=int, default=0,
         help="also time the partial-pass engines on a cube of this many adjacent windows a side",
     )  # fmt: skip
+    parser.add_argument(
+        "--rounds", type=int, default=1,
+        help="interleave the contenders over this many rounds (see the module's docstring)",
+    )  # fmt: skip
     parser.add_argument("--batch", type=int, default=4, help="inputs / patches per call")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
@@ -366,7 +469,6 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(CONTENDERS))
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args)
@@ -376,31 +478,54 @@ def main() -> None:
     names = [n for n in CONTENDERS if n in args.only.split(",")]
     if args.norm == "batch" and "xaimed frozen-norm" in names:
         names.remove("xaimed frozen-norm")  # batch norm has no per-sample statistics
+    if args.sample < args.rounds:
+        parser.error("--sample must give every round at least one window")
+    with tempfile.TemporaryFile("w+") as log:
+        try:
+            results, load = _interleaved(names, args, log, full)
+        finally:
+            log.seek(0)
+            failures = log.read()
+            if "Traceback" in failures:
+                print(failures[-3000:], file=sys.stderr)
+    _report(results, load, args, full)
+
+
+def _interleaved(names: list[str], args, log, full: int) -> tuple[dict[str, dict], list]:
+    """Every contender's results, from workers run in interleaved rounds."""
     results: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in names:
-            out = Path(tmp) / "out.json"
-            argv = [sys.executable, __file__, "--child", name, "--out", str(out)]
-            for key in ("norm", "size", "patch", "overlap", "window", "stride", "sample"):
-                argv += [f"--{key}", str(getattr(args, key))]
-            argv += ["--patch-sample", str(args.patch_sample), "--block", str(args.block)]
-            argv += ["--batch", str(args.batch), "--threads", str(args.threads)]
-            argv += ["--device", args.device, "--precision", args.precision]
-            done = subprocess.run(argv, capture_output=True, text=True)
-            if done.returncode != 0:
-                print(f"{name}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
-                continue
-            got = json.loads(out.read_text())
-            setup = got.get("setup_s", 0.0)
-            got["per_window_s"] = got["windows_s"] / got["windows"]
-            got["drops"] = [float("nan") if v is None else v for v in got["drops"]]
-            got["full_run_s"] = setup + got["per_window_s"] * full
-            results[name] = got
+    workers: dict[str, _Worker] = {}
+    timings: dict[str, list[dict]] = {}
+    load = [round(v, 1) for v in os.getloadavg()]
+    # Setups one after another (each alone on the machine), then the rounds: every contender
+    # runs one unit per round in turn, so that a change of the machine's load hits all alike.
+    for name in names:
+        workers[name] = _Worker(name, args, log)
+        results[name] = workers[name].receive()
+        timings[name] = []
+        print(f"{name}: set up in {results[name]['setup_s']:.1f} s", flush=True)
+    for r in range(args.rounds):
+        for name, worker in workers.items():
+            got = worker.send(f"run {r}")
+            timings[name].append(got)
             print(
-                f"{name}: {got['wall_s']:.1f} s for {got['windows']} windows "
-                f"({setup:.1f} s of it once per case; {got['per_window_s']:.2f} s per window)",
+                f"round {r + 1}: {name}: {got['wall_s']:.1f} s for {got['windows']} windows",
                 flush=True,
             )
+    for name, worker in workers.items():
+        results[name].update(worker.send("finish"))
+        worker.process.wait()
+        _summarise(results[name], timings[name], full)
+    load.append(round(os.getloadavg()[0], 1))
+    return results, load
+
+
+def _report(results: dict[str, dict], load: list, args, full: int) -> None:
+    """Print the table (and write the JSON) of the contenders' extrapolated full runs."""
+    patches = next(
+        (g["record"]["tiled"]["patches_per_pass"] for g in results.values() if g.get("record")),
+        None,
+    )
     peers = [results[n]["full_run_s"] for n in ("captum", "monai") if n in results]
     best_peer = min(peers) if peers else float("nan")
     rows = []
@@ -409,34 +534,41 @@ def main() -> None:
             "contender": name,
             "full_run_s": round(got["full_run_s"], 1),
             "setup_s": round(got["setup_s"], 1),
+            "once_per_case_s": round(got["once_s"], 1),
+            "record_per_patch_s": round(got.get("record_per_patch_s", float("nan")), 3),
             "per_window_s": round(got["per_window_s"], 3),
             "extrapolated_from_windows": got["windows"],
+            "round_wall_s": got["round_wall_s"],
             "speedup_vs_best_peer": round(best_peer / got["full_run_s"], 2),
             "method_mib": round(got["method_mib"], 1),
             "device_mib": round(got["device_mib"], 1),
             "vs_xaimed_plain": _compare(got, results["xaimed plain"])
             if "xaimed plain" in results
             else None,
+            "vs_captum": _compare(got, results["captum"]) if "captum" in results else None,
             "engine_record": got.get("record"),
+            "window_starts": got["starts"],
+            "drops": got["drops"],
         }
         if name == "xaimed frozen-norm" and "xaimed incremental" in results:
             row["vs_exact_incremental"] = _compare(got, results["xaimed incremental"])
         rows.append(row)
     print(
         f"\n{args.norm}-norm UNet, {args.size}, patch {args.patch}^3 overlap {args.overlap}, "
-        f"window {args.window} stride {args.stride}: {full} windows; "
-        f"{args.device} {args.precision}"
+        f"window {args.window} stride {args.stride}: {full} windows, {patches} patches; "
+        f"{args.device} {args.precision}; {args.rounds} interleaved rounds; load average "
+        f"{load[0]} before, {load[-1]} after"
     )
     print(
         f"{'contender':26} {'full run (s, extrap.)':>22} {'from':>5} {'x best peer':>12} "
-        f"{'MiB':>8} {'max diff':>10} {'vs exact':>26}"
+        f"{'MiB':>8} {'vs Captum':>10} {'vs exact':>26}"
     )
     nan = float("nan")
     for r in rows:
-        diff = (r["vs_xaimed_plain"] or {}).get("max_diff", float("nan"))
+        diff = (r["vs_captum"] or {}).get("max_diff", float("nan"))
         exact = r.get("vs_exact_incremental")
         quality = (
-            f"r={exact.get('pearson', nan):.3f} rho={exact.get('spearman', nan):.3f} "
+            f"r={exact.get('pearson', nan):.4f} rho={exact.get('spearman', nan):.4f} "
             f"d={exact['max_diff']:.2e}"
             if exact and exact["windows"]
             else ""
@@ -448,7 +580,13 @@ def main() -> None:
         )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        summary = {"settings": vars(args), "full_windows": full, "rows": rows}
+        summary = {
+            "settings": vars(args),
+            "full_windows": full,
+            "patches_per_pass": patches,
+            "load_average": load,
+            "rows": rows,
+        }
         args.json.write_text(json.dumps(summary, indent=2, default=str))
 
 

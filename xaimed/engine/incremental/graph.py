@@ -512,6 +512,13 @@ def _function_rule(graph: Graph, node: fx.Node) -> Rule:
     return NoRule("no changed-box rule for this function")
 
 
+def group_statistics(cached: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and (biased) variance (G,) float64 of a norm's input (1, C, ...) per group of
+    channels, computed in float32 as the norm itself does."""
+    var, mean = torch.var_mean(cached.float().reshape(groups, -1), dim=-1, correction=0)
+    return mean.double(), var.double()
+
+
 def _frozen_norm(cached: torch.Tensor, norm: nn.Module) -> Rule:
     """The norm as an affine map per channel, with the statistics of its cached input."""
     if isinstance(norm, nn.InstanceNorm1d | nn.InstanceNorm2d | nn.InstanceNorm3d):
@@ -521,9 +528,9 @@ def _frozen_norm(cached: torch.Tensor, norm: nn.Module) -> Rule:
     else:
         groups = int(norm.num_groups)  # type: ignore[attr-defined]
     channels = int(cached.shape[1])
-    grouped = cached.double().reshape(1, groups, -1)
-    mean = grouped.mean(-1).repeat_interleave(channels // groups, dim=1)
-    var = grouped.var(-1, unbiased=False).repeat_interleave(channels // groups, dim=1)
+    mean, var = group_statistics(cached, groups)
+    mean = mean[None].repeat_interleave(channels // groups, dim=1)
+    var = var[None].repeat_interleave(channels // groups, dim=1)
     shape = (1, channels, 1, 1, 1)
     scale = (var + float(norm.eps)).rsqrt().reshape(shape)  # type: ignore[arg-type]
     shift = (-mean).reshape(shape) * scale

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import fx, nn
 
-from xaimed.engine.incremental.graph import FrozenNormRule, Graph
+from xaimed.engine.incremental.graph import FrozenNormRule, Graph, group_statistics
 
 
 @dataclass(frozen=True)
@@ -50,13 +50,15 @@ class NormShift:
         """(B,) float64: the first-order score change from the statistics' shift, for windows
         whose norm input changed from ``old`` to ``new`` (B, C, *box) inside their box."""
         batch = len(new)
-        mean = self.mean[None]
-        old = old.double().reshape(batch, self.groups, -1)
-        new = new.double().reshape(batch, self.groups, -1)
-        # Sums of deviations from the unoccluded mean keep the difference of two large sums
-        # out of the rounding.
-        d1 = (new - old).sum(-1)
-        d2 = ((new - mean[..., None]) ** 2 - (old - mean[..., None]) ** 2).sum(-1)
+        old = old.float().reshape(batch, self.groups, -1)
+        new = new.float().reshape(batch, self.groups, -1)
+        # Voxel by voxel differences (the change of the deviations' squares from the
+        # unoccluded mean is (new - old) * (new + old - 2 mean)) keep the difference of two
+        # large sums out of the rounding; the sums are float64.
+        change = new - old
+        twice_mean = (2 * self.mean).float()[None, :, None]
+        d1 = change.sum(-1, dtype=torch.float64)
+        d2 = (change * (new + old - twice_mean)).sum(-1, dtype=torch.float64)
         shift = d1 / self.voxels
         var = (self.var[None] + d2 / self.voxels - shift**2).clamp(min=0.0)
         sigma = (self.var[None] + self.eps).sqrt()
@@ -85,8 +87,8 @@ def norm_shifts(
             norm = graph.module.get_submodule(str(n.target))
             channels = int(out.shape[1])
             shape = (1, channels, 1, 1, 1)
-            alpha = torch.zeros(shape, dtype=out.dtype, requires_grad=True)
-            beta = torch.zeros(shape, dtype=out.dtype, requires_grad=True)
+            alpha = torch.zeros(shape, dtype=out.dtype, device=out.device, requires_grad=True)
+            beta = torch.zeros(shape, dtype=out.dtype, device=out.device, requires_grad=True)
             weight, bias = _affine(norm, channels, out)
             injected[n] = (alpha, beta)
             # out = weight * z + bias; z -> z * (1 + alpha) + beta.
@@ -98,23 +100,27 @@ def norm_shifts(
         grads = torch.autograd.grad(value, leaves, allow_unused=True)
     shifts: dict[fx.Node, NormShift] = {}
     for i, node in enumerate(injected):
-        g_alpha, g_beta = (
-            torch.zeros(1) if g is None else g.detach().double().flatten()
-            for g in grads[2 * i : 2 * i + 2]
-        )
         norm = graph.module.get_submodule(str(node.target))
         source = graph.cache[node.all_input_nodes[0]]
-        groups = _groups(norm, int(source.shape[1]))
-        grouped = source.double().reshape(groups, -1)
-        per = int(source.shape[1]) // groups
+        channels = int(source.shape[1])
+        # A norm the score does not depend on gets no gradient (None): derivatives 0.
+        g_alpha, g_beta = (
+            source.new_zeros(channels, dtype=torch.float64)
+            if g is None
+            else g.detach().double().flatten()
+            for g in grads[2 * i : 2 * i + 2]
+        )
+        groups = _groups(norm, channels)
+        mean, var = group_statistics(source, groups)
+        per = channels // groups
         shifts[node] = NormShift(
             groups=groups,
-            voxels=int(grouped.shape[1]),
-            mean=grouped.mean(-1),
-            var=grouped.var(-1, unbiased=False),
+            voxels=source[0].numel() // groups,
+            mean=mean,
+            var=var,
             eps=float(norm.eps),  # type: ignore[arg-type]
-            g_alpha=g_alpha.expand(int(source.shape[1])).reshape(groups, per).sum(-1),
-            g_beta=g_beta.expand(int(source.shape[1])).reshape(groups, per).sum(-1),
+            g_alpha=g_alpha.reshape(groups, per).sum(-1),
+            g_beta=g_beta.reshape(groups, per).sum(-1),
         )
     return shifts
 
