@@ -255,12 +255,20 @@ def call(module: fx.GraphModule, node: fx.Node, args: tuple, kwargs: dict) -> An
 
 
 def reference_graph(
-    module: fx.GraphModule, x: torch.Tensor, *, maps: bool = False, freeze_norm: bool = False
+    module: fx.GraphModule,
+    x: torch.Tensor,
+    *,
+    maps: bool = False,
+    freeze_norm: bool = False,
+    tap: Callable[[fx.Node, Any], Any] | None = None,
+    after: Callable[[Any], None] | None = None,
 ) -> Graph:
     """Run the traced network on ``x`` and keep every node's output and input dependence.
 
     The network must return one row of class scores, or with ``maps`` a segmentation (one
-    map per label of the input's size)."""
+    map per label of the input's size). With ``tap`` the pass runs with autograd and each
+    node's output goes through ``tap(node, output)`` (which must not change its value);
+    ``after(output)`` then takes what derivatives it needs before the cache is detached."""
     nodes = list(module.graph.nodes)
     placeholders = [n for n in nodes if n.op == "placeholder"]
     if not placeholders or any(n.args == () for n in placeholders[1:]):
@@ -273,7 +281,7 @@ def reference_graph(
     cache: dict[fx.Node, Any] = {}
     depends: set[fx.Node] = {input_node}
     output: Any = None
-    with torch.no_grad():
+    with torch.no_grad() if tap is None else torch.enable_grad():
         for node in nodes:
             if node.op == "placeholder":
                 cache[node] = x if node is input_node else node.args[0]
@@ -285,8 +293,15 @@ def reference_graph(
                 cache[node] = output
             else:
                 cache[node] = call(module, node, args, kwargs)  # type: ignore[arg-type]
+                if tap is not None:
+                    cache[node] = tap(node, cache[node])
             if any(n in depends for n in node.all_input_nodes):
                 depends.add(node)
+        if after is not None:
+            after(output)
+    if tap is not None:
+        cache = {n: v.detach() if isinstance(v, torch.Tensor) else v for n, v in cache.items()}
+        output = output.detach() if isinstance(output, torch.Tensor) else output
     if maps:
         if not _is_map(output) or tuple(output.shape[2:]) != tuple(x.shape[2:]):
             raise NotIncremental("the model does not return one map per label of the input")
@@ -510,6 +525,11 @@ def _function_rule(graph: Graph, node: fx.Node) -> Rule:
         corners = node.kwargs.get("align_corners", node.args[4] if len(node.args) > 4 else None)
         return _upsample_rule(graph, node, str(mode), corners)
     return NoRule("no changed-box rule for this function")
+
+
+def is_per_sample_norm(module: nn.Module) -> bool:
+    """Instance or group norm: statistics of each sample's own maps."""
+    return isinstance(module, _PER_SAMPLE_NORM)
 
 
 def group_statistics(cached: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor]:

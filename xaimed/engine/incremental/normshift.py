@@ -10,13 +10,14 @@ channel ``c`` the exact output is the frozen one with its normalised values scal
     alpha = sigma / sigma' - 1        beta = (mu - mu') / sigma'
 
 (``mu'``, ``sigma'`` the occluded statistics). The score's derivatives with respect to an
-injected ``alpha`` and ``beta`` at every norm are taken once, on the unoccluded pass with every
-norm live (one backward pass), so they are total derivatives: a shift at one norm moves the
-statistics of the norms after it, and that is included. A window's statistics change at node
-``l`` is computed exactly from its box (the frozen propagation holds the old and new values of
-the norm's input there), so the shift that the window causes directly; shifts caused through
-earlier norms are the total derivatives' part. The score change is then the frozen local
-change plus ``sum_l sum_c g_alpha * alpha + g_beta * beta``.
+injected ``alpha`` and ``beta`` at every norm are taken once, on the recorded unoccluded pass
+(run with autograd, every norm live; one backward pass), so they are total derivatives: a
+shift at one norm moves the statistics of the norms after it, and that is included. A
+window's statistics change at node ``l`` is computed exactly from its box (the frozen
+propagation holds the old and new values of the norm's input there), so the shift that the
+window causes directly; shifts caused through earlier norms are the total derivatives' part.
+The score change is then the frozen local change plus
+``sum_l sum_c g_alpha * alpha + g_beta * beta``.
 
 This is hand-written because no library computes per-window statistics shifts of a traced
 graph; torch's autograd gives the derivatives.
@@ -30,7 +31,13 @@ from dataclasses import dataclass
 import torch
 from torch import fx, nn
 
-from xaimed.engine.incremental.graph import FrozenNormRule, Graph, group_statistics
+from xaimed.engine.incremental.graph import (
+    FrozenNormRule,
+    Graph,
+    group_statistics,
+    is_per_sample_norm,
+    reference_graph,
+)
 
 
 @dataclass(frozen=True)
@@ -68,39 +75,49 @@ class NormShift:
         return alpha @ self.g_alpha + beta @ self.g_beta
 
 
-def norm_shifts(
-    graph: Graph, x: torch.Tensor, score: Callable[[torch.Tensor], torch.Tensor]
-) -> dict[fx.Node, NormShift]:
-    """The shift terms of every frozen norm of ``graph``: one forward and one backward pass of
-    the traced network on ``x`` (float32, every norm live), ``score`` turning its output into
-    the explained score (a 0-d tensor)."""
-    frozen = [n for n, r in graph.rules.items() if isinstance(r, FrozenNormRule)]
-    if not frozen:
-        return {}
+def record_with_shifts(
+    module: fx.GraphModule,
+    x: torch.Tensor,
+    score: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    maps: bool,
+) -> tuple[Graph, dict[fx.Node, NormShift]]:
+    """The recorded pass of ``x`` with frozen norm statistics (``graph.reference_graph``) and
+    the shift terms of every frozen norm: the recording runs with autograd, a zero scale and
+    shift injected after every per-sample norm, and one backward pass from ``score`` (the
+    explained score of the network's output, a 0-d tensor) gives their derivatives. Every
+    norm is live in that pass, so the derivatives are total ones."""
     injected: dict[fx.Node, tuple[torch.Tensor, torch.Tensor]] = {}
+    grads: list[torch.Tensor | None] = []
 
-    class _Injecting(fx.Interpreter):
-        def run_node(self, n: fx.Node):  # type: ignore[override]
-            out = super().run_node(n)
-            if n not in frozen:
-                return out
-            norm = graph.module.get_submodule(str(n.target))
-            channels = int(out.shape[1])
-            shape = (1, channels, 1, 1, 1)
-            alpha = torch.zeros(shape, dtype=out.dtype, device=out.device, requires_grad=True)
-            beta = torch.zeros(shape, dtype=out.dtype, device=out.device, requires_grad=True)
-            weight, bias = _affine(norm, channels, out)
-            injected[n] = (alpha, beta)
-            # out = weight * z + bias; z -> z * (1 + alpha) + beta.
-            return out + (out - bias.reshape(shape)) * alpha + weight.reshape(shape) * beta
+    def tap(node: fx.Node, out):
+        if node.op != "call_module" or not isinstance(out, torch.Tensor) or out.ndim < 3:
+            return out
+        norm = module.get_submodule(str(node.target))
+        if not is_per_sample_norm(norm):
+            return out
+        channels = int(out.shape[1])
+        shape = (1, channels) + (1,) * (out.ndim - 2)
+        alpha = torch.zeros(shape, dtype=out.dtype, device=out.device, requires_grad=True)
+        beta = torch.zeros(shape, dtype=out.dtype, device=out.device, requires_grad=True)
+        weight, bias = _affine(norm, channels, out)
+        injected[node] = (alpha, beta)
+        # out = weight * z + bias; z -> z * (1 + alpha) + beta (zero: the value is unchanged).
+        return out + (out - bias.reshape(shape)) * alpha + weight.reshape(shape) * beta
 
-    with torch.enable_grad():
-        value = score(_Injecting(graph.module).run(x.detach().float()))
+    def after(output) -> None:
         leaves = [t for pair in injected.values() for t in pair]
-        grads = torch.autograd.grad(value, leaves, allow_unused=True)
+        # An output of another shape is refused by the recording right after this.
+        if leaves and isinstance(output, torch.Tensor) and output.ndim == (5 if maps else 2):
+            value = score(output)
+            grads.extend(torch.autograd.grad(value, leaves, allow_unused=True))
+
+    graph = reference_graph(module, x, maps=maps, freeze_norm=True, tap=tap, after=after)
     shifts: dict[fx.Node, NormShift] = {}
     for i, node in enumerate(injected):
-        norm = graph.module.get_submodule(str(node.target))
+        if not isinstance(graph.rules.get(node), FrozenNormRule):
+            continue  # e.g. instance norm with running statistics: not frozen, exact
+        norm = module.get_submodule(str(node.target))
         source = graph.cache[node.all_input_nodes[0]]
         channels = int(source.shape[1])
         # A norm the score does not depend on gets no gradient (None): derivatives 0.
@@ -122,7 +139,7 @@ def norm_shifts(
             g_alpha=g_alpha.reshape(groups, per).sum(-1),
             g_beta=g_beta.reshape(groups, per).sum(-1),
         )
-    return shifts
+    return graph, shifts
 
 
 def _groups(norm: nn.Module, channels: int) -> int:

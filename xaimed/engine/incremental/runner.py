@@ -37,7 +37,7 @@ from xaimed.engine.incremental.graph import (
     reference_graph,
     trace,
 )
-from xaimed.engine.incremental.normshift import NormShift, norm_shifts
+from xaimed.engine.incremental.normshift import NormShift, record_with_shifts
 from xaimed.engine.incremental.patches import (
     Const,
     PaddedCache,
@@ -510,23 +510,25 @@ def build_incremental_scorer(
         if autocast_dtype is None
         else torch.autocast(device_type=x.device.type, dtype=autocast_dtype)
     )
+    dims = _triple(x.shape)
+
+    def score(out: torch.Tensor) -> torch.Tensor:
+        if reducer is None:
+            return out.reshape(1, -1)[0, target]
+        return reducer.finish(reducer.box_sums(out, None), dims)[0, target]
+
+    shifts: dict[fx.Node, NormShift] = {}
+    maps = reducer is not None
     with context:
-        graph = reference_graph(module, x, maps=reducer is not None, freeze_norm=freeze_norm)
+        if freeze_norm and correct_norm_shift:
+            graph, shifts = record_with_shifts(module, x, score, maps=maps)
+        else:
+            graph = reference_graph(module, x, maps=maps, freeze_norm=freeze_norm)
     users = [u for u in graph.input_node.users if u.op != "output"]
     if users and all(isinstance(graph.rules.get(u), NoRule) for u in users):
         first = users[0]
         reason = graph.rules[first].reason  # type: ignore[union-attr]
         raise NotIncremental(f"its first op, {first.name} ({graph.describe(first)}), {reason}")
-    shifts = {}
-    if freeze_norm and correct_norm_shift:
-        dims = _triple(x.shape)
-
-        def score(out: torch.Tensor) -> torch.Tensor:
-            if reducer is None:
-                return out.reshape(1, -1)[0, target]
-            return reducer.finish(reducer.box_sums(out, None), dims)[0, target]
-
-        shifts = norm_shifts(graph, x, score)
     return IncrementalScorer(
         graph,
         x,

@@ -34,7 +34,7 @@ from xaimed.engine.incremental.graph import (
     reference_graph,
     trace,
 )
-from xaimed.engine.incremental.normshift import norm_shifts
+from xaimed.engine.incremental.normshift import record_with_shifts
 from xaimed.engine.incremental.runner import IncrementalScorer, WeightedRegions
 from xaimed.engine.targets import TargetReduction
 from xaimed.engine.tiling import TiledInference, TilePlan
@@ -141,8 +141,20 @@ class TiledIncrementalScorer:
             region = (slice(None), slice(None), *box)
             x, fill = self.x[region], self.fill[region]
             started = time.perf_counter()
+            coef = self._coefficients(p)
+            shifts: dict = {}
             with self._autocast():
-                graph = reference_graph(self.module, x, maps=True, freeze_norm=self.freeze_norm)
+                if self.freeze_norm and self.correct_norm_shift and mine and deltas is not None:
+                    # The recording also gives the frozen norms' first-order correction.
+                    weights = coef[self.target].to(torch.float32)
+
+                    def score(o: torch.Tensor, w: torch.Tensor = weights) -> torch.Tensor:
+                        return (o[0, self.target] * w).sum()
+
+                    graph, shifts = record_with_shifts(self.module, x, score, maps=True)
+                    self.corrected = self.corrected or bool(shifts)
+                else:
+                    graph = reference_graph(self.module, x, maps=True, freeze_norm=self.freeze_norm)
             self.patches_recorded += 1
             self._work += 1 / len(self.plan.boxes)
             if self.counting is not None:
@@ -151,21 +163,14 @@ class TiledIncrementalScorer:
                 self.counting.count.add(
                     samples=int(first), calls=1, equivalent=1 / len(self.plan.boxes)
                 )
-            coef = self._coefficients(p)
             out = graph.cache[graph.nodes[-1]]
             if p == 0:
                 self._check(x, out)
             part = (out[0].double() * coef).flatten(1).sum(-1)
             total = part if total is None else total + part
-            if deltas is None or not mine:
-                self.record_s += time.perf_counter() - started
-                continue
-            shifts = {}
-            if self.freeze_norm and self.correct_norm_shift:
-                weights = coef[self.target].to(torch.float32)
-                shifts = norm_shifts(graph, x, lambda o, w=weights: (o[0, self.target] * w).sum())
-                self.corrected = self.corrected or bool(shifts)
             self.record_s += time.perf_counter() - started
+            if deltas is None or not mine:
+                continue
             scorer = IncrementalScorer(
                 graph, x, fill, self.target, self.batch_size,
                 autocast_dtype=self.autocast_dtype, threshold=self.threshold,
