@@ -131,6 +131,45 @@ def test_a_case_whose_sequences_lie_on_two_grids_fails_alone_with_one_sentence(
     )
 
 
+def test_the_memory_budget_holds_all_channels_stacked_not_each_alone(tmp_path: Path) -> None:
+    # Each of case07's files (32^3 float32, 128 KiB) fits the budget alone; its four channels
+    # stacked (512 KiB) do not. A smaller case (16^3 x 4, 64 KiB) runs.
+    lines = ["case_id," + ",".join(SEQUENCES)]
+    for case, crop in (("case07", slice(None)), ("small", slice(8, 24))):
+        names = []
+        for name in SEQUENCES:
+            source = nib.load(SAMPLE / f"case07_{name}.nii.gz")
+            data = np.asarray(source.dataobj, dtype=np.float32)[crop, crop, crop]
+            write_nifti(tmp_path / f"{case}_{name}.nii.gz", data, source.affine, dtype=np.float32)
+            names.append(f"{case}_{name}.nii.gz")
+        lines.append(",".join([case, *names]))
+    (tmp_path / "cases.csv").write_text("\n".join(lines) + "\n")
+    runtime = {"device": "cpu", "threads": 1, "memory_budget": "300KiB"}
+    config = _sample_config(tmp_path, methods=["saliency"], runtime=runtime)
+    _explain(tmp_path / "cases.csv", config, tmp_path / "run")
+    rows = _rows(tmp_path / "run")
+    assert rows[("small", "saliency")]["status"] == "ok"
+    failed = rows[("case07", "saliency")]
+    assert failed["status"] == "failed" and failed["error_type"] == "InputError"
+    assert failed["error"] == (
+        "case case07: its 4 channels stacked (32 x 32 x 32 x 4 voxels) need 512.0 KiB as "
+        "float32, more than runtime.memory_budget (300.0 KiB); give fewer channels, or a machine "
+        "with more memory (or a larger runtime.memory_budget)."
+    )
+
+
+def test_without_a_budget_the_stacked_channels_are_checked_against_free_memory() -> None:
+    from xaimed.io.safety import available_memory, check_stacked_size
+
+    free = available_memory()
+    if free is None:
+        pytest.skip("this system does not report its available memory")
+    # 4000^3 float32 voxels per channel: 238 GiB, held already; four stacked need 954 GiB.
+    with pytest.raises(InputError, match=r"its 4 channels stacked .* more than the memory avail"):
+        check_stacked_size((4000, 4000, 4000, 4), "case c", None, held=4000**3 * 4)
+    check_stacked_size((16, 16, 16, 4), "case c", None, held=16**3 * 4)  # small: no refusal
+
+
 def test_the_sample_config_resamples_t2_and_flair_onto_t1(sample_run: Path) -> None:
     row = _rows(sample_run)[("case08", "saliency")]
     assert row["status"] == "ok"

@@ -19,6 +19,7 @@ from scipy import ndimage
 from xaimed.config import Config
 from xaimed.errors import InputError
 from xaimed.io.case import Case, ChannelFile
+from xaimed.io.safety import check_stacked_size
 from xaimed.volume import Volume
 
 
@@ -27,20 +28,29 @@ def read_channels(case: Case, config: Config, read_one: Callable[[Case], Volume]
 
     ``read_one`` reads a single-file case (:func:`xaimed.io.read.read_case`). Raises
     InputError naming the case and channel when a file cannot be read, is not 3D, or lies on
-    another grid than the reference channel while ``resample_to`` is unset.
+    another grid than the reference channel while ``resample_to`` is unset, and naming the case
+    when all channels stacked need more memory than the budget.
     """
-    volumes = {}
-    for channel in case.channels:
-        # A missing or unreadable file's message names the case and that file.
-        volume = read_one(replace(case, path=channel.path, channels=(), format=None))
-        volumes[channel.name] = _three_d(volume, case, channel)
     wanted = config.preprocessing.channels.resample_to
     reference = wanted if wanted is not None else case.channels[0].name
-    base = volumes[reference]
-    stacked = []
-    records = []
+    by_name = {channel.name: channel for channel in case.channels}
+    # The reference channel first: its grid fixes the stacked size, which is checked before
+    # the other channels are read (each reader checks its own file's size alone).
+    base = _read_channel(case, by_name[reference], read_one)
+    check_stacked_size(
+        (*base.spatial_shape, len(case.channels)), f"case {case.case_id}",
+        config.runtime.memory_budget_bytes, held=base.array.nbytes,
+    )  # fmt: skip
+    volumes = {reference: base}
     for channel in case.channels:
-        volume = volumes[channel.name]
+        if channel.name != reference:
+            volumes[channel.name] = _read_channel(case, channel, read_one)
+    # Filled channel by channel, each dropped once copied: the case holds the stacked size and
+    # one channel at most, not the channels and their stack side by side (np.stack would).
+    stacked = np.empty((*base.spatial_shape, len(case.channels)), dtype=np.float32)
+    records = []
+    for index, channel in enumerate(case.channels):
+        volume = volumes.pop(channel.name)
         record = {"name": channel.name, "path": str(channel.path), "resampled_from": None}
         if not base.geometry.same_grid(volume.geometry):
             if wanted is None:
@@ -51,9 +61,15 @@ def read_channels(case: Case, config: Config, read_one: Callable[[Case], Volume]
                 )
             record["resampled_from"] = volume.geometry.describe()
             volume = base.with_array(_resample_onto(volume, base))
-        stacked.append(np.asarray(volume.array, dtype=np.float32))
+        stacked[..., index] = volume.array
         records.append(record)
-    return base.with_array(np.stack(stacked, axis=3), channels=records)
+    return base.with_array(stacked, channels=records)
+
+
+def _read_channel(case: Case, channel: ChannelFile, read_one: Callable[[Case], Volume]) -> Volume:
+    # A missing or unreadable file's message names the case and that file.
+    volume = read_one(replace(case, path=channel.path, channels=(), format=None))
+    return _three_d(volume, case, channel)
 
 
 def _three_d(volume: Volume, case: Case, channel: ChannelFile) -> Volume:
