@@ -337,3 +337,47 @@ def test_resume_skips_a_multi_sequence_case_until_one_of_its_files_changes(
     _explain(root / "cases.csv", config, sample_run)
     resumed = {key: r["resumed"] for key, r in _rows(sample_run).items()}
     assert resumed[("case07", "saliency")] != "yes" and resumed[("case08", "saliency")] == "yes"
+
+
+def test_resume_redoes_a_method_whose_per_channel_map_was_deleted(sample_run: Path) -> None:
+    root = sample_run.parent
+    config = sorted(root.glob("config*.yaml"))[0]  # the sample_run fixture's
+    _explain(root / "cases.csv", config, sample_run)  # everything current and recorded
+    part = sample_run / "case07" / "case07_integrated_gradients_t2.nii.gz"
+    before = np.asarray(nib.load(part).dataobj)
+    part.unlink()
+    _explain(root / "cases.csv", config, sample_run)
+    resumed = {key: r["resumed"] for key, r in _rows(sample_run).items()}
+    # Only the method that lost a file is redone; its map is written again, as it was.
+    assert resumed.pop(("case07", "integrated_gradients")) != "yes"
+    assert set(resumed.values()) == {"yes"}
+    assert np.array_equal(np.asarray(nib.load(part).dataobj), before)
+    # The record now lists the rewritten file: a third run skips everything.
+    _explain(root / "cases.csv", config, sample_run)
+    assert {r["resumed"] for r in _rows(sample_run).values()} == {"yes"}
+
+
+def test_the_report_shows_each_channels_part_of_the_map(sample_run: Path, tmp_path: Path) -> None:
+    from test_report import read_script, read_volume
+
+    from xaimed.report import build_report
+
+    build_report(sample_run, tmp_path / "report")
+    record = read_script(tmp_path / "report" / "data" / "cases" / "case07" / "case.js")
+    row = _rows(sample_run)[("case07", "saliency")]
+    saliency = next(m for m in record["maps"] if m["key"] == "saliency")
+    parts = saliency["channels"]
+    assert [p["name"] for p in parts] == list(SEQUENCES)
+    assert [p["key"] for p in parts] == [f"saliency/{name}" for name in SEQUENCES]
+    assert [p["file"] for p in parts] == [f"case07/case07_saliency_{n}.nii.gz" for n in SEQUENCES]
+    assert {p["name"]: p["share"] for p in parts} == pytest.approx(
+        json.loads(row["channel_shares"]), abs=1e-5
+    )
+    largest = 0.0
+    for part in parts:
+        values = nib.load(sample_run / part["file"]).get_fdata()
+        largest = max(largest, float(np.abs(values).max()))
+        shown = read_volume(tmp_path / "report" / part["volume"]["file"])
+        np.testing.assert_allclose(shown.get_fdata(), values, atol=part["volume"]["step"] / 2)
+    # One colour scale for the parts of a map: the largest magnitude over them.
+    assert [p["scale"] for p in parts] == pytest.approx([largest] * len(parts), rel=1e-4)

@@ -21,6 +21,11 @@ def column_key(entry: MapEntry, multi_target: bool) -> str:
     return f"{entry.method}:{entry.target}" if multi_target and entry.target else entry.method
 
 
+def channel_key(column: str, channel: str) -> str:
+    """The viewer key of one channel's part of the map in grid column ``column``."""
+    return f"{column}/{channel}"
+
+
 def case_state(entries: list[MapEntry]) -> str:
     """ok, skipped (every row done by an earlier run), or the worst unfinished state."""
     statuses = {e.status for e in entries}
@@ -226,6 +231,28 @@ def _evaluation_table(data: RunData) -> list[dict[str, Any]]:
     return table
 
 
+def _channel_parts(
+    data: RunData, entry: MapEntry, key: str, volumes: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The per-channel maps of a map of a multi-channel source: name, share, file and viewer
+    volume. ``scale`` is the largest magnitude over the parts, so that the viewer shows them
+    on one colour scale and their brightness compares across channels."""
+    channels = data.sidecar(entry).get("channels")
+    shares = channels.get("shares") if isinstance(channels, dict) else None
+    parts = []
+    for name, path in data.channel_maps(entry).items():
+        share = shares.get(name) if isinstance(shares, dict) else None
+        parts.append({
+            "key": channel_key(key, name), "name": name, "file": data.shown_path(path),
+            "share": _round(_number(share)), "volume": volumes.get(channel_key(key, name)),
+        })  # fmt: skip
+    shown = [p["volume"] for p in parts if p["volume"]]
+    scale = max((max(abs(v["min"]), abs(v["max"])) for v in shown), default=0.0)
+    for part in parts:
+        part["scale"] = _round(scale) or None
+    return parts
+
+
 def case_record(
     data: RunData,
     case_id: str,
@@ -255,6 +282,7 @@ def case_record(
                         data.metrics.get((e.case_id, e.method, e.target), {}).items()},
             "curves": data.curves.get((e.case_id, e.method, e.target), {}),
             "provenance": provenance(sidecar, identifiers),
+            "channels": _channel_parts(data, e, key, volumes),
         })  # fmt: skip
     first = entries[0].row
     record: dict[str, Any] = {
