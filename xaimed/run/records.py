@@ -166,7 +166,8 @@ def _channel_maps(row: ManifestRow) -> list[Path]:
     body = _read_body(Path(text)) if text else None
     if body is None:
         return []
-    return list(channel_map_files(body, Path(str(text)).parent).values())
+    listed = channel_map_files(body, Path(str(text)).parent).values()
+    return [file for file in listed if file.exists()]
 
 
 def _relative_name(file: Path, run_dir: Path) -> str:
@@ -193,7 +194,7 @@ def read_record(path: Path, key: str, run_dir: Path) -> Record | None:
         return None
     sizes: dict[str, int] = body.get("sizes", {})
     rows = []
-    checked = set()
+    checked: set[str] = set()
     for stored in body.get("rows", []):
         row = ManifestRow(**resolved_paths(stored, run_dir))  # type: ignore[typeddict-item]
         for column in FILE_COLUMNS:
