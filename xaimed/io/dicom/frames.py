@@ -19,6 +19,7 @@ from xaimed.errors import InputError
 from xaimed.io.dicom.planar import (
     FROM_PATIENT_PLANE,
     NO_SPACING,
+    PLANAR_SOP_CLASSES,
     RADIOGRAPH_SOP_CLASSES,
     is_planar,
     pixel_spacing,
@@ -136,6 +137,16 @@ def _frames_of(ds: Dataset, path: Path) -> list[Frame]:
         geometry = FROM_PATIENT_PLANE
     elif planar:
         position, orientation, geometry = plane_without_position(ds)
+    elif str(ds.get("SOPClassUID", "")) in PLANAR_SOP_CLASSES:
+        # A radiograph class with several frames (a cine, a tomosynthesis set): not missing
+        # geometry, which is what the message below would wrongly blame.
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        modality = str(ds.get("Modality", "") or "DICOM")
+        raise InputError(
+            f"{path}: a multi-frame {modality} image ({frames} frames) without Image Position / "
+            "Orientation; xaimed reads such images (radiographs, secondary captures) only as "
+            "single frames, so export the frame to explain as a single-frame image."
+        )
     else:
         raise _geometry_missing(path, "Image Position / Orientation (Patient)")
     if planar:
