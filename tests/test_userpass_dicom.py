@@ -7,11 +7,14 @@ attribute is broken per test.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 
 from xaimed.config.schema import DicomSection
 from xaimed.errors import InputError
@@ -73,3 +76,50 @@ def test_study_with_no_readable_series_is_a_failing_case(tmp_path):
     assert study.folder == tmp_path / "zero"
     with pytest.raises(InputError, match=r"^case xr: .*pixel spacing is not a finite, positive"):
         read_study(study, DicomSection(), case_id="xr")
+
+
+def test_monochrome1_with_a_voi_lut_sequence_indexes_by_rounded_values(tmp_path):
+    path = _cr(tmp_path / "lut", "lut")
+    ds = pydicom.dcmread(path)
+    ds.RescaleSlope, ds.RescaleIntercept = "0.5", "0.25"  # non-integer Modality LUT output
+    item = Dataset()
+    item.LUTDescriptor = [4096, 0, 16]
+    item.LUTData = (np.arange(4096, dtype="<u2") * 16).tobytes()
+    ds.VOILUTSequence = Sequence([item])
+    del ds.WindowCenter, ds.WindowWidth
+    ds.save_as(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pydicom warns when it truncates float indices
+        volume = _read(tmp_path / "lut")
+    stored = pydicom.dcmread(path).pixel_array.T.astype(np.float64)  # (X, Y)
+    index = np.rint(0.5 * stored + 0.25)  # the LUT's input: the Modality LUT output, rounded
+    expected = 65535 - 16 * index  # the LUT, then MONOCHROME1 inverted within 0 .. 2^16 - 1
+    np.testing.assert_array_equal(volume.array[:, :, 0], expected)
+    assert volume.meta["presentation"]["voi_lut"] == "applied: VOILUTSequence"
+
+
+def test_short_voi_lut_data_is_one_sentence(tmp_path):
+    path = _cr(tmp_path / "short", "short")
+    ds = pydicom.dcmread(path)
+    item = Dataset()
+    item.LUTDescriptor = [4096, 0, 16]
+    item.LUTData = np.array([1, 2, 3], dtype="<u2").tobytes()
+    ds.VOILUTSequence = Sequence([item])
+    ds.save_as(path)
+    with pytest.raises(InputError) as caught:
+        _read(tmp_path / "short")
+    assert str(caught.value).startswith("case xr, series ")
+    assert (
+        "IM1 has a VOI LUT whose LUT Descriptor declares 4096 entries but whose LUT Data holds 3; "
+        "set dicom.voi_lut: display" in str(caught.value)
+    )
+    assert "unpack" not in str(caught.value)
+
+
+def test_zero_window_width_is_one_sentence_without_library_text(tmp_path):
+    path = _cr(tmp_path / "w0", "w0")
+    ds = pydicom.dcmread(path)
+    ds.WindowWidth = 0
+    ds.save_as(path)
+    with pytest.raises(InputError, match=r"IM1 has a VOI window of width 0 \(a LINEAR window"):
+        _read(tmp_path / "w0")

@@ -7,6 +7,7 @@ pylibjpeg-libjpeg is never required.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from xaimed.io.dicom.planar import (
     NO_SPACING,
     Presentation,
     presentation_values,
+    voi_problem,
 )
 from xaimed.volume import Source, Volume
 
@@ -178,9 +180,15 @@ def _present(
 ) -> tuple[np.ndarray, Presentation]:
     """:func:`presentation_values` of one 2D image, its failures as one InputError."""
     apply_voi = frame.radiograph and voi_lut == "apply"
+    problem = voi_problem(ds) if apply_voi else None
+    if problem is not None:
+        raise InputError(
+            f"{where}: {frame.path.name} {problem}; set dicom.voi_lut: display to skip the VOI "
+            "LUT, or re-export the image."
+        )
     try:
         return presentation_values(pixels, ds, apply_voi=apply_voi)
-    except (ValueError, IndexError, TypeError, KeyError, NotImplementedError) as exc:
+    except (ValueError, IndexError, TypeError, KeyError, NotImplementedError, struct.error) as exc:
         step = "Modality or VOI LUT" if apply_voi else "Modality LUT"
         advice = "set dicom.voi_lut: display to skip the VOI LUT, or " if apply_voi else ""
         raise InputError(
