@@ -123,3 +123,28 @@ def test_zero_window_width_is_one_sentence_without_library_text(tmp_path):
     ds.save_as(path)
     with pytest.raises(InputError, match=r"IM1 has a VOI window of width 0 \(a LINEAR window"):
         _read(tmp_path / "w0")
+
+
+def test_bits_stored_beyond_bits_allocated_is_named(tmp_path):
+    path = _cr(tmp_path / "bits", "bits")
+    ds = pydicom.dcmread(path)
+    ds.BitsStored, ds.HighBit = 20, 19
+    ds.save_as(path)
+    with pytest.raises(InputError) as caught:
+        _read(tmp_path / "bits")
+    message = str(caught.value)
+    assert "IM1 declares Bits Stored 20 with Bits Allocated 16" in message
+    assert "(0028,0101)" not in message and "compression" not in message
+
+
+def test_truncated_pixel_data_is_named_with_its_sizes(tmp_path):
+    path = _cr(tmp_path / "cut", "cut")
+    data = path.read_bytes()
+    path.write_bytes(data[:-100])  # the last 100 bytes of the pixel data are gone
+    with pytest.raises(InputError) as caught:
+        _read(tmp_path / "cut")
+    expected = SHAPE[0] * SHAPE[1] * 2
+    assert f"IM1 holds {expected - 100} bytes of pixel data where its header declares " in str(
+        caught.value
+    )
+    assert "the file is truncated" in str(caught.value)

@@ -63,7 +63,36 @@ def _decode(path: Path, where: str) -> Dataset:
     return ds
 
 
+def _pixel_header_problem(ds: Dataset) -> str | None:
+    """What makes a file's pixel data unreadable that its header alone shows, in words: pydicom
+    says so too, but in its own terms (and blames "the transfer syntax")."""
+    allocated = int(ds.get("BitsAllocated", 0) or 0)
+    stored = int(ds.get("BitsStored", allocated) or allocated)
+    if allocated > 0 and not 1 <= stored <= allocated:
+        return (
+            f"declares Bits Stored {stored} with Bits Allocated {allocated} (Bits Stored must lie "
+            "between 1 and Bits Allocated); the header is corrupt, re-export the image"
+        )
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    data = ds.get("PixelData")
+    if syntax is None or syntax.is_compressed or allocated < 8 or not isinstance(data, bytes):
+        return None
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    expected = int(ds.Rows) * int(ds.Columns) * samples * frames * allocated // 8
+    if len(data) < expected:
+        return (
+            f"holds {len(data)} bytes of pixel data where its header declares {expected}; the "
+            "file is truncated, re-export it"
+        )
+    return None
+
+
 def _pixels(ds: Dataset, path: Path, where: str) -> np.ndarray:
+    problem = _pixel_header_problem(ds)
+    if problem is not None:
+        raise InputError(f"{where}: {path.name} {problem}.")
     try:
         return np.asarray(ds.pixel_array)
     except Exception as exc:
