@@ -26,8 +26,9 @@ def read_channels(case: Case, config: Config, read_one: Callable[[Case], Volume]
     """The channels of ``case`` stacked in the config's order: a Volume of shape (I, J, K, C).
 
     ``read_one`` reads a single-file case (:func:`xaimed.io.read.read_case`). Raises
-    InputError naming the case and channel when a file cannot be read, is not 3D, or lies on
-    another grid than the reference channel while ``resample_to`` is unset.
+    InputError naming the case and channel when a file cannot be read, is not 3D, is 2D while
+    the reference is 3D (or the reverse), or lies on another grid than the reference channel
+    while ``resample_to`` is unset.
     """
     volumes = {}
     for channel in case.channels:
@@ -42,6 +43,15 @@ def read_channels(case: Case, config: Config, read_one: Callable[[Case], Volume]
     for channel in case.channels:
         volume = volumes[channel.name]
         record = {"name": channel.name, "path": str(channel.path), "resampled_from": None}
+        if volume.is_2d != base.is_2d:
+            # Resampling would put a plane into one slice of a volume and zeros everywhere else.
+            kinds = {True: "a 2D image", False: "a 3D volume"}
+            raise InputError(
+                f"case {case.case_id}: channel {channel.name} ({channel.path}) is "
+                f"{kinds[volume.is_2d]} {volume.spatial_shape} but {reference} is "
+                f"{kinds[base.is_2d]} {base.spatial_shape}; give every channel of a case as 2D "
+                "images or every one as 3D volumes."
+            )
         if not base.geometry.same_grid(volume.geometry):
             if wanted is None:
                 raise InputError(
