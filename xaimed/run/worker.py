@@ -258,9 +258,12 @@ class Explainer:
             if is_out_of_memory(exc):
                 raise
             first = str(exc).strip().splitlines()[0][:300]
+            shape = tuple(inputs.shape)
+            if self.config.model.spatial_dims == 2:
+                shape = shape[:-1]  # the 2D network's input: the plane's depth axis is dropped
             raise InputError(
                 f"case {case.case_id}: the model fails on this input of shape "
-                f"{tuple(inputs.shape)} ({first}); check model.input_size and preprocessing."
+                f"{shape} ({first}); check model.input_size and preprocessing."
             ) from None
         prediction = predict(outputs, output_kind=self.model.output, classes=self.model.classes)
         if self.reduction is not None:
