@@ -7,6 +7,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 import torch
 import yaml
 from conftest import tiny_config
@@ -43,4 +44,21 @@ def test_a_film_too_small_for_the_network_names_the_2d_shape_and_the_rest_runs(t
     assert rows["sliver"]["status"] == "failed"
     assert rows["sliver"]["error"].startswith(
         "case sliver: the model fails on this input of shape (1, 1, 1, 5) ("
+    )
+
+
+def test_an_rgb_2d_image_is_described_as_one_not_as_a_4d_volume(tmp_path):
+    from xaimed.config import PreprocessingSection
+    from xaimed.errors import InputError
+    from xaimed.preprocess import prepare
+    from xaimed.volume import Source, Volume
+
+    rgb = np.zeros((6, 4, 1, 3), np.float32)
+    volume = Volume(rgb, np.eye(4), Source(Path("sc.dcm"), "dicom"), meta={"spatial_dims": 2})
+    with pytest.raises(InputError) as caught:
+        prepare(volume, PreprocessingSection())
+    assert str(caught.value) == (
+        "sc.dcm: the 2D image has 3 values per pixel (shape (6, 4) x 3, e.g. RGB), where one was "
+        "expected; set preprocessing.channels.source: last_axis if the model takes them as "
+        "channels."
     )
