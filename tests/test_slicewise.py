@@ -301,7 +301,22 @@ def test_a_2d_image_for_a_slice_wise_model_fails_alone_with_advice_that_loads(tm
     result = explain(film.parent, _config(tmp_path, model, methods=["saliency"]), tmp_path / "o")
     assert [row["case_id"] for row in result.rows if row["status"] == "ok"] == ["volume"]
     (failure,) = result.failed
-    assert "case film: the image is 2D (12, 10), but model.slicewise runs its 2D network" in str(
-        failure
+    assert failure["error"].startswith(
+        "case film: the image is 2D (12, 10), but model.slicewise runs its 2D network"
     )
-    assert "remove model.slicewise and set model.spatial_dims: 2" in str(failure)
+    assert failure["error"].endswith("remove model.slicewise and set model.spatial_dims: 2.")
+
+
+def test_a_network_failing_on_the_slices_is_named_with_the_slices_it_was_given(tmp_path):
+    phantom = make_phantom(1, shape=SHAPE, spacing=(6.0, 6.0, 6.0), axcodes=AXCODES, lesion=True)
+    image = tmp_path / "case.nii.gz"
+    nib.save(nib.Nifti1Image(phantom.image, phantom.affine), image)
+    # Weights for context 1 (3 channels) under context 2: the network gets 5 channels.
+    model = _classifier_model(tmp_path, context=2)
+    result = explain(image, _config(tmp_path, model, methods=["saliency"]), tmp_path / "o")
+    (failure,) = result.failed
+    assert failure["error"].startswith(
+        "case case: the 2D network of model.slicewise fails on this case's axial slices of "
+        "12 x 8 pixels (array axis 1 of the input (1, 1, 12, 10, 8), oriented PSR; "
+    )
+    assert failure["error"].endswith("check model.slicewise.axis and preprocessing.")
