@@ -60,6 +60,17 @@ def read_channels(case: Case, config: Config, read_one: Callable[[Case], Volume]
                     f"preprocessing.channels.resample_to: {reference} or give files on one grid."
                 )
             record["resampled_from"] = volume.geometry.describe()
+            inside = _coverage(volume, base)
+            if inside == 0.0:
+                # Resampling would give a channel of zeros: the files are not of one patient
+                # position (another study, a wrong header), not a grid to interpolate.
+                raise InputError(
+                    f"case {case.case_id}: channel {channel.name} ({channel.path}) does not "
+                    f"overlap {reference}'s field of view at all ({volume.geometry.describe()} "
+                    f"against {base.geometry.describe()}); check that the files belong together "
+                    "and their headers' positions."
+                )
+            record["inside_field_of_view"] = round(inside, 4)
             volume = base.with_array(_resample_onto(volume, base))
         stacked.append(np.asarray(volume.array, dtype=np.float32))
         records.append(record)
@@ -87,6 +98,16 @@ def _difference(base: Volume, other: Volume) -> str:
         f"same shape {base.spatial_shape} but affines differ by up to {gap:.3g} mm "
         f"({base.geometry.describe()} against {other.geometry.describe()})"
     )
+
+
+def _coverage(volume: Volume, base: Volume) -> float:
+    """The fraction of ``base``'s voxel centres that lie inside ``volume``'s grid."""
+    index_map = np.linalg.solve(volume.affine, base.affine)
+    grid = np.indices(base.spatial_shape, dtype=np.float64).reshape(3, -1)
+    where = index_map[:3, :3] @ grid + index_map[:3, 3:4]
+    upper = np.asarray(volume.spatial_shape, dtype=np.float64)[:, None] - 1
+    inside = np.all((where >= -0.5) & (where <= upper + 0.5), axis=0)
+    return float(inside.mean())
 
 
 def _resample_onto(volume: Volume, base: Volume) -> np.ndarray:
