@@ -68,3 +68,18 @@ def test_one_dimensional_image_and_empty_file(tmp_path):
     empty.write_bytes(b"")
     with pytest.raises(InputError, match=r"^case empty: .*empty\.mha: the file is empty; "):
         read_itk(empty, case_id="empty")
+
+
+def test_a_4d_nrrd_says_how_channels_are_read(tmp_path):
+    path = tmp_path / "stack.nrrd"
+    path.write_bytes(
+        b"NRRD0004\ntype: float\ndimension: 4\nsizes: 4 3 2 2\nencoding: raw\nendian: little\n\n"
+        + np.zeros(48, np.float32).tobytes()
+    )
+    with pytest.raises(InputError) as caught:
+        read_itk(path, case_id="stack")
+    assert str(caught.value).endswith(
+        "the image has 4 dimensions, xaimed reads 2D and 3D NRRD and MetaImage images; export "
+        "it as a 2D image or a 3D volume (channels as a vector image, or one file per channel "
+        "with preprocessing.channels)."
+    )

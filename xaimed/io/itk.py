@@ -257,9 +257,15 @@ def _check_metaimage_dims(path: Path, where: str) -> None:
 
 
 def _dimensions_error(where: str, dims: int) -> InputError:
+    # A 4D file is often sequences or channels stacked on a 4th axis: say how those are read.
+    channels = (
+        " (channels as a vector image, or one file per channel with preprocessing.channels)"
+        if dims == 4
+        else ""
+    )
     return InputError(
         f"{where}: the image has {dims} dimension{'' if dims == 1 else 's'}, xaimed reads 2D "
-        "and 3D NRRD and MetaImage images; export it as a 2D image or a 3D volume."
+        f"and 3D NRRD and MetaImage images; export it as a 2D image or a 3D volume{channels}."
     )
 
 
