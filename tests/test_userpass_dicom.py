@@ -62,8 +62,23 @@ def test_multiframe_radiograph_is_named_as_such_and_the_other_study_reads(tmp_pa
     assert isinstance(outcomes["good"], Volume)
     message = outcomes["multi"]
     assert message.startswith("case xr: no image series of the study can be read: ")
-    assert "a multi-frame CR image (3 frames)" in message
+    assert "a multi-frame CR image (3 frames); xaimed reads radiographs" in message
     assert "Image Position / Orientation (Patient), so its place" not in message  # not blamed
+
+
+def test_multiframe_dx_with_a_plane_is_refused_not_read_as_its_first_frame(tmp_path):
+    path = write_radiograph(
+        _image(), tmp_path / "dx" / "IM1", kind="DX", uid_seed="dx", scale=False,
+        window=(2048, 4096), affine=np.diag([0.5, 0.5, 1.0, 1.0]),
+    )  # fmt: skip
+    ds = pydicom.dcmread(path)
+    ds.PixelSpacing = [0.5, 0.5]  # with a plane and a spacing, frame 1 alone would be read
+    frame = ds.pixel_array
+    ds.NumberOfFrames = 2
+    ds.PixelData = np.stack([frame, frame + 1]).tobytes()
+    ds.save_as(path)
+    with pytest.raises(InputError, match=r"IM1: a multi-frame DX image \(2 frames\); xaimed"):
+        _read(tmp_path / "dx")
 
 
 def test_study_with_no_readable_series_is_a_failing_case(tmp_path):

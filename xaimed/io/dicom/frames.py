@@ -131,22 +131,22 @@ def _frames_of(ds: Dataset, path: Path) -> list[Frame]:
     if is_multiframe(ds):
         return [_enhanced_frame(ds, path, i) for i in range(int(ds.get("NumberOfFrames", 1)))]
     planar = is_planar(ds)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if str(ds.get("SOPClassUID", "")) in PLANAR_SOP_CLASSES and frames > 1:
+        # A radiograph class with several frames (a cine, a tomosynthesis set): its frames are
+        # not a volume's planes, and reading one would silently drop the others.
+        modality = str(ds.get("Modality", "") or "DICOM")
+        raise InputError(
+            f"{path}: a multi-frame {modality} image ({frames} frames); xaimed reads "
+            "radiographs and secondary captures as single frames only, so export the frame to "
+            "explain as a single-frame image."
+        )
     if "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds:
         position = np.asarray([float(v) for v in ds.ImagePositionPatient])
         orientation = np.asarray([float(v) for v in ds.ImageOrientationPatient])
         geometry = FROM_PATIENT_PLANE
     elif planar:
         position, orientation, geometry = plane_without_position(ds)
-    elif str(ds.get("SOPClassUID", "")) in PLANAR_SOP_CLASSES:
-        # A radiograph class with several frames (a cine, a tomosynthesis set): not missing
-        # geometry, which is what the message below would wrongly blame.
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        modality = str(ds.get("Modality", "") or "DICOM")
-        raise InputError(
-            f"{path}: a multi-frame {modality} image ({frames} frames) without Image Position / "
-            "Orientation; xaimed reads such images (radiographs, secondary captures) only as "
-            "single frames, so export the frame to explain as a single-frame image."
-        )
     else:
         raise _geometry_missing(path, "Image Position / Orientation (Patient)")
     if planar:
