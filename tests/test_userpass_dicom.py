@@ -163,3 +163,27 @@ def test_truncated_pixel_data_is_named_with_its_sizes(tmp_path):
         caught.value
     )
     assert "the file is truncated" in str(caught.value)
+
+
+def test_secondary_capture_of_a_radiograph_without_spacing_claims_none(tmp_path):
+    from dicom_helpers import dciodvfy_errors
+
+    from xaimed.writers.dicom_common import DerivedSeries
+    from xaimed.writers.dicom_sc import write_secondary_captures
+    from xaimed.writers.overlay import OverlayStyle
+    from xaimed.writers.uids import DerivationKey
+
+    path = _cr(tmp_path / "plain", "plain")
+    ds = pydicom.dcmread(path)
+    del ds.PixelSpacing, ds.ImagerPixelSpacing
+    ds.save_as(path)
+    source = _read(tmp_path / "plain")
+    assert source.meta["pixel_spacing_source"] == "none (1 mm assumed)"
+    key = DerivationKey(source.source.header.series.label, "saliency", {}, "finding", "ab" * 32)
+    series = DerivedSeries(key, "saliency", "saliency map; research use, not for diagnosis")
+    heatmap = source.with_array(source.array / source.array.max())
+    folder = write_secondary_captures(source, heatmap, tmp_path / "sc", series, OverlayStyle())
+    (sc_path,) = sorted(folder.iterdir())
+    sc = pydicom.dcmread(sc_path)
+    assert "PixelSpacing" not in sc  # 1 mm was assumed for reading, not measured
+    assert dciodvfy_errors(sc_path) == []
