@@ -4,6 +4,7 @@ warnings) and one record per case. Identifiers are dropped here, before anything
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from xaimed import __version__
@@ -14,6 +15,10 @@ _STATE_ORDER = ("failed", "interrupted", "pending", "not_run")
 
 # Sidecar keys (at any depth) that can identify a patient or a study.
 _IDENTIFYING_KEYS = ("patient", "birth", "uid", "accession", "institution", "physician")
+# A DICOM UID in free text (messages name the series they are about): a root of 0, 1 or 2, two
+# or more numeric components (2.25.<128-bit number> has two), at least 10 characters in all, so
+# version numbers (0.1.0, 2.13.0) are left alone.
+_UID_TEXT = re.compile(r"(?<![\d.])(?=[\d.]{10,})[012](?:\.\d+){2,}(?![\d.])")
 
 
 def column_key(entry: MapEntry, multi_target: bool) -> str:
@@ -54,10 +59,12 @@ def scrub(value: Any, identifiers: bool) -> Any:
 
 def redact(text: str, sources: list[str], identifiers: bool) -> str:
     """``text`` with each of ``sources`` (paths of source images) and their folders replaced
-    by ``<source>`` / ``<source folder>``, unless ``identifiers``: error messages name the file
-    they are about, and file names often carry patient names or record numbers."""
+    by ``<source>`` / ``<source folder>``, and DICOM UIDs by ``<UID>``, unless ``identifiers``:
+    error messages name the file and series they are about, and file names often carry patient
+    names or record numbers."""
     if identifiers or not text:
         return text
+    text = _UID_TEXT.sub("<UID>", text)
     for source in sorted(sources, key=len, reverse=True):
         if source and source in text:
             text = text.replace(source, "<source>")
