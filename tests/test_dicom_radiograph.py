@@ -257,7 +257,10 @@ def test_ct_slice_without_image_position_is_still_refused(tmp_path, cr):
         from xaimed.io.dicom.frames import frames_of
 
         frames_of(pydicom.dcmread(cr, stop_before_pixels=True), cr)
-    assert scan_dicom([cr]) == []  # the series is skipped with that reason in the log
+    # The study is still a case, which fails with that reason (a failed row in the manifest).
+    (study,) = scan_dicom([cr])
+    with pytest.raises(InputError, match=r"^case xr: no image series of the study can be read"):
+        read_study(study, DicomSection(), case_id="xr")
 
 
 def test_a_window_that_cannot_be_applied_is_named(cr):
@@ -266,8 +269,8 @@ def test_a_window_that_cannot_be_applied_is_named(cr):
     ds.save_as(cr)
     with pytest.raises(
         InputError,
-        match=r"case xr, series .*: the Modality or VOI LUT of IM1 "
-        r"cannot be applied \(ValueError: .*\); set dicom.voi_lut: display",
+        match=r"case xr, series .*: IM1 has a VOI window of width 0 \(a LINEAR window needs 1 "
+        r"or more\); set dicom.voi_lut: display",
     ):
         _read(cr)
     assert _read(cr, voi_lut="display").meta["presentation"]["voi_lut"].startswith("not applied")

@@ -312,6 +312,27 @@ def test_approximate_mode_correlates_with_the_exact_map(sample_model):
     assert details["windows_computed"] == 64 + 256
 
 
+def test_one_scorer_scores_capped_and_exact_windows_without_being_changed(sample_model):
+    """The projective threshold is an argument of each scoring call, not a setting on the
+    scorer that callers flip (refinement scores coarse windows exactly, fine ones capped)."""
+    import dataclasses
+
+    from xaimed.engine.incremental import build_incremental_scorer
+    from xaimed.methods.windows import boxes_of
+
+    x = _volume((16, 16, 16))
+    scorer = build_incremental_scorer(
+        sample_model, x, torch.zeros_like(x), target=1, batch_size=4, autocast_dtype=None
+    )
+    assert "threshold" not in {f.name for f in dataclasses.fields(scorer)}
+    lo, hi = boxes_of((16, 16, 16), (4, 4, 4), (4, 4, 4))
+    exact = scorer.scores(lo, hi, label="exact", threshold=1.0)
+    capped = scorer.scores(lo, hi, label="capped", threshold=0.25)
+    again = scorer.scores(lo, hi, label="exact again", threshold=1.0)
+    assert float((capped - exact).abs().max()) > 1e-4 * float(exact.abs().max())
+    torch.testing.assert_close(again, exact)  # batches grow after the first call: rounding
+
+
 def test_refinement_also_runs_on_the_plain_engine(sample_model):
     x = _volume((16, 16, 16))
     approximate = {"projective_threshold": 0.5, "refine": {"window": 8, "top_fraction": 1.0}}

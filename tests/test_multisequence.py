@@ -131,6 +131,45 @@ def test_a_case_whose_sequences_lie_on_two_grids_fails_alone_with_one_sentence(
     )
 
 
+def test_the_memory_budget_holds_all_channels_stacked_not_each_alone(tmp_path: Path) -> None:
+    # Each of case07's files (32^3 float32, 128 KiB) fits the budget alone; its four channels
+    # stacked (512 KiB) do not. A smaller case (16^3 x 4, 64 KiB) runs.
+    lines = ["case_id," + ",".join(SEQUENCES)]
+    for case, crop in (("case07", slice(None)), ("small", slice(8, 24))):
+        names = []
+        for name in SEQUENCES:
+            source = nib.load(SAMPLE / f"case07_{name}.nii.gz")
+            data = np.asarray(source.dataobj, dtype=np.float32)[crop, crop, crop]
+            write_nifti(tmp_path / f"{case}_{name}.nii.gz", data, source.affine, dtype=np.float32)
+            names.append(f"{case}_{name}.nii.gz")
+        lines.append(",".join([case, *names]))
+    (tmp_path / "cases.csv").write_text("\n".join(lines) + "\n")
+    runtime = {"device": "cpu", "threads": 1, "memory_budget": "300KiB"}
+    config = _sample_config(tmp_path, methods=["saliency"], runtime=runtime)
+    _explain(tmp_path / "cases.csv", config, tmp_path / "run")
+    rows = _rows(tmp_path / "run")
+    assert rows[("small", "saliency")]["status"] == "ok"
+    failed = rows[("case07", "saliency")]
+    assert failed["status"] == "failed" and failed["error_type"] == "InputError"
+    assert failed["error"] == (
+        "case case07: its 4 channels stacked (32 x 32 x 32 x 4 voxels) need 512.0 KiB as "
+        "float32, more than runtime.memory_budget (300.0 KiB); give fewer channels, or a machine "
+        "with more memory (or a larger runtime.memory_budget)."
+    )
+
+
+def test_without_a_budget_the_stacked_channels_are_checked_against_free_memory() -> None:
+    from xaimed.io.safety import available_memory, check_stacked_size
+
+    free = available_memory()
+    if free is None:
+        pytest.skip("this system does not report its available memory")
+    # 4000^3 float32 voxels per channel: 238 GiB, held already; four stacked need 954 GiB.
+    with pytest.raises(InputError, match=r"its 4 channels stacked .* more than the memory avail"):
+        check_stacked_size((4000, 4000, 4000, 4), "case c", None, held=4000**3 * 4)
+    check_stacked_size((16, 16, 16, 4), "case c", None, held=16**3 * 4)  # small: no refusal
+
+
 def test_the_sample_config_resamples_t2_and_flair_onto_t1(sample_run: Path) -> None:
     row = _rows(sample_run)[("case08", "saliency")]
     assert row["status"] == "ok"
@@ -298,3 +337,47 @@ def test_resume_skips_a_multi_sequence_case_until_one_of_its_files_changes(
     _explain(root / "cases.csv", config, sample_run)
     resumed = {key: r["resumed"] for key, r in _rows(sample_run).items()}
     assert resumed[("case07", "saliency")] != "yes" and resumed[("case08", "saliency")] == "yes"
+
+
+def test_resume_redoes_a_method_whose_per_channel_map_was_deleted(sample_run: Path) -> None:
+    root = sample_run.parent
+    config = sorted(root.glob("config*.yaml"))[0]  # the sample_run fixture's
+    _explain(root / "cases.csv", config, sample_run)  # everything current and recorded
+    part = sample_run / "case07" / "case07_integrated_gradients_t2.nii.gz"
+    before = np.asarray(nib.load(part).dataobj)
+    part.unlink()
+    _explain(root / "cases.csv", config, sample_run)
+    resumed = {key: r["resumed"] for key, r in _rows(sample_run).items()}
+    # Only the method that lost a file is redone; its map is written again, as it was.
+    assert resumed.pop(("case07", "integrated_gradients")) != "yes"
+    assert set(resumed.values()) == {"yes"}
+    assert np.array_equal(np.asarray(nib.load(part).dataobj), before)
+    # The record now lists the rewritten file: a third run skips everything.
+    _explain(root / "cases.csv", config, sample_run)
+    assert {r["resumed"] for r in _rows(sample_run).values()} == {"yes"}
+
+
+def test_the_report_shows_each_channels_part_of_the_map(sample_run: Path, tmp_path: Path) -> None:
+    from test_report import read_script, read_volume
+
+    from xaimed.report import build_report
+
+    build_report(sample_run, tmp_path / "report")
+    record = read_script(tmp_path / "report" / "data" / "cases" / "case07" / "case.js")
+    row = _rows(sample_run)[("case07", "saliency")]
+    saliency = next(m for m in record["maps"] if m["key"] == "saliency")
+    parts = saliency["channels"]
+    assert [p["name"] for p in parts] == list(SEQUENCES)
+    assert [p["key"] for p in parts] == [f"saliency/{name}" for name in SEQUENCES]
+    assert [p["file"] for p in parts] == [f"case07/case07_saliency_{n}.nii.gz" for n in SEQUENCES]
+    assert {p["name"]: p["share"] for p in parts} == pytest.approx(
+        json.loads(row["channel_shares"]), abs=1e-5
+    )
+    largest = 0.0
+    for part in parts:
+        values = nib.load(sample_run / part["file"]).get_fdata()
+        largest = max(largest, float(np.abs(values).max()))
+        shown = read_volume(tmp_path / "report" / part["volume"]["file"])
+        np.testing.assert_allclose(shown.get_fdata(), values, atol=part["volume"]["step"] / 2)
+    # One colour scale for the parts of a map: the largest magnitude over them.
+    assert [p["scale"] for p in parts] == pytest.approx([largest] * len(parts), rel=1e-4)

@@ -117,3 +117,31 @@ def test_deletion_and_insertion_curves_through_patches(kind):
     fast = perturbation_curve(fast_model, x, attribution, 1, **common)
     np.testing.assert_allclose(fast.scores, plain.scores, rtol=0, atol=1e-6)  # float32 scores
     assert fast_model.count.full_pass_equivalent < plain_model.count.full_pass_equivalent
+
+
+def test_models_without_patches_or_slices_are_told_apart_with_the_reason():
+    """Both partial engines find their pieces through one unwrapping of the scored model;
+    what it is not, it says (the debug log and the incremental fallback carry the sentence)."""
+    from xaimed.engine.patchwise import partial_scores, tiled_parts
+    from xaimed.engine.scoring import scored_parts
+    from xaimed.engine.slicewise import sliced_parts
+
+    net, x = _net(), _x()
+    with pytest.raises(ValueError, match="not xaimed's counting wrapper"):
+        scored_parts(net)
+    with pytest.raises(ValueError, match="has no target reduction"):
+        scored_parts(CountingModel(net))
+    tiled = CountingModel(_scored(net, x, "logits"))
+    assert scored_parts(tiled) == (tiled, tiled.model)
+    assert tiled_parts(tiled)[2] is tiled.model.model
+    with pytest.raises(ValueError, match="not slice-wise"):
+        sliced_parts(tiled)
+    with pytest.raises(ValueError, match="does not reduce a segmentation"):
+        tiled_parts(CountingModel(TargetReduction(net, TargetSection(), output="logits")))
+    spec = TargetSection.model_validate({"region": "predicted", "reduction": "mean"})
+    whole = TargetReduction(net, spec, output="logits")
+    with torch.no_grad():
+        whole.fix_regions(net(x), x, _Case())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="tiling is not configured"):
+        tiled_parts(CountingModel(whole))
+    assert partial_scores(CountingModel(whole), x, 2) is None

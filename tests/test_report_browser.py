@@ -13,6 +13,8 @@ import io
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -226,6 +228,59 @@ def test_case_page_viewer(browser: webdriver.Chrome, sample_run: Path) -> None:
         inside = np.linalg.inv(image.affine) @ [*shown["mm"], 1]
         assert np.all(np.abs(inside[:3] - voxel) <= 0.5 + 1e-3)
         assert f"voxel {', '.join(map(str, voxel))}" in shown["text"]
+    check_logs(browser, report)
+
+
+def test_case_page_shows_each_channels_part(browser: webdriver.Chrome, tmp_path: Path) -> None:
+    import yaml
+
+    # The multi-sequence sample (configs/multisequence.yaml) on its first case, saliency only.
+    samples = Path(__file__).parent.parent / "sample_data" / "multisequence"
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    for path in samples.glob("case07_*.nii.gz"):
+        shutil.copy(path, cases / path.name)
+    listing = (samples / "cases.csv").read_text().splitlines()
+    (cases / "cases.csv").write_text("\n".join(listing[:2]) + "\n")
+    config = yaml.safe_load((samples.parent.parent / "configs" / "multisequence.yaml").read_text())
+    config["model"]["weights"] = str(
+        samples.parent.parent / "xaimed" / "sample" / "multiseq_cnn_state.pt"
+    )
+    config.update(methods=["saliency"], outputs={"png": False}, runtime={"device": "cpu"})
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    command = Path(sys.executable).parent / "xaimed"
+    done = subprocess.run(
+        [str(command), "explain", str(cases / "cases.csv"), "-c", str(tmp_path / "config.yaml"),
+         "-o", str(tmp_path / "run"), "-q"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = tmp_path / "run" / "report"
+    open_page(browser, (report / "case.html").as_uri() + "?case=case07&method=saliency/flair")
+    assert browser.execute_script("return document.body.dataset.map") == "saliency/flair"
+    options = [
+        o.get_attribute("value") for o in Select(browser.find_element("id", "method")).options
+    ]
+    assert options == ["saliency", *(f"saliency/{n}" for n in ("t1", "t1ce", "t2", "flair"))]
+    rows = browser.find_elements("css selector", "#channels tbody tr")
+    assert [r.find_element("tag name", "a").text for r in rows] == ["t1", "t1ce", "t2", "flair"]
+    assert rows[3].text.endswith("case07/case07_saliency_flair.nii.gz")
+    current = browser.find_element("css selector", "#channels a[aria-current]")
+    assert current.text == "flair"
+    wait_drawn(browser)
+    flair = canvas_pixels(browser)
+    # A channel's link shows its part, on the scale shared by the parts.
+    rows[0].find_element("tag name", "a").click()
+    WebDriverWait(browser, 30).until(
+        lambda d: d.execute_script("return document.body.dataset.map") == "saliency/t1"
+    )
+    wait_drawn(browser)
+    assert np.abs(canvas_pixels(browser) - flair).mean() > 0.5
+    scale = browser.execute_script("return XAIMED_VIEWER.map.scale")
+    parts = [nib.load(tmp_path / "run" / "case07" / f"case07_saliency_{n}.nii.gz").get_fdata()
+             for n in ("t1", "t1ce", "t2", "flair")]  # fmt: skip
+    assert scale == pytest.approx(max(float(np.abs(p).max()) for p in parts), rel=1e-4)
+    screenshot(browser, "report-case-channels.png")
     check_logs(browser, report)
 
 

@@ -285,3 +285,38 @@ def test_slicewise_with_a_2d_model_setting_is_refused_at_load(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_config(_config(tmp_path, model))
     assert any("remove model.spatial_dims: 2" in p for p in caught.value.problems)
+
+
+@pytest.mark.parametrize("ensemble", [False, True])
+def test_a_2d_image_for_a_slice_wise_model_fails_alone_with_advice_that_loads(tmp_path, ensemble):
+    film = tmp_path / "films" / "film.nii.gz"
+    film.parent.mkdir()
+    nib.save(nib.Nifti1Image(np.ones((12, 10), np.float32), np.eye(4)), film)
+    phantom = make_phantom(1, shape=SHAPE, spacing=(6.0, 6.0, 6.0), axcodes=AXCODES, lesion=True)
+    nib.save(nib.Nifti1Image(phantom.image, phantom.affine), film.parent / "volume.nii.gz")
+    model = _classifier_model(tmp_path)
+    if ensemble:
+        member = {k: v for k, v in model.items() if k != "classes"}
+        model = {"ensemble": [member, member]}
+    result = explain(film.parent, _config(tmp_path, model, methods=["saliency"]), tmp_path / "o")
+    assert [row["case_id"] for row in result.rows if row["status"] == "ok"] == ["volume"]
+    (failure,) = result.failed
+    assert failure["error"].startswith(
+        "case film: the image is 2D (12, 10), but model.slicewise runs its 2D network"
+    )
+    assert failure["error"].endswith("remove model.slicewise and set model.spatial_dims: 2.")
+
+
+def test_a_network_failing_on_the_slices_is_named_with_the_slices_it_was_given(tmp_path):
+    phantom = make_phantom(1, shape=SHAPE, spacing=(6.0, 6.0, 6.0), axcodes=AXCODES, lesion=True)
+    image = tmp_path / "case.nii.gz"
+    nib.save(nib.Nifti1Image(phantom.image, phantom.affine), image)
+    # Weights for context 1 (3 channels) under context 2: the network gets 5 channels.
+    model = _classifier_model(tmp_path, context=2)
+    result = explain(image, _config(tmp_path, model, methods=["saliency"]), tmp_path / "o")
+    (failure,) = result.failed
+    assert failure["error"].startswith(
+        "case case: the 2D network of model.slicewise fails on this case's axial slices of "
+        "12 x 8 pixels (array axis 1 of the input (1, 1, 12, 10, 8), oriented PSR; "
+    )
+    assert failure["error"].endswith("check model.slicewise.axis and preprocessing.")

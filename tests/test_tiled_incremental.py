@@ -106,6 +106,33 @@ def test_the_reference_alone_is_the_tiled_score():
     assert engine.sidecar_fields()["tiled"]["patches_recorded"] == 8
 
 
+def test_the_tiled_scorer_takes_the_threshold_per_call():
+    """Capped and exact windows from one tiled scorer, which has no threshold of its own."""
+    import dataclasses
+
+    from xaimed.engine.counting import CountingModel
+    from xaimed.engine.incremental.tiled import build_tiled_scorer
+    from xaimed.methods.windows import boxes_of
+
+    torch.manual_seed(0)  # weights whose predicted region of label 1 is not empty
+    x = _smooth(VOLUME)
+    net = _trained(SkipUNet(), x)
+    scorer = build_tiled_scorer(
+        CountingModel(_scored(net, x, reduction="mean")),
+        x,
+        torch.zeros_like(x),
+        target=1,
+        batch_size=2,
+    )
+    assert "threshold" not in {f.name for f in dataclasses.fields(scorer)}
+    lo, hi = boxes_of(VOLUME, (5, 5, 5), (5, 5, 5))
+    exact = scorer.scores(lo, hi, label="exact", threshold=1.0)
+    capped = scorer.scores(lo, hi, label="capped", threshold=0.25)
+    again = scorer.scores(lo, hi, label="exact again", threshold=1.0)
+    assert float((capped - exact).abs().max()) > 1e-4 * float(exact.abs().max())
+    torch.testing.assert_close(again, exact)  # batches grow after the first call: rounding
+
+
 def test_probabilities_fall_back_to_whole_patches():
     x = _smooth(VOLUME)
     net = _trained(SkipUNet(), x)

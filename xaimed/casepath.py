@@ -111,6 +111,16 @@ def check_dims(config: Config, case: Case, volume: Volume) -> None:
             f"case {case.case_id}: the image is a 3D volume of {shape[2]} slices {shape} but "
             "model.spatial_dims is 2 (a 2D model); give 2D images, or a 3D model."
         )
+    sliced = config.model.slicewise is not None or any(
+        member.slicewise is not None for member in config.model.ensemble or []
+    )
+    if config.model.spatial_dims == 3 and volume.is_2d and sliced:
+        # The general advice below (set spatial_dims: 2) is refused at load with slicewise.
+        raise InputError(
+            f"case {case.case_id}: the image is 2D {shape[:2]}, but model.slicewise runs its 2D "
+            "network over the slices of 3D volumes; to explain 2D images, remove model.slicewise "
+            "and set model.spatial_dims: 2."
+        )
     if config.model.spatial_dims == 3 and volume.is_2d:
         raise InputError(
             f"case {case.case_id}: the image is 2D {shape[:2]} but the model is 3D; set "

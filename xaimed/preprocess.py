@@ -323,6 +323,12 @@ def _channels(volume: Volume, params: ChannelsStep) -> tuple[np.ndarray, Applied
     if params.source == "single":
         if data.ndim == 4 and data.shape[3] == 1:
             data = data[..., 0]
+        if data.ndim == 4 and volume.is_2d:
+            raise InputError(
+                f"{name}: the 2D image has {data.shape[3]} values per pixel (shape "
+                f"{data.shape[:2]} x {data.shape[3]}, e.g. RGB), where one was expected; set "
+                "preprocessing.channels.source: last_axis if the model takes them as channels."
+            )
         if data.ndim != 3:
             raise InputError(
                 f"{name}: expected a 3D volume, got {data.ndim}D of shape {data.shape}; set "

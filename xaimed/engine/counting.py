@@ -64,7 +64,9 @@ class CountingModel(torch.nn.Module):
         old, self.count = self.count, PassCount()
         return old
 
-    def _autocast(self, x: torch.Tensor):
+    def autocast(self, x: torch.Tensor):
+        """The autocast context of this model's forward on ``x``'s device (a no-op without
+        ``autocast_dtype``), also for the engines that run parts of the wrapped model."""
         if self.autocast_dtype is None:
             return nullcontext()
         return torch.autocast(device_type=x.device.type, dtype=self.autocast_dtype)
@@ -72,7 +74,7 @@ class CountingModel(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = int(x.shape[0])
         self.count.add(samples=n, calls=1, equivalent=float(n))
-        with self._autocast(x):
+        with self.autocast(x):
             out = self.model(x)
         out = widen(out)
         if out.requires_grad:

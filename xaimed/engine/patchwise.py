@@ -18,13 +18,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from xaimed.engine.counting import CountingModel
+from xaimed.engine.scoring import scored_parts
 from xaimed.engine.targets import TargetReduction
 from xaimed.engine.tiling import TiledInference, TilePlan
 
@@ -36,15 +36,13 @@ log = logging.getLogger("xaimed")
 
 def tiled_parts(model: torch.nn.Module) -> tuple[CountingModel, TargetReduction, TiledInference]:
     """The wrappers of a scored tiled segmentation model, or ValueError saying why not."""
-    if not isinstance(model, CountingModel):
-        raise ValueError("the scored model is not xaimed's counting wrapper")
-    reduction = model.model
-    if not isinstance(reduction, TargetReduction) or not reduction.segmentation:
+    counting, reduction = scored_parts(model)
+    if not reduction.segmentation:
         raise ValueError("the explained score does not reduce a segmentation")
     tiled = reduction.model
     if not isinstance(tiled, TiledInference):
         raise ValueError("tiling is not configured")
-    return model, reduction, tiled
+    return counting, reduction, tiled
 
 
 @dataclass
@@ -76,16 +74,10 @@ class PatchwiseScores:
     def dims(self) -> tuple[int, ...]:
         return tuple(int(n) for n in self.x.shape[2:])
 
-    def _autocast(self):
-        dtype = self.counting.autocast_dtype
-        if dtype is None:
-            return nullcontext()
-        return torch.autocast(device_type=self.x.device.type, dtype=dtype)
-
     def _run(self, inputs: torch.Tensor) -> torch.Tensor:
         """The network on a stack of patches, (P, C, *patch) -> (P, L, *patch), half
         precision widened to float32."""
-        with torch.no_grad(), self._autocast():
+        with torch.no_grad(), self.counting.autocast(self.x):
             out = self.tiled.run_model(inputs)
         self.calls += 1
         return out.float() if out.dtype in (torch.float16, torch.bfloat16) else out

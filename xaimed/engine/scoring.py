@@ -54,3 +54,14 @@ def build_scorer(network: torch.nn.Module, config: Config, *, is_script: bool) -
     return Scorer(
         network, counting, reduction, is_script, config.model.output, config.model.spatial_dims
     )
+
+
+def scored_parts(model: torch.nn.Module) -> tuple[CountingModel, TargetReduction]:
+    """The counting wrapper and the target reduction of a model that :func:`build_scorer`
+    wrapped, or ValueError saying why ``model`` is not one (the engines that recompute only
+    what a perturbation changes reach the pieces inside this way)."""
+    if not isinstance(model, CountingModel):
+        raise ValueError("the scored model is not xaimed's counting wrapper")
+    if not isinstance(model.model, TargetReduction):
+        raise ValueError("the scored model has no target reduction")
+    return model, model.model

@@ -12,7 +12,6 @@ perturbations go through the network together, ``slices_per_call`` at a time.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,23 +19,20 @@ import torch
 import torch.nn.functional as F
 
 from xaimed.engine.counting import CountingModel
+from xaimed.engine.scoring import scored_parts
 from xaimed.engine.targets import TargetReduction
 from xaimed.models.slicewise import SliceWise
 
 
 def sliced_parts(model: torch.nn.Module) -> tuple[CountingModel, TargetReduction, SliceWise]:
     """The wrappers of a scored slice-wise model, or ValueError saying why not."""
-    if not isinstance(model, CountingModel):
-        raise ValueError("the scored model is not xaimed's counting wrapper")
-    reduction = model.model
-    if not isinstance(reduction, TargetReduction):
-        raise ValueError("the scored model has no target reduction")
+    counting, reduction = scored_parts(model)
     sliced = reduction.model
     if not isinstance(sliced, SliceWise):
         raise ValueError("the model is not slice-wise")
     if sliced.axis is None:
         raise ValueError("the slice-wise model has no case grid yet")
-    return model, reduction, sliced
+    return counting, reduction, sliced
 
 
 @dataclass
@@ -63,12 +59,6 @@ class SliceScores:
         """Slices per pass."""
         return int(self.reference.shape[0])
 
-    def _autocast(self):
-        dtype = self.counting.autocast_dtype
-        if dtype is None:
-            return nullcontext()
-        return torch.autocast(device_type=self.x.device.type, dtype=dtype)
-
     def per_slice(self, batch: torch.Tensor, volumes: torch.Tensor, slices: torch.Tensor):
         """(n, L): slice ``slices[i]`` of ``batch[volumes[i]]`` through the network, reduced to
         its per-slice value (scores, or region sums for a segmentation)."""
@@ -77,7 +67,7 @@ class SliceScores:
         parts = []
         for first in range(0, len(slices), step):
             chunk = slice(first, first + step)
-            with torch.no_grad(), self._autocast():
+            with torch.no_grad(), self.counting.autocast(self.x):
                 out = self.sliced.network(self.sliced.stacks(xs, volumes[chunk], slices[chunk]))
             self.calls += 1
             out = out.float() if out.dtype in (torch.float16, torch.bfloat16) else out

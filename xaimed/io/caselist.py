@@ -45,6 +45,15 @@ def read_case_list(path: Path, channels: tuple[str, ...] | None = None) -> list[
     if not rows:
         raise InputError(f"case list {path}: the file is empty; it needs a header row.")
     header = [name.strip().lower() for name in rows[0]]
+    used = ("case_id", *SOURCES, "mask", "label", *(c.lower() for c in channels or ()))
+    twice = [name for name in used if header.count(name) > 1]
+    if twice:
+        # Names match ignoring case, so ``T1`` and ``t1`` would be one column read from either.
+        spelled = [cell.strip() for cell in rows[0] if cell.strip().lower() == twice[0]]
+        raise InputError(
+            f"case list {path}: the header has the column {twice[0]} {len(spelled)} times "
+            f"({', '.join(spelled)}; column names match ignoring case); keep one of them."
+        )
     if channels:
         return _channel_cases(path, rows, header, channels)
     missing = [name for name in REQUIRED if name not in header]

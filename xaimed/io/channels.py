@@ -19,6 +19,7 @@ from scipy import ndimage
 from xaimed.config import Config
 from xaimed.errors import InputError
 from xaimed.io.case import Case, ChannelFile
+from xaimed.io.safety import check_stacked_size
 from xaimed.volume import Volume
 
 
@@ -26,22 +27,41 @@ def read_channels(case: Case, config: Config, read_one: Callable[[Case], Volume]
     """The channels of ``case`` stacked in the config's order: a Volume of shape (I, J, K, C).
 
     ``read_one`` reads a single-file case (:func:`xaimed.io.read.read_case`). Raises
-    InputError naming the case and channel when a file cannot be read, is not 3D, or lies on
-    another grid than the reference channel while ``resample_to`` is unset.
+    InputError naming the case and channel when a file cannot be read, is not 3D, is 2D while
+    the reference is 3D (or the reverse), or lies on another grid than the reference channel
+    while ``resample_to`` is unset, and naming the case when all channels stacked need more
+    memory than the budget.
     """
-    volumes = {}
-    for channel in case.channels:
-        # A missing or unreadable file's message names the case and that file.
-        volume = read_one(replace(case, path=channel.path, channels=(), format=None))
-        volumes[channel.name] = _three_d(volume, case, channel)
     wanted = config.preprocessing.channels.resample_to
     reference = wanted if wanted is not None else case.channels[0].name
-    base = volumes[reference]
-    stacked = []
-    records = []
+    by_name = {channel.name: channel for channel in case.channels}
+    # The reference channel first: its grid fixes the stacked size, which is checked before
+    # the other channels are read (each reader checks its own file's size alone).
+    base = _read_channel(case, by_name[reference], read_one)
+    check_stacked_size(
+        (*base.spatial_shape, len(case.channels)), f"case {case.case_id}",
+        config.runtime.memory_budget_bytes, held=base.array.nbytes,
+    )  # fmt: skip
+    volumes = {reference: base}
     for channel in case.channels:
-        volume = volumes[channel.name]
+        if channel.name != reference:
+            volumes[channel.name] = _read_channel(case, channel, read_one)
+    # Filled channel by channel, each dropped once copied: the case holds the stacked size and
+    # one channel at most, not the channels and their stack side by side (np.stack would).
+    stacked = np.empty((*base.spatial_shape, len(case.channels)), dtype=np.float32)
+    records = []
+    for index, channel in enumerate(case.channels):
+        volume = volumes.pop(channel.name)
         record = {"name": channel.name, "path": str(channel.path), "resampled_from": None}
+        if volume.is_2d != base.is_2d:
+            # Resampling would put a plane into one slice of a volume and zeros everywhere else.
+            kinds = {True: "a 2D image", False: "a 3D volume"}
+            raise InputError(
+                f"case {case.case_id}: channel {channel.name} ({channel.path}) is "
+                f"{kinds[volume.is_2d]} {volume.spatial_shape} but {reference} is "
+                f"{kinds[base.is_2d]} {base.spatial_shape}; give every channel of a case as 2D "
+                "images or every one as 3D volumes."
+            )
         if not base.geometry.same_grid(volume.geometry):
             if wanted is None:
                 raise InputError(
@@ -50,10 +70,27 @@ def read_channels(case: Case, config: Config, read_one: Callable[[Case], Volume]
                     f"preprocessing.channels.resample_to: {reference} or give files on one grid."
                 )
             record["resampled_from"] = volume.geometry.describe()
+            inside = _coverage(volume, base)
+            if inside == 0.0:
+                # Resampling would give a channel of zeros: the files are not of one patient
+                # position (another study, a wrong header), not a grid to interpolate.
+                raise InputError(
+                    f"case {case.case_id}: channel {channel.name} ({channel.path}) does not "
+                    f"overlap {reference}'s field of view at all ({volume.geometry.describe()} "
+                    f"against {base.geometry.describe()}); check that the files belong together "
+                    "and their headers' positions."
+                )
+            record["inside_field_of_view"] = round(inside, 4)
             volume = base.with_array(_resample_onto(volume, base))
-        stacked.append(np.asarray(volume.array, dtype=np.float32))
+        stacked[..., index] = volume.array
         records.append(record)
-    return base.with_array(np.stack(stacked, axis=3), channels=records)
+    return base.with_array(stacked, channels=records)
+
+
+def _read_channel(case: Case, channel: ChannelFile, read_one: Callable[[Case], Volume]) -> Volume:
+    # A missing or unreadable file's message names the case and that file.
+    volume = read_one(replace(case, path=channel.path, channels=(), format=None))
+    return _three_d(volume, case, channel)
 
 
 def _three_d(volume: Volume, case: Case, channel: ChannelFile) -> Volume:
@@ -77,6 +114,16 @@ def _difference(base: Volume, other: Volume) -> str:
         f"same shape {base.spatial_shape} but affines differ by up to {gap:.3g} mm "
         f"({base.geometry.describe()} against {other.geometry.describe()})"
     )
+
+
+def _coverage(volume: Volume, base: Volume) -> float:
+    """The fraction of ``base``'s voxel centres that lie inside ``volume``'s grid."""
+    index_map = np.linalg.solve(volume.affine, base.affine)
+    grid = np.indices(base.spatial_shape, dtype=np.float64).reshape(3, -1)
+    where = index_map[:3, :3] @ grid + index_map[:3, 3:4]
+    upper = np.asarray(volume.spatial_shape, dtype=np.float64)[:, None] - 1
+    inside = np.all((where >= -0.5) & (where <= upper + 0.5), axis=0)
+    return float(inside.mean())
 
 
 def _resample_onto(volume: Volume, base: Volume) -> np.ndarray:

@@ -116,6 +116,8 @@ def read_itk(path: Path, *, case_id: str | None = None, memory_budget: int | Non
     where = f"case {case_id}: {escape_text(str(path))}" if case_id else escape_text(str(path))
     if not path.is_file():
         raise InputError(f"{where}: file not found; check the input path.")
+    if path.stat().st_size == 0:
+        raise InputError(f"{where}: the file is empty; re-export the image or remove it.")
     data_file = detached_data_file(path)
     if data_file is not None and not data_file.is_file():
         raise InputError(
@@ -135,12 +137,19 @@ def read_itk(path: Path, *, case_id: str | None = None, memory_budget: int | Non
         ) from None
     size = tuple(int(n) for n in reader.GetSize())
     if len(size) not in (2, 3):
-        raise InputError(
-            f"{where}: the image has {len(size)} dimensions, xaimed reads 2D and 3D NRRD and "
-            "MetaImage images; export it as a 2D image or a 3D volume."
-        )
+        raise _dimensions_error(where, len(size))
     components = int(reader.GetNumberOfComponents())
     check_declared_size(size + ((components,) if components > 1 else ()), where, memory_budget)
+    dims = len(size)
+    direction = np.asarray(reader.GetDirection(), dtype=np.float64).reshape(dims, dims)
+    if not np.all(np.isfinite(direction)) or abs(float(np.linalg.det(direction))) < 1e-6:
+        # ITK refuses such a header only when it reads the voxels, in words that would blame
+        # the voxel data below.
+        raise InputError(
+            f"{where}: the header's space directions are singular (two axes point the same way, "
+            "or one is zero); fix the header's directions."
+        )
+    _check_metaimage_data(path, where, data_file)
     try:
         image = reader.Execute()
     except RuntimeError:
@@ -244,7 +253,61 @@ def _check_metaimage_dims(path: Path, where: str) -> None:
             "image or remove it."
         )
     if int(ndims) not in (2, 3):
+        raise _dimensions_error(where, int(ndims))
+
+
+def _dimensions_error(where: str, dims: int) -> InputError:
+    # A 4D file is often sequences or channels stacked on a 4th axis: say how those are read.
+    channels = (
+        " (channels as a vector image, or one file per channel with preprocessing.channels)"
+        if dims == 4
+        else ""
+    )
+    return InputError(
+        f"{where}: the image has {dims} dimension{'' if dims == 1 else 's'}, xaimed reads 2D "
+        f"and 3D NRRD and MetaImage images; export it as a 2D image or a 3D volume{channels}."
+    )
+
+
+# Bytes per voxel component of the MetaImage element types whose size MetaIO fixes.
+_METAIMAGE_BYTES = {
+    "MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4, "MET_UINT": 4,
+    "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8, "MET_FLOAT": 4, "MET_DOUBLE": 8,
+}  # fmt: skip
+
+
+def _check_metaimage_data(path: Path, where: str, data_file: Path | None) -> None:
+    """Refuse uncompressed MetaImage voxel data shorter than its header declares before
+    SimpleITK reads it: MetaIO prints its own complaint ("M_ReadElementsData: data not read
+    completely") straight to the process's stderr, which no Python code can catch."""
+    if _suffix(path) not in (".mha", ".mhd"):
+        return
+    fields = _header_fields(path, _suffix(path))
+    element = _METAIMAGE_BYTES.get(fields.get("elementtype", "").upper())
+    header_size = fields.get("headersize", "0").strip() or "0"
+    sizes = fields.get("dimsize", "").split()
+    channels = fields.get("elementnumberofchannels", "1").strip() or "1"
+    if (
+        element is None
+        or fields.get("compresseddata", "false").lower() == "true"
+        or header_size != "0"
+        or not all(n.isdigit() for n in [*sizes, channels])
+    ):
+        return  # compressed or unusual: SimpleITK checks it, as before
+    expected = int(np.prod([int(n) for n in sizes])) * int(channels) * element
+    if data_file is not None:
+        holder, available = data_file, data_file.stat().st_size
+    elif fields.get("elementdatafile", "").upper() == "LOCAL":
+        head = path.read_bytes()[:65536]
+        marker = head.find(b"ElementDataFile")
+        end = head.find(b"\n", marker)
+        if marker < 0 or end < 0:
+            return
+        holder, available = path, path.stat().st_size - (end + 1)
+    else:
+        return
+    if available < expected:
         raise InputError(
-            f"{where}: the image has {int(ndims)} dimensions, xaimed reads 2D and 3D NRRD and "
-            "MetaImage images; export it as a 2D image or a 3D volume."
+            f"{where}: the voxel data in {escape_text(str(holder))} is truncated ({available} "
+            f"bytes where the header declares {expected}); re-export the image."
         )

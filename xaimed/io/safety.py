@@ -8,6 +8,7 @@ sizes, file kinds of case-list entries), the writers (names of any bytes made pr
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import stat
 from collections import defaultdict
@@ -202,10 +203,35 @@ def check_declared_size(shape: Iterable[int], where: str, budget: int | None) ->
     source = "runtime.memory_budget" if budget is not None else "the memory available now"
     raise InputError(
         f"{where}: the header declares {' x '.join(map(str, dims))} voxels, "
-        f"{_gib(needed)} as float32, more than {source} ({_gib(limit)}); the header is corrupt "
+        f"{_size(needed)} as float32, more than {source} ({_size(limit)}); the header is corrupt "
         "or the image needs a machine with more memory (or a larger runtime.memory_budget)."
     )
 
 
-def _gib(n: int) -> str:
-    return f"{n / 2**30:.1f} GiB"
+def check_stacked_size(shape: tuple[int, ...], where: str, budget: int | None, held: int) -> None:
+    """Refuse a multi-sequence case whose channels, stacked into one float32 array of ``shape``
+    (I, J, K, C), need more memory than the budget, before the other channels are read.
+
+    Each channel's reader checks its own file alone; this checks what the case holds once all
+    are stacked. ``held`` is what the case already holds (the channel read first): without
+    ``runtime.memory_budget`` the limit is the memory available now plus that.
+    """
+    needed = math.prod(shape) * FLOAT32_BYTES
+    available = available_memory() if budget is None else None
+    limit = budget if budget is not None else (None if available is None else available + held)
+    if limit is None or needed <= limit:
+        return
+    source = "runtime.memory_budget" if budget is not None else "the memory available now"
+    raise InputError(
+        f"{where}: its {shape[-1]} channels stacked ({' x '.join(map(str, shape))} voxels) "
+        f"need {_size(needed)} as float32, more than {source} ({_size(limit)}); give fewer "
+        "channels, or a machine with more memory (or a larger runtime.memory_budget)."
+    )
+
+
+def _size(n: int) -> str:
+    """Bytes in the largest binary unit (GiB, MiB, KiB) that leaves at least 1, one decimal."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n / 2**10:.1f} KiB"

@@ -104,6 +104,23 @@ def _output(attribution: torch.Tensor, details: dict[str, Any]) -> MethodOutput:
     return MethodOutput(attribution, details)
 
 
+def _whole_input_warning(
+    regions: int, shape: tuple[int, ...], what: str, key: str
+) -> dict[str, list[str]]:
+    """``{"warnings": [...]}`` when one region covers the whole input (a window larger than a
+    small image): the map is then one value everywhere, which is valid but tells nothing about
+    where, so the run says so rather than leaving a flat map to be read as a finding."""
+    if regions != 1 or math.prod(shape) <= 1:
+        return {}
+    size = " x ".join(str(n) for n in shape if n > 1) or "1"
+    return {
+        "warnings": [
+            f"one {what} covers the whole model input ({size} voxels), so the map is one value "
+            f"everywhere; give a smaller {key}."
+        ]
+    }
+
+
 # ---------------------------------------------------------------- occlusion
 
 
@@ -152,6 +169,7 @@ def occlusion(ctx: MethodContext, params: OcclusionParams) -> MethodOutput:
         "windows": len(lo),
         "baseline": describe_fill(params.baseline),
         "uncovered_voxels": int((covered == 0).sum()),
+        **_whole_input_warning(len(lo), shape, "occlusion window", "window"),
     }
     if approximate is not None:
         details["approximate"] = {
@@ -194,6 +212,9 @@ def feature_ablation(ctx: MethodContext, params: FeatureAblationParams) -> Metho
     details = _details(
         evaluator, grouping=record, baseline=describe_fill(params.baseline), engine="plain"
     )
+    if isinstance(params.grouping, GridGrouping):
+        shape = tuple(int(n) for n in x.shape[2:])
+        details.update(_whole_input_warning(n_groups, shape, "grid block", "grouping.size"))
     return _output(_paint(drops, groups, x), details)
 
 
@@ -215,6 +236,7 @@ def _grid_ablation(ctx: MethodContext, params: FeatureAblationParams) -> MethodO
         **used,
         "grouping": record,
         "baseline": describe_fill(params.baseline),
+        **_whole_input_warning(len(lo), shape, "grid block", "grouping.size"),
     }
     return _output(_paint(drops, groups, x), details)
 

@@ -142,6 +142,8 @@ class IncrementalWindows:
         from xaimed.engine.incremental import NotIncremental, build_incremental_scorer, network_of
         from xaimed.engine.perturb import Evaluator
 
+        # The approximation is this engine's, fixed here and handed to every scoring call.
+        self.threshold = threshold
         network, autocast, reducer = network_of(ctx)
         x = ctx.inputs.detach()
         count = ctx.model.count if isinstance(ctx.model, CountingModel) else None
@@ -152,7 +154,6 @@ class IncrementalWindows:
             target=ctx.target,
             batch_size=ctx.batch_size,
             autocast_dtype=autocast,
-            threshold=threshold,
             progress=ctx.progress,
             count=count,
             reducer=reducer,
@@ -176,7 +177,7 @@ class IncrementalWindows:
         self, lo: torch.Tensor, hi: torch.Tensor, *, label: str, exact: bool = False
     ) -> torch.Tensor:
         """``exact`` ignores the projective threshold for these windows."""
-        return self.scorer.scores(lo, hi, label=label, threshold=1.0 if exact else None)
+        return self.scorer.scores(lo, hi, label=label, threshold=1.0 if exact else self.threshold)
 
     def sidecar_fields(self) -> dict[str, Any]:
         return self.scorer.sidecar_fields()
@@ -194,9 +195,10 @@ class TiledIncrementalWindows:
             from xaimed.engine.incremental import NotIncremental
 
             raise NotIncremental("a TorchScript model has no traceable Python forward")
+        self.threshold = threshold
         self.scorer = build_tiled_scorer(
             ctx.model, ctx.inputs, fill, target=ctx.target, batch_size=ctx.batch_size,
-            threshold=threshold, freeze_norm=freeze_norm, network=ctx.network,
+            freeze_norm=freeze_norm, network=ctx.network,
         )  # fmt: skip
 
     @property
@@ -207,13 +209,7 @@ class TiledIncrementalWindows:
         self, lo: torch.Tensor, hi: torch.Tensor, *, label: str, exact: bool = False
     ) -> torch.Tensor:
         """``exact`` ignores the projective threshold for these windows."""
-        saved = self.scorer.threshold
-        if exact:
-            self.scorer.threshold = 1.0
-        try:
-            return self.scorer.scores(lo, hi, label=label)
-        finally:
-            self.scorer.threshold = saved
+        return self.scorer.scores(lo, hi, label=label, threshold=1.0 if exact else self.threshold)
 
     def sidecar_fields(self) -> dict[str, Any]:
         return self.scorer.sidecar_fields()

@@ -6,7 +6,8 @@ Layout of ``OUT`` (default ``RUN/report``)::
     assets/                      page scripts and style; NiiVue with its licences
     data/index.js                the index's data (run summary, grid, failures, warnings)
     data/cases/<id>/case.js      one case's data (predictions, provenance, metrics, curves)
-    data/cases/<id>/<name>.js    its volumes for the viewer (gzipped NIfTI, base64)
+    data/cases/<id>/<name>.js    its volumes for the viewer (gzipped NIfTI, base64): the
+                                 source, each map and each per-channel map
     thumbs/<id>/<png>            the run's PNG per case and method (linked, or copied)
     evaluation/*.png             the evaluation's cohort pictures, when evaluated
     report.json                  what the report was built from and how (subsampling, privacy)
@@ -35,7 +36,7 @@ import numpy as np
 from nibabel.filebasedimages import ImageFileError
 
 from xaimed.errors import InputError, XaimedError
-from xaimed.report.content import case_record, column_key, index_data
+from xaimed.report.content import case_record, channel_key, column_key, index_data
 from xaimed.report.rundata import MapEntry, RunData, read_run
 from xaimed.report.volumes import (
     ViewerVolume,
@@ -270,45 +271,64 @@ def _reuse(build: _Build, relative: str, signature: str) -> dict[str, Any] | Non
 
 
 def _case_volumes(build: _Build, case_id: str, entries: list[MapEntry]) -> dict[str, Any]:
-    """Write the case's viewer volumes; returns their facts by column (and ``"source"``)."""
+    """Write the case's viewer volumes; returns their facts by column (``"source"`` for the
+    source image, :func:`channel_key` for each per-channel map)."""
     found: dict[str, Any] = {}
     grid: tuple[Any, ...] | None = None
     for index, e in enumerate(entries):
         nifti = e.path("nifti") if e.status == "ok" else None
         if nifti is None:
             continue
-        relative = f"data/cases/{case_id}/map{index}.js"
-        try:
-            array, affine = read_map(nifti)
-        except (OSError, ValueError, EOFError, ImageFileError):
-            build.data.notes.append(
-                f"case {case_id}: map {build.data.shown_path(nifti)} is not a readable image "
-                "file; it is left out of "
-                "the viewer (run the case again with --overwrite to rewrite it)."
-            )
+        key = column_key(e, build.data.multi_target)
+        shown = _map_volume(build, case_id, nifti, f"data/cases/{case_id}/map{index}.js")
+        if shown is None:
             continue
-        stride = stride_for(array.shape, build.max_size)
-        grid = grid or (array.shape, affine, stride)
-        info = _reuse(build, relative, _signature(nifti, stride))
-        if info is None:
-            small = subsample(array, affine, stride)
-            finite = small.array[small.array == small.array]
-            low = float(finite.min()) if finite.size else 0.0
-            high = float(finite.max()) if finite.size else 0.0
-            signed = low < 0 < high
-            payload, step = nifti_bytes(small)
-            size = write_volume_script(build.out / relative, relative, payload)
-            info = {"file": relative, "min": low, "max": high, "signed": signed,
-                    "stride": stride, "shape": list(array.shape), "step": step,
-                    **_geometry(small)}  # fmt: skip
-            build.new_cache[relative] = {"signature": _signature(nifti, stride), "info": info}
-            build.add_bytes(size)
-        found[column_key(e, build.data.multi_target)] = info
+        info, map_grid = shown
+        grid = grid or map_grid
+        found[key] = info
+        channels = build.data.channel_maps(e)
+        for number, (channel, path) in enumerate(channels.items()):
+            part = _map_volume(build, case_id, path, f"data/cases/{case_id}/map{index}_{number}.js")
+            if part is not None:
+                found[channel_key(key, channel)] = part[0]
     if grid is not None:
         source_info = _source_volume(build, case_id, entries[0], grid)
         if source_info is not None:
             found["source"] = source_info
     return found
+
+
+def _map_volume(
+    build: _Build, case_id: str, nifti: Path, relative: str
+) -> tuple[dict[str, Any], tuple[Any, ...]] | None:
+    """Write one map's viewer volume at ``relative`` (or reuse the earlier report's); its facts
+    and its grid (shape, affine, stride), or None with a note when the file is unreadable."""
+    try:
+        array, affine = read_map(nifti)
+    except (OSError, ValueError, EOFError, ImageFileError):
+        build.data.notes.append(
+            f"case {case_id}: map {build.data.shown_path(nifti)} is not a readable image "
+            "file; it is left out of "
+            "the viewer (run the case again with --overwrite to rewrite it)."
+        )
+        return None
+    stride = stride_for(array.shape, build.max_size)
+    grid = (array.shape, affine, stride)
+    info = _reuse(build, relative, _signature(nifti, stride))
+    if info is None:
+        small = subsample(array, affine, stride)
+        finite = small.array[small.array == small.array]
+        low = float(finite.min()) if finite.size else 0.0
+        high = float(finite.max()) if finite.size else 0.0
+        signed = low < 0 < high
+        payload, step = nifti_bytes(small)
+        size = write_volume_script(build.out / relative, relative, payload)
+        info = {"file": relative, "min": low, "max": high, "signed": signed,
+                "stride": stride, "shape": list(array.shape), "step": step,
+                **_geometry(small)}  # fmt: skip
+        build.new_cache[relative] = {"signature": _signature(nifti, stride), "info": info}
+        build.add_bytes(size)
+    return info, grid
 
 
 def _geometry(small: ViewerVolume) -> dict[str, Any]:

@@ -4,6 +4,7 @@ warnings) and one record per case. Identifiers are dropped here, before anything
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from xaimed import __version__
@@ -14,11 +15,20 @@ _STATE_ORDER = ("failed", "interrupted", "pending", "not_run")
 
 # Sidecar keys (at any depth) that can identify a patient or a study.
 _IDENTIFYING_KEYS = ("patient", "birth", "uid", "accession", "institution", "physician")
+# A DICOM UID in free text (messages name the series they are about): a root of 0, 1 or 2, two
+# or more numeric components (2.25.<128-bit number> has two), at least 10 characters in all, so
+# version numbers (0.1.0, 2.13.0) are left alone.
+_UID_TEXT = re.compile(r"(?<![\d.])(?=[\d.]{10,})[012](?:\.\d+){2,}(?![\d.])")
 
 
 def column_key(entry: MapEntry, multi_target: bool) -> str:
     """The grid column of a row: its method, and its target when a run explains several."""
     return f"{entry.method}:{entry.target}" if multi_target and entry.target else entry.method
+
+
+def channel_key(column: str, channel: str) -> str:
+    """The viewer key of one channel's part of the map in grid column ``column``."""
+    return f"{column}/{channel}"
 
 
 def case_state(entries: list[MapEntry]) -> str:
@@ -49,10 +59,12 @@ def scrub(value: Any, identifiers: bool) -> Any:
 
 def redact(text: str, sources: list[str], identifiers: bool) -> str:
     """``text`` with each of ``sources`` (paths of source images) and their folders replaced
-    by ``<source>`` / ``<source folder>``, unless ``identifiers``: error messages name the file
-    they are about, and file names often carry patient names or record numbers."""
+    by ``<source>`` / ``<source folder>``, and DICOM UIDs by ``<UID>``, unless ``identifiers``:
+    error messages name the file and series they are about, and file names often carry patient
+    names or record numbers."""
     if identifiers or not text:
         return text
+    text = _UID_TEXT.sub("<UID>", text)
     for source in sorted(sources, key=len, reverse=True):
         if source and source in text:
             text = text.replace(source, "<source>")
@@ -226,6 +238,28 @@ def _evaluation_table(data: RunData) -> list[dict[str, Any]]:
     return table
 
 
+def _channel_parts(
+    data: RunData, entry: MapEntry, key: str, volumes: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The per-channel maps of a map of a multi-channel source: name, share, file and viewer
+    volume. ``scale`` is the largest magnitude over the parts, so that the viewer shows them
+    on one colour scale and their brightness compares across channels."""
+    channels = data.sidecar(entry).get("channels")
+    shares = channels.get("shares") if isinstance(channels, dict) else None
+    parts = []
+    for name, path in data.channel_maps(entry).items():
+        share = shares.get(name) if isinstance(shares, dict) else None
+        parts.append({
+            "key": channel_key(key, name), "name": name, "file": data.shown_path(path),
+            "share": _round(_number(share)), "volume": volumes.get(channel_key(key, name)),
+        })  # fmt: skip
+    shown = [p["volume"] for p in parts if p["volume"]]
+    scale = max((max(abs(v["min"]), abs(v["max"])) for v in shown), default=0.0)
+    for part in parts:
+        part["scale"] = _round(scale) or None
+    return parts
+
+
 def case_record(
     data: RunData,
     case_id: str,
@@ -255,6 +289,7 @@ def case_record(
                         data.metrics.get((e.case_id, e.method, e.target), {}).items()},
             "curves": data.curves.get((e.case_id, e.method, e.target), {}),
             "provenance": provenance(sidecar, identifiers),
+            "channels": _channel_parts(data, e, key, volumes),
         })  # fmt: skip
     first = entries[0].row
     record: dict[str, Any] = {

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from xaimed.errors import InputError
+from xaimed.writers.channel_maps import channel_map_files
 from xaimed.writers.manifest import read_manifest
 
 # Manifest columns that can identify a patient or a study (paths often carry names or MRNs;
@@ -103,6 +104,15 @@ class RunData:
                 )
                 self.sidecars[key] = {}
         return self.sidecars[key]
+
+    def channel_maps(self, entry: MapEntry) -> dict[str, Path]:
+        """The per-channel map files of a map of a multi-channel source that exist, by channel,
+        as its sidecar lists them ({} for other maps)."""
+        sidecar_path = entry.path("sidecar")
+        if entry.status != "ok" or sidecar_path is None:
+            return {}
+        listed = channel_map_files(self.sidecar(entry), sidecar_path.parent)
+        return {name: path for name, path in listed.items() if path.is_file()}
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -4,9 +4,11 @@ A record is written after every output of one case and method (all its targets, 
 map, DICOM series) has been renamed to its final name, so its presence means the work is
 complete. It stores the work key and the manifest rows of that work. A later run skips the work
 only when the record's key equals the key it would write itself and every file the record lists
-is still there with the size it had; anything else (a changed config, model or xaimed version, a
-deleted map) redoes it. Output paths are stored relative to the run folder, with each file's
-SHA-256 (``xaimed evaluate`` checks maps by it), so a copied or moved run folder keeps working.
+(the manifest row's outputs, and the per-channel maps of a multi-channel source, which the map's
+sidecar lists) is still there with the size it had; anything else (a changed config, model or
+xaimed version, a deleted map) redoes it. Output paths are stored relative to the run folder,
+with each file's SHA-256 (``xaimed evaluate`` checks maps by it), so a copied or moved run
+folder keeps working.
 
 The key covers the case (its source path, size and modification time, its mask and label), the
 whole validated config except the method list (only this method's entry counts, so adding a
@@ -30,6 +32,7 @@ from xaimed.config import Config, MethodEntry
 from xaimed.errors import InputError
 from xaimed.io.case import Case
 from xaimed.writers.atomic import atomic_path
+from xaimed.writers.channel_maps import channel_map_files
 from xaimed.writers.manifest import ManifestRow, relative_paths, resolved_paths
 from xaimed.writers.naming import file_part
 from xaimed.writers.outputs import FILE_COLUMNS
@@ -148,9 +151,31 @@ def write_record(path: Path, key: str, rows: list[ManifestRow], run_dir: Path) -
                 name = str(rel[column])
                 sizes[name] = _size(Path(row[column]))  # type: ignore[literal-required]
                 hashes[name] = file_sha256(Path(row[column]))  # type: ignore[literal-required]
+        for file in _channel_maps(row):
+            name = _relative_name(file, run_dir)
+            sizes[name] = _size(file)
+            hashes[name] = file_sha256(file)
     body = {"key": key, "xaimed": __version__, "rows": relative, "sizes": sizes, "sha256": hashes}
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(body, indent=1, default=str) + "\n", encoding="utf-8")
+
+
+def _channel_maps(row: ManifestRow) -> list[Path]:
+    """The per-channel maps the row's sidecar lists (they have no manifest column)."""
+    text = row.get("sidecar")
+    body = _read_body(Path(text)) if text else None
+    if body is None:
+        return []
+    listed = channel_map_files(body, Path(str(text)).parent).values()
+    return [file for file in listed if file.exists()]
+
+
+def _relative_name(file: Path, run_dir: Path) -> str:
+    """``file`` as a record names it: relative to the run folder when inside it."""
+    try:
+        return file.resolve().relative_to(run_dir.resolve()).as_posix()
+    except ValueError:
+        return str(file)
 
 
 def _read_body(path: Path) -> dict[str, Any] | None:
@@ -169,6 +194,7 @@ def read_record(path: Path, key: str, run_dir: Path) -> Record | None:
         return None
     sizes: dict[str, int] = body.get("sizes", {})
     rows = []
+    checked: set[str] = set()
     for stored in body.get("rows", []):
         row = ManifestRow(**resolved_paths(stored, run_dir))  # type: ignore[typeddict-item]
         for column in FILE_COLUMNS:
@@ -178,7 +204,15 @@ def read_record(path: Path, key: str, run_dir: Path) -> Record | None:
             output = Path(row[column])  # type: ignore[literal-required]
             if not output.exists() or sizes.get(name) != _size(output):
                 return None
+            checked.add(name)
         rows.append(row)
+    # Every other file the record lists (per-channel maps) must be there with its size too.
+    for name, size in sizes.items():
+        if name in checked:
+            continue
+        output = run_dir.absolute() / name
+        if not output.exists() or _size(output) != size:
+            return None
     return Record(key, rows)
 
 

@@ -35,7 +35,7 @@ from xaimed.methods import registry
 from xaimed.model import LoadedModel, load_model, resolve_device
 from xaimed.models.agreement import member_agreement
 from xaimed.models.members import member_scorer
-from xaimed.models.slicewise import slice_case
+from xaimed.models.slicewise import array_axis, slice_case
 from xaimed.pacs.source import PacsSource
 from xaimed.pacs.store import output_files, store_for_run
 from xaimed.prediction import Prediction, Target, predict, resolve_targets
@@ -258,9 +258,23 @@ class Explainer:
             if is_out_of_memory(exc):
                 raise
             first = str(exc).strip().splitlines()[0][:300]
+            shape = tuple(inputs.shape)
+            if self.config.model.spatial_dims == 2:
+                shape = shape[:-1]  # the 2D network's input: the plane's depth axis is dropped
+            sliced = self.config.model.slicewise
+            if sliced is not None:
+                # What the 2D network saw: slices across the configured axis, not the volume.
+                axis = array_axis(sliced.axis, opened.prepared.geometry.axcodes)
+                plane = " x ".join(str(n) for i, n in enumerate(shape[2:]) if i != axis)
+                raise InputError(
+                    f"case {case.case_id}: the 2D network of model.slicewise fails on this "
+                    f"case's {sliced.axis} slices of {plane} pixels (array axis {axis} of the "
+                    f"input {shape}, oriented {opened.prepared.geometry.axcodes}; {first}); "
+                    "check model.slicewise.axis and preprocessing."
+                ) from None
             raise InputError(
                 f"case {case.case_id}: the model fails on this input of shape "
-                f"{tuple(inputs.shape)} ({first}); check model.input_size and preprocessing."
+                f"{shape} ({first}); check model.input_size and preprocessing."
             ) from None
         prediction = predict(outputs, output_kind=self.model.output, classes=self.model.classes)
         if self.reduction is not None:

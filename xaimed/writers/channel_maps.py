@@ -10,6 +10,10 @@ share of the total absolute attribution (see the case worker).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
 from xaimed.config import OutputsSection
 from xaimed.volume import Volume
 from xaimed.writers.base import MapOutput
@@ -19,6 +23,25 @@ from xaimed.writers.volume import map_format, map_suffix, write_map_volume
 def channel_map_name(stem: str, channel: str, outputs: OutputsSection, source: Volume) -> str:
     """The file name of ``channel``'s map next to the combined map ``stem`` of ``source``."""
     return f"{stem}_{channel}{map_suffix(map_format(outputs, source), outputs.compress)}"
+
+
+def channel_map_files(sidecar: Mapping[str, Any], folder: Path) -> dict[str, Path]:
+    """The per-channel map files a map's sidecar lists (its ``channels.maps`` record), by
+    channel, in ``folder`` (the sidecar's own folder: the maps are written beside it); {} for a
+    single-channel source or a run without ``outputs.nifti``.
+
+    Resume (completion records) and the report find the files this way: they have no manifest
+    column, as their number depends on the source."""
+    channels = sidecar.get("channels")
+    maps = channels.get("maps") if isinstance(channels, Mapping) else None
+    if not isinstance(maps, Mapping):
+        return {}
+    # Plain file names only: an edited sidecar cannot point resume or the report elsewhere.
+    return {
+        str(name): folder / file
+        for name, file in maps.items()
+        if isinstance(file, str) and file not in ("", ".", "..") and Path(file).name == file
+    }
 
 
 class ChannelMapsWriter:

@@ -21,7 +21,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from xaimed.errors import OutputError
 from xaimed.io.dicom.frames import Frame
-from xaimed.io.dicom.planar import FROM_PATIENT_ORIENTATION
+from xaimed.io.dicom.planar import FROM_PATIENT_ORIENTATION, NO_SPACING
 from xaimed.io.dicom.reader import DicomHeader, map_on_source_planes
 from xaimed.volume import Volume
 from xaimed.writers.dicom_common import (
@@ -144,7 +144,7 @@ def _planar_instance(
     Patient Orientation (the source's when it has a usable one, else empty: unknown), and its
     Pixel Spacing is the spacing xaimed read (Pixel Spacing, or Imager Pixel Spacing over the
     magnification factor; the sidecar records which) so that measurements on the overlay
-    match the source.
+    match the source; none when the source has none.
     """
     # highdicom knows no SC without a coordinate system; "PATIENT" only asks for Patient
     # Orientation, which is replaced below by the source's (or emptied when it had none).
@@ -156,7 +156,12 @@ def _planar_instance(
         sc.PatientOrientation = ref.PatientOrientation
     else:
         sc.PatientOrientation = ""  # Type 2: unknown, as in the source
-    sc.PixelSpacing = ds_values(frame.pixel_spacing)
+    if frame.spacing_source == NO_SPACING:
+        # The source gives no pixel size; the 1 mm xaimed read it with is not a calibration,
+        # and a viewer would measure the overlay in mm with it (Pixel Spacing is optional here).
+        del sc.PixelSpacing
+    else:
+        sc.PixelSpacing = ds_values(frame.pixel_spacing)
     # Type 2C: dciodvfy asks for it even for a chest; empty (unknown) when the source is silent.
     sc.Laterality = ref.get("Laterality", "")
     return sc

@@ -50,8 +50,11 @@ def source_plane(affine: np.ndarray, shape: tuple[int, ...], ras_axis: int, inde
     return f"{_SOURCE_AXES[axis]}={shape[axis] - 1 - index if flipped else index}"
 
 
-def write_overlay_png(base: Volume, heatmap: Volume, path: Path, *, title: str) -> Path:
-    """Write the three-plane overlay of ``heatmap`` on ``base`` (same grid) to ``path``."""
+def write_overlay_png(
+    base: Volume, heatmap: Volume, path: Path, *, title: str, grey: str | None = None
+) -> Path:
+    """Write the three-plane overlay of ``heatmap`` on ``base`` (same grid) to ``path``;
+    ``grey`` names what the grey image is when that needs saying (one channel of several)."""
     source = base.array if base.array.ndim == 3 else base.array[..., 0]
     image, spacing = _to_ras(np.asarray(source, dtype=np.float32), base.affine)
     values, _ = _to_ras(np.asarray(heatmap.array, dtype=np.float32), heatmap.affine)
@@ -117,7 +120,8 @@ def write_overlay_png(base: Volume, heatmap: Volume, path: Path, *, title: str) 
         else "planes through the strongest attribution in the body; i, j, k: voxel indices of "
         f"the source file (stored {base.axcodes})"
     )
-    fig.supxlabel(f"{where_text}; grey window {lo:.4g} to {hi:.4g}", fontsize=7, color="dimgray")
+    grey_text = f"grey: {grey}, window" if grey else "grey window"
+    fig.supxlabel(f"{where_text}; {grey_text} {lo:.4g} to {hi:.4g}", fontsize=7, color="dimgray")
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100)
     plt.close(fig)
@@ -135,7 +139,28 @@ class PngWriter:
         return out.outputs.png
 
     def write(self, out: MapOutput) -> dict[str, str]:
-        """``<stem>.png``, captioned with ``out.title``."""
-        path = write_overlay_png(out.source, out.heatmap, out.case_dir / f"{out.stem}.png",
-                                 title=out.title)  # fmt: skip
+        """``<stem>.png``, captioned with ``out.title``; a multi-channel source shows the
+        channel with the largest share of the attribution, named below the picture."""
+        source, grey = grey_channel(out.source, out.channel_maps)
+        path = write_overlay_png(source, out.heatmap, out.case_dir / f"{out.stem}.png",
+                                 title=out.title, grey=grey)  # fmt: skip
         return {"png": str(path)}
+
+
+def grey_channel(source: Volume, channel_maps: dict[str, Volume]) -> tuple[Volume, str | None]:
+    """The image to draw a map over, and what to call it: for a source of several channels (T1,
+    T1ce, T2, FLAIR) with their parts of the map, the channel whose part is largest (the
+    manifest's ``top_channel``), as what a map points at is often invisible on the first one
+    (a lesion on T1); without parts, the first channel; one channel: ``source`` itself and
+    None."""
+    data = source.array
+    names = list(channel_maps)
+    if data.ndim == 4 and data.shape[3] > 1 and len(names) != data.shape[3]:
+        # A map without parts (the CAM family: one map for all channels): the first channel.
+        return source, f"the first of {data.shape[3]} channels"
+    if data.ndim != 4 or len(names) < 2:
+        return source, None
+    totals = [float(np.abs(np.asarray(channel_maps[n].array)).sum()) for n in names]
+    index = int(np.argmax(totals))
+    caption = f"{names[index]}, the channel with the largest share"
+    return source.with_array(np.asarray(data[..., index])), caption

@@ -78,8 +78,7 @@ def _triple(shape: Any) -> bx.Triple:
 class IncrementalScorer:
     """Target scores of occluded copies of ``x``, computed incrementally.
 
-    ``threshold`` below 1 caps every changed box at that fraction of its map per axis (the
-    approximate mode): changes outside the cap are ignored. ``count``, when given, receives
+    ``count``, when given, receives
     the windows scored and the work done in units of full forward passes (the convolution and
     pooling multiply-adds computed, over those of one whole pass).
     """
@@ -90,7 +89,6 @@ class IncrementalScorer:
     target: int
     batch_size: int
     autocast_dtype: torch.dtype | None = None
-    threshold: float = 1.0
     progress: Any = None
     count: PassCount | None = None
     # A segmentation network: its maps are reduced to scores over each label's region, from
@@ -135,12 +133,15 @@ class IncrementalScorer:
     # ------------------------------------------------------------ public
 
     def scores(
-        self, lo: torch.Tensor, hi: torch.Tensor, *, label: str, threshold: float | None = None
+        self, lo: torch.Tensor, hi: torch.Tensor, *, label: str, threshold: float
     ) -> torch.Tensor:
-        """Target scores (N,) of ``x`` with the boxes ``[lo, hi)`` (N, 3) replaced by the fill;
-        ``threshold`` replaces the scorer's own for these windows (1: exact)."""
+        """Target scores (N,) of ``x`` with the boxes ``[lo, hi)`` (N, 3) replaced by the fill.
+
+        ``threshold`` below 1 caps every changed box at that fraction of its map per axis (the
+        approximate mode: changes outside the cap are ignored); 1 is exact. It is an argument,
+        not a setting of the scorer, so one scorer can score exact and capped windows without
+        being changed in between."""
         total = len(lo)
-        cap = self.threshold if threshold is None else threshold
 
         def counted(n: int) -> None:
             self._grow_batch(n)
@@ -149,7 +150,7 @@ class IncrementalScorer:
         return run_batches(
             self,
             total,
-            lambda start, stop: self._batch(lo[start:stop], hi[start:stop], cap),
+            lambda start, stop: self._batch(lo[start:stop], hi[start:stop], threshold),
             ProgressMeter(label, total, self.progress),
             too_big="one occlusion window does not fit in memory on this device ({exc}); use a "
             "smaller input or runtime.device: cpu.",
@@ -492,7 +493,6 @@ def build_incremental_scorer(
     target: int,
     batch_size: int,
     autocast_dtype: torch.dtype | None,
-    threshold: float = 1.0,
     progress: Any = None,
     count: PassCount | None = None,
     reducer: TargetReduction | None = None,
@@ -536,7 +536,6 @@ def build_incremental_scorer(
         target,
         batch_size,
         autocast_dtype=autocast_dtype,
-        threshold=threshold,
         progress=progress,
         count=count,
         reducer=reducer,

@@ -58,7 +58,6 @@ class TiledIncrementalScorer:
     batch_size: int
     plan: TilePlan
     autocast_dtype: torch.dtype | None = None
-    threshold: float = 1.0
     freeze_norm: bool = False
     # With frozen norms: add the first-order correction for their statistics' shift.
     correct_norm_shift: bool = True
@@ -102,8 +101,12 @@ class TiledIncrementalScorer:
             return coef
         return regions[(slice(None), *box)].double() * coef
 
-    def scores(self, lo: torch.Tensor, hi: torch.Tensor, *, label: str) -> torch.Tensor:
-        """Target scores (N,) float64 of ``x`` with the boxes ``[lo, hi)`` (N, 3) filled."""
+    def scores(
+        self, lo: torch.Tensor, hi: torch.Tensor, *, label: str, threshold: float
+    ) -> torch.Tensor:
+        """Target scores (N,) float64 of ``x`` with the boxes ``[lo, hi)`` (N, 3) filled;
+        ``threshold`` caps changed boxes inside each patch (1: exact), as
+        :meth:`IncrementalScorer.scores` does."""
         deltas = torch.zeros(len(lo), dtype=torch.float64)
         patches: list[list[int]] = []
         local_lo: list[torch.Tensor] = []
@@ -116,7 +119,7 @@ class TiledIncrementalScorer:
             patches.append(inside.tolist())
             local_lo.append(a[inside] - start)
             local_hi.append(b[inside] - start)
-        sums = self._run(patches, local_lo, local_hi, deltas)
+        sums = self._run(patches, local_lo, local_hi, deltas, threshold)
         self.windows += len(lo)
         if self.counting is not None:
             self.counting.count.add(samples=len(lo), calls=0, equivalent=0.0)
@@ -130,6 +133,7 @@ class TiledIncrementalScorer:
         local_lo: list[torch.Tensor],
         local_hi: list[torch.Tensor],
         deltas: torch.Tensor | None = None,
+        threshold: float = 1.0,
     ) -> torch.Tensor:
         """Record every patch, add each window's change of the score to ``deltas``; returns
         the unoccluded region sums (L,) float64."""
@@ -173,10 +177,12 @@ class TiledIncrementalScorer:
                 continue
             scorer = IncrementalScorer(
                 graph, x, fill, self.target, self.batch_size,
-                autocast_dtype=self.autocast_dtype, threshold=self.threshold,
+                autocast_dtype=self.autocast_dtype,
                 reducer=WeightedRegions(coef.to(out.dtype)), deltas=True, shifts=shifts,
             )  # fmt: skip
-            change = scorer.scores(local_lo[p], local_hi[p], label=f"patch {p + 1}")
+            change = scorer.scores(
+                local_lo[p], local_hi[p], label=f"patch {p + 1}", threshold=threshold
+            )
             deltas[torch.tensor(mine)] += change.double().cpu()
             self.patch_windows += len(mine)
             self._work += scorer.full_pass_equivalent / len(self.plan.boxes)
@@ -228,7 +234,6 @@ def build_tiled_scorer(
     *,
     target: int,
     batch_size: int,
-    threshold: float = 1.0,
     freeze_norm: bool = False,
     network: torch.nn.Module | None = None,
 ) -> TiledIncrementalScorer:
@@ -258,6 +263,6 @@ def build_tiled_scorer(
         counting, reduction, tiled, module, x.detach(), fill.detach(), target,
         # Patches are smaller than the volume: as many windows per call as whole inputs fit.
         max(1, batch_size * (math.prod(dims) // math.prod(plan.patch_shape))), plan,
-        autocast_dtype=counting.autocast_dtype, threshold=threshold, freeze_norm=freeze_norm,
+        autocast_dtype=counting.autocast_dtype, freeze_norm=freeze_norm,
     )  # fmt: skip
     return scorer

@@ -90,6 +90,10 @@ class DicomStudy:
 
     study_uid: str
     series: list[DicomSeries]
+    # Series left out because no plane of theirs could be read: (a file, why). A study with no
+    # readable series is still a case, which fails with the first reason, so that it is a
+    # failed row in the manifest, not a log line that is easy to miss.
+    unreadable: tuple[tuple[Path, str], ...] = ()
 
     @property
     def case_id(self) -> str:
@@ -99,7 +103,7 @@ class DicomStudy:
     @property
     def folder(self) -> Path:
         """The deepest folder holding every file of the study."""
-        paths = [p for s in self.series for p in s.files]
+        paths = [p for s in self.series for p in s.files] or [p for p, _ in self.unreadable]
         return Path(os.path.commonpath([str(p.parent) for p in paths])) if paths else Path(".")
 
 
@@ -179,19 +183,26 @@ def scan_dicom(paths: Path | list[Path]) -> list[DicomStudy]:
             continue
         by_series[(str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID))].append((path, ds))
     studies: dict[str, list[DicomSeries]] = defaultdict(list)
+    unreadable: dict[str, list[tuple[Path, str]]] = defaultdict(list)
     for (study_uid, series_uid), items in sorted(by_series.items()):
         folders = {p.parent for p, _ in items}
         near = tuple(p for p in broken if p.parent in folders)
-        studies[study_uid] += [
-            replace(s, broken=near) for s in _series(study_uid, series_uid, items)
-        ]
-    found = [DicomStudy(uid, series) for uid, series in studies.items() if series]
+        found_series, problem = _series(study_uid, series_uid, items)
+        if problem is not None:
+            unreadable[study_uid].append((items[0][0], problem))
+        studies[study_uid] += [replace(s, broken=near) for s in found_series]
+    found = [
+        DicomStudy(uid, studies[uid], tuple(unreadable[uid]))
+        for uid in sorted(set(studies) | set(unreadable))
+        if studies[uid] or unreadable[uid]
+    ]
     return sorted(found, key=lambda s: s.case_id)
 
 
 def _series(
     study_uid: str, series_uid: str, items: list[tuple[Path, Dataset]]
-) -> list[DicomSeries]:
+) -> tuple[list[DicomSeries], str | None]:
+    """The series' stacks, or none and why no plane of it could be read."""
     frames: list[Frame] = []
     headers: dict[str, Dataset] = {}
     unreadable: list[str] = []
@@ -205,7 +216,7 @@ def _series(
     first = items[0][1]
     if unreadable and not frames:
         log.warning("skipping series %s: %s", series_uid, unreadable[0])
-        return []
+        return [], unreadable[0]
     for message in unreadable:
         log.warning("series %s: leaving out a plane: %s", series_uid, message)
     groups = _split(frames)
@@ -216,7 +227,7 @@ def _series(
             len(groups),
         )
     number = first.get("SeriesNumber")
-    return [
+    stacks = [
         DicomSeries(
             study_uid=study_uid,
             series_uid=series_uid,
@@ -234,6 +245,7 @@ def _series(
         )
         for i, group in enumerate(groups)
     ]
+    return stacks, None
 
 
 def _series_number(value: object) -> int | None:

@@ -19,6 +19,7 @@ from xaimed.errors import InputError
 from xaimed.io.dicom.planar import (
     FROM_PATIENT_PLANE,
     NO_SPACING,
+    PLANAR_SOP_CLASSES,
     RADIOGRAPH_SOP_CLASSES,
     is_planar,
     pixel_spacing,
@@ -130,6 +131,16 @@ def _frames_of(ds: Dataset, path: Path) -> list[Frame]:
     if is_multiframe(ds):
         return [_enhanced_frame(ds, path, i) for i in range(int(ds.get("NumberOfFrames", 1)))]
     planar = is_planar(ds)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if str(ds.get("SOPClassUID", "")) in PLANAR_SOP_CLASSES and frames > 1:
+        # A radiograph class with several frames (a cine, a tomosynthesis set): its frames are
+        # not a volume's planes, and reading one would silently drop the others.
+        modality = str(ds.get("Modality", "") or "DICOM")
+        raise InputError(
+            f"{path}: a multi-frame {modality} image ({frames} frames); xaimed reads "
+            "radiographs and secondary captures as single frames only, so export the frame to "
+            "explain as a single-frame image."
+        )
     if "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds:
         position = np.asarray([float(v) for v in ds.ImagePositionPatient])
         orientation = np.asarray([float(v) for v in ds.ImageOrientationPatient])

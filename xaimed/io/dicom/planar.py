@@ -156,6 +156,38 @@ def _window(ds: Dataset) -> tuple[float, float] | None:
     return float(center), float(width)
 
 
+def voi_problem(ds: Dataset) -> str | None:
+    """Why the first VOI LUT of ``ds`` (the one ``dicom.voi_lut: apply`` uses) cannot be
+    applied, in words, or None.
+
+    Checked here because pydicom's own errors for these (a struct unpacking error, a bare
+    range check) name its internals, not the attribute to fix.
+    """
+    if ds.get("VOILUTSequence"):
+        item = ds.VOILUTSequence[0]
+        descriptor = item.get("LUTDescriptor")
+        if descriptor is None or len(descriptor) != 3 or "LUTData" not in item:
+            return "has a VOI LUT Sequence without a LUT Descriptor of 3 values or LUT Data"
+        entries = int(descriptor[0]) or 65536  # 0 means 2^16 entries (PS3.3 C.11.2.1.1)
+        bits = int(descriptor[2])
+        if bits != 8 and not 10 <= bits <= 16:
+            return f"has a VOI LUT of {bits} bits per entry (DICOM allows 8 or 10 to 16)"
+        data = item.LUTData
+        # OW data is raw bytes, two per entry; US data is already a list of values.
+        held = len(data) // 2 if isinstance(data, bytes) else len(np.atleast_1d(data))
+        if held < entries:
+            return (
+                f"has a VOI LUT whose LUT Descriptor declares {entries} entries but whose LUT "
+                f"Data holds {held}"
+            )
+        return None
+    window = _window(ds)
+    function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
+    if window is not None and function != "SIGMOID" and window[1] < 1:
+        return f"has a VOI window of width {window[1]:g} (a {function} window needs 1 or more)"
+    return None
+
+
 def presentation_values(
     pixels: np.ndarray, ds: Dataset, *, apply_voi: bool
 ) -> tuple[np.ndarray, Presentation]:
@@ -171,7 +203,10 @@ def presentation_values(
     window = _window(ds)
     has_lut = bool(ds.get("VOILUTSequence"))
     if apply_voi and has_lut:
-        values = np.asarray(apply_voi_lut(values, ds, index=0, prefer_lut=True), np.float64)
+        # A LUT is indexed by whole values (PS3.3 C.11.2.1.1): round the Modality LUT's
+        # output, which pydicom would otherwise truncate towards 0 (with a warning).
+        indices = np.rint(values).astype(np.int64)
+        values = np.asarray(apply_voi_lut(indices, ds, index=0, prefer_lut=True), np.float64)
         low, high = _lut_range(ds.VOILUTSequence[0])
         voi = "applied: VOILUTSequence"
     elif apply_voi and window is not None:

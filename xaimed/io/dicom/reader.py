@@ -7,6 +7,7 @@ pylibjpeg-libjpeg is never required.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from xaimed.io.dicom.planar import (
     NO_SPACING,
     Presentation,
     presentation_values,
+    voi_problem,
 )
 from xaimed.volume import Source, Volume
 
@@ -61,7 +63,36 @@ def _decode(path: Path, where: str) -> Dataset:
     return ds
 
 
+def _pixel_header_problem(ds: Dataset) -> str | None:
+    """What makes a file's pixel data unreadable that its header alone shows, in words: pydicom
+    says so too, but in its own terms (and blames "the transfer syntax")."""
+    allocated = int(ds.get("BitsAllocated", 0) or 0)
+    stored = int(ds.get("BitsStored", allocated) or allocated)
+    if allocated > 0 and not 1 <= stored <= allocated:
+        return (
+            f"declares Bits Stored {stored} with Bits Allocated {allocated} (Bits Stored must lie "
+            "between 1 and Bits Allocated); the header is corrupt, re-export the image"
+        )
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    data = ds.get("PixelData")
+    if syntax is None or syntax.is_compressed or allocated < 8 or not isinstance(data, bytes):
+        return None
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    expected = int(ds.Rows) * int(ds.Columns) * samples * frames * allocated // 8
+    if len(data) < expected:
+        return (
+            f"holds {len(data)} bytes of pixel data where its header declares {expected}; the "
+            "file is truncated, re-export it"
+        )
+    return None
+
+
 def _pixels(ds: Dataset, path: Path, where: str) -> np.ndarray:
+    problem = _pixel_header_problem(ds)
+    if problem is not None:
+        raise InputError(f"{where}: {path.name} {problem}.")
     try:
         return np.asarray(ds.pixel_array)
     except Exception as exc:
@@ -178,9 +209,15 @@ def _present(
 ) -> tuple[np.ndarray, Presentation]:
     """:func:`presentation_values` of one 2D image, its failures as one InputError."""
     apply_voi = frame.radiograph and voi_lut == "apply"
+    problem = voi_problem(ds) if apply_voi else None
+    if problem is not None:
+        raise InputError(
+            f"{where}: {frame.path.name} {problem}; set dicom.voi_lut: display to skip the VOI "
+            "LUT, or re-export the image."
+        )
     try:
         return presentation_values(pixels, ds, apply_voi=apply_voi)
-    except (ValueError, IndexError, TypeError, KeyError, NotImplementedError) as exc:
+    except (ValueError, IndexError, TypeError, KeyError, NotImplementedError, struct.error) as exc:
         step = "Modality or VOI LUT" if apply_voi else "Modality LUT"
         advice = "set dicom.voi_lut: display to skip the VOI LUT, or " if apply_voi else ""
         raise InputError(

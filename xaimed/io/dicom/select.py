@@ -26,8 +26,12 @@ def choose_series(study: DicomStudy, select: DicomSelect, *, case_id: str) -> Di
     """The largest 3D series of ``study`` matching ``select`` (a 2D one only if none is 3D).
 
     Ties go to the lowest Series Number, then the series UID, so the choice is deterministic.
-    Raises InputError listing the study's series when none matches.
+    Raises InputError listing the study's series when none matches, and with the reason when
+    no series of the study could be read at all.
     """
+    if not study.series and study.unreadable:
+        _, reason = study.unreadable[0]
+        raise InputError(f"case {case_id}: no image series of the study can be read: {reason}")
     matches = [
         s
         for s in study.series

@@ -27,6 +27,9 @@
   }
 
   function mapRange(info) {
+    // A channel's part of a map: the scale shared by all parts of that map, so that their
+    // brightness compares across channels.
+    if (viewer.map && viewer.map.scale) return viewer.map.scale;
     return Math.max(Math.abs(info.min), Math.abs(info.max)) || 1;
   }
 
@@ -59,8 +62,18 @@
     viewer.nv.updateGLVolume();
   }
 
+  // A map of the record by its key; a channel's part shows as its map with the part's volume.
+  function findMap(key) {
+    for (const m of viewer.record.maps) {
+      if (m.key === key) return m;
+      const part = (m.channels || []).find((c) => c.key === key);
+      if (part) return Object.assign({}, m, { key: part.key, volume: part.volume, scale: part.scale, part: part.name });
+    }
+    return viewer.record.maps[0];
+  }
+
   async function showMap(key) {
-    const map = viewer.record.maps.find((m) => m.key === key) || viewer.record.maps[0];
+    const map = findMap(key);
     viewer.map = map;
     byId("method").value = map.key;
     history.replaceState(null, "", "?case=" + encodeURIComponent(caseId) + "&method=" + encodeURIComponent(map.key));
@@ -119,6 +132,7 @@
     if (map.warning) problems.push(el("p", { class: "warn" }, "warning: " + map.warning));
     for (const w of map.provenance.warnings || []) problems.push(el("p", { class: "warn" }, "warning: " + (typeof w === "string" ? w : JSON.stringify(w))));
     byId("map-problems").replaceChildren(...problems);
+    byId("channels").replaceChildren(...channelParts(map));
     const metrics = Object.entries(map.metrics);
     byId("metrics").replaceChildren(...(metrics.length
       ? [el("h2", {}, "Metrics"), table(metrics.map(([k, v]) => [k, fmt(v)]))]
@@ -126,6 +140,22 @@
     byId("curves").replaceChildren(...curves(map.curves));
     byId("provenance").replaceChildren(el("details", {}, el("summary", {}, "Provenance (sidecar)"),
       el("pre", { class: "mono" }, JSON.stringify(map.provenance, null, 1))));
+  }
+
+  function channelParts(map) {
+    const parts = map.channels || [];
+    if (!parts.length) return [];
+    const link = (c) => el("a", {
+      href: "?case=" + encodeURIComponent(caseId) + "&method=" + encodeURIComponent(c.key),
+      onclick: (event) => { event.preventDefault(); showMap(c.key); },
+      "aria-current": c.name === map.part ? "true" : null,
+    }, c.name);
+    const head = el("tr", {}, ["channel", "share", "file"].map((h) => el("th", {}, h)));
+    const rows = parts.map((c) => el("tr", {},
+      el("td", {}, link(c)), el("td", { class: "mono" }, fmt(c.share)), el("td", { class: "mono" }, c.file)));
+    return [el("h2", {}, "Channels"),
+      el("p", { class: "note" }, "Each channel's raw part of the map (before post-processing; the parts add up to the raw map), shown on one colour scale."),
+      el("table", { class: "small" }, el("thead", {}, head), el("tbody", {}, rows))];
   }
 
   function curves(all) {
@@ -206,7 +236,10 @@
     byId("title").textContent = record.id;
     byId("case-state").textContent = record.state + (record.label ? " | label " + record.label : "");
     const select = byId("method");
-    for (const m of record.maps) select.appendChild(el("option", { value: m.key }, m.key + (m.status === "ok" ? "" : " (" + m.status + ")")));
+    for (const m of record.maps) {
+      select.appendChild(el("option", { value: m.key }, m.key + (m.status === "ok" ? "" : " (" + m.status + ")")));
+      for (const c of m.channels || []) select.appendChild(el("option", { value: c.key }, m.key + " · " + c.name + " part"));
+    }
     const nv = new niivue.Niivue({
       backColor: [0, 0, 0, 1],
       // As ITK-SNAP shows these files: axial and coronal planes with the patient's right on
