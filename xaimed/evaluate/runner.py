@@ -34,10 +34,10 @@ import torch
 from xaimed.casepath import OpenCase
 from xaimed.config import Config, EvaluateSection, MethodEntry, load_config, with_overrides
 from xaimed.errors import ConfigError, InputError, XaimedError
-from xaimed.evaluate.folding import fold_batch_norms
 from xaimed.evaluate.masks import read_mask
 from xaimed.evaluate.memory import keep_freed_memory
 from xaimed.evaluate.metric import CaseWork, StoredMap, load_metric
+from xaimed.evaluate.passmodel import pass_model
 from xaimed.evaluate.records import (
     KindRecord,
     load_records,
@@ -200,7 +200,7 @@ def evaluate(
     loaded = channels_last(load_model(cfg.model, torch_device))
     scorer = build_scorer(loaded.module, cfg, is_script=loaded.is_script)
     out = Path(out_dir) if out_dir is not None else run
-    folded = None if loaded.is_script else fold_batch_norms(loaded.module)
+    folded = None if loaded.is_script else pass_model(loaded.module)
     ev = _Evaluation(cfg, settings, chosen, loaded, scorer, EvaluationResult(out),
                      folded=None if folded is loaded.module else folded,
                      overwrite=overwrite, reporter=reporter or LogReporter(eta_of=""),
