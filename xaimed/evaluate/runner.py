@@ -55,6 +55,7 @@ from xaimed.evaluate.session import (
     open_case,
 )
 from xaimed.evaluate.settings import METRICS
+from xaimed.evaluate.threads import cpu_threads
 from xaimed.io.image import read_image_arrays
 from xaimed.methods import registry
 from xaimed.model import LoadedModel, load_model, resolve_device
@@ -193,8 +194,23 @@ def evaluate(
             f"--metric {', '.join(unknown)}: unknown; choose from {', '.join(METRICS)}."
         )
     _check_method_ids(settings, {r["method"] for r in rows})
-    if cfg.runtime.threads:
-        torch.set_num_threads(cfg.runtime.threads)
+    # On the CPU the idle cores, unless runtime.threads says.
+    on_cpu = resolve_device(cfg.runtime.device).type == "cpu"
+    with cpu_threads(cfg.runtime.threads, adapt=on_cpu):
+        return _evaluate(run, rows, cfg, chosen, out_dir, overwrite, reporter, stop)
+
+
+def _evaluate(
+    run: Path,
+    rows: list[ManifestRow],
+    cfg: Config,
+    chosen: tuple[str, ...],
+    out_dir: str | Path | None,
+    overwrite: bool,
+    reporter: Reporter | None,
+    stop: StopFlag | None,
+) -> EvaluationResult:
+    settings = cfg.evaluate
     keep_freed_memory()  # the passes below reuse pages instead of faulting in fresh ones
     torch_device = resolve_device(cfg.runtime.device)
     loaded = channels_last(load_model(cfg.model, torch_device))
