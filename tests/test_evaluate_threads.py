@@ -27,3 +27,15 @@ def test_threads_follow_the_setting_and_are_restored():
         # idle_cores may change between two readings of the load average by one core.
         assert 1 <= threads <= before
     assert torch.get_num_threads() == before
+
+
+def test_blas_runs_on_one_thread_inside_and_as_before_after():
+    from threadpoolctl import threadpool_info
+
+    def blas() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas()
+    with cpu_threads(None):
+        assert blas() and all(n == 1 for n in blas())
+    assert blas() == before
