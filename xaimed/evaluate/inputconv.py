@@ -6,7 +6,9 @@ convolution from C channels to one, which oneDNN runs far below the speed of the
 in the profile of evaluate on the sample it was half the time of every forward and backward
 pass (220 ms of a 32-volume batch, the forward convolution 43 ms). The same gradient is the sum
 over the C channels of each channel's gradient correlated with its own flipped kernel: a
-depthwise (grouped) convolution that oneDNN runs fast, and a channel sum, measured 5-9x faster.
+depthwise (grouped) convolution that oneDNN runs fast, and a channel sum: 100 ms against 947 ms
+for the same 32-volume gradient measured side by side, and a whole forward and backward pass of
+the sample model on 32 volumes 0.32 s CPU instead of 0.49 s.
 The forward pass is untouched (the same ``conv3d`` call), so outputs, layer activations and
 hooks are exactly those of the original layer; the input gradient differs by float rounding only
 (another summation order). PyTorch has no switch for this, hence the hand-written backward.
