@@ -1,15 +1,19 @@
 """`xaimed evaluate` on the sample: this tree against an older commit, side by side in one run.
 
     .venv/bin/python benchmarks/evaluate.py [--old COMMIT] [--cases N] [--keep DIR]
+        [--one-after-the-other]
 
 The old commit is checked out in a temporary git worktree (``git worktree add --detach``) and
 run with this tree's virtual environment (PYTHONPATH pointing at the old source). Each version
 explains the sample's first N images with its own ``configs/sample.yaml`` (run folders differ
 between versions: the old manifest holds absolute paths), then both evaluate their run with
 their own ``configs/sample-evaluate.yaml`` (default metrics) **at the same time**, so both see
-the same machine load. Printed and written to ``benchmarks/results/evaluate_sample.json``: each
-evaluate's wall time and CPU time (user + system, from the child's resource usage: less
-sensitive than wall time to other work on a shared machine), and old / new ratios.
+the same machine load. With ``--one-after-the-other`` the old evaluate runs alone, then the new
+one (each has the machine to itself, apart from other users' work; written to
+``evaluate_sample_sequential.json``). Printed and written to
+``benchmarks/results/evaluate_sample.json``: each evaluate's wall time and CPU time (user +
+system, from the child's resource usage: less sensitive than wall time to other work on a shared
+machine), the load average around each, and old / new ratios.
 
 The default old commit is main when issue 18 ("evaluate is slow") was filed.
 """
@@ -49,17 +53,26 @@ def _subset(tree: Path, cases: int, where: Path) -> Path:
     return where
 
 
-def _evaluate_both(runs: dict[str, tuple[Path, Path]], work: Path) -> dict[str, dict]:
-    """Start every evaluate at once; wait for each, keeping its wall and CPU time."""
-    started, procs = {}, {}
+def _evaluate_both(
+    runs: dict[str, tuple[Path, Path]], work: Path, *, together: bool = True
+) -> dict[str, dict]:
+    """Start every evaluate at once (or, not ``together``, each after the previous one ended);
+    wait for each, keeping its wall and CPU time."""
+    results: dict[str, dict] = {}
+    if not together:
+        for name, entry in runs.items():
+            results |= _evaluate_both({name: entry}, work)
+        return results
+    started, procs, load = {}, {}, {}
     for name, (tree, run) in runs.items():
+        shutil.rmtree(work / f"eval-{name}", ignore_errors=True)  # no records to resume from
+        load[name] = os.getloadavg()
         cmd = [sys.executable, "-m", "xaimed", "evaluate", str(run),
                "--config", str(tree / "configs" / "sample-evaluate.yaml"),
                "--out", str(work / f"eval-{name}"), "--quiet"]  # fmt: skip
         log = (work / f"eval-{name}.log").open("w")
         procs[name] = subprocess.Popen(cmd, cwd=tree, env=_env(tree), stdout=log, stderr=log)
         started[name] = time.perf_counter()
-    results: dict[str, dict] = {}
     by_pid = {p.pid: name for name, p in procs.items()}
     while by_pid:
         pid, status, usage = os.wait4(-1, 0)
@@ -71,6 +84,8 @@ def _evaluate_both(runs: dict[str, tuple[Path, Path]], work: Path) -> dict[str, 
             "wall_s": round(time.perf_counter() - started[name], 1),
             "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
             "exit": procs[name].returncode,
+            "load_average_before": [round(v, 2) for v in load[name]],
+            "load_average_after": [round(v, 2) for v in os.getloadavg()],
         }
     return results
 
@@ -86,6 +101,8 @@ def main() -> None:
     parser.add_argument("--old", default=ISSUE_18_MAIN, help="commit to compare against")
     parser.add_argument("--cases", type=int, default=6, help="first N sample images (6: all)")
     parser.add_argument("--keep", type=Path, help="work folder to keep (default: temporary)")
+    parser.add_argument("--one-after-the-other", action="store_true",
+                        help="run the old evaluate alone, then the new one")  # fmt: skip
     args = parser.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="xaimed-bench-evaluate-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -101,7 +118,7 @@ def main() -> None:
             if not (run / "manifest.csv").is_file():
                 _explain(tree, _subset(tree, args.cases, work / f"images-{name}"), run)
             runs[name] = (tree, run)
-        times = _evaluate_both(runs, work)
+        times = _evaluate_both(runs, work, together=not args.one_after_the_other)
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(old_tree)],
                        cwd=ROOT, capture_output=True)  # fmt: skip
@@ -111,13 +128,14 @@ def main() -> None:
         "new_commit": _head(),
         "cases": args.cases,
         "cpus": os.cpu_count(),
-        "load_average_after": os.getloadavg(),
+        "mode": "one after the other" if args.one_after_the_other else "at the same time",
         "old": old,
         "new": new,
         "wall_ratio": round(old["wall_s"] / new["wall_s"], 2),
         "cpu_ratio": round(old["cpu_s"] / new["cpu_s"], 2),
     }
-    out = ROOT / "benchmarks" / "results" / "evaluate_sample.json"
+    name = "evaluate_sample_sequential" if args.one_after_the_other else "evaluate_sample"
+    out = ROOT / "benchmarks" / "results" / f"{name}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print("| version | wall s | CPU s |\n|---|---:|---:|")
     print(f"| {args.old} (old) | {old['wall_s']} | {old['cpu_s']} |")

@@ -22,7 +22,8 @@ from xaimed.casepath import OpenCase
 from xaimed.config import Config, MethodEntry
 from xaimed.engine.scoring import Scorer
 from xaimed.errors import XaimedError
-from xaimed.evaluate.folding import fold_batch_norms, fold_safe
+from xaimed.evaluate.folding import fold_safe
+from xaimed.evaluate.passmodel import pass_model
 from xaimed.evaluate.session import like, reexplain
 from xaimed.evaluate.settings import METRICS
 from xaimed.evaluate.similarity import Ranked, ranked
@@ -77,8 +78,9 @@ class CaseWork:
     mask: np.ndarray | None = None
     shuffled: LoadedModel | None = None
     checkpoints: list[LoadedModel] = field(default_factory=list)
-    # The loaded model with its frozen batch norms folded (xaimed.evaluate.folding), made once
-    # per evaluation; None for a model that cannot be copied (TorchScript).
+    # The loaded model as evaluate runs its passes (xaimed.evaluate.passmodel: batch norms
+    # folded, input convolution swapped), made once per evaluation; None for a model that
+    # cannot be copied (TorchScript) or that neither rewrite applies to.
     folded: torch.nn.Module | None = None
     rows: list[dict[str, Any]] = field(default_factory=list)
     curves: list[dict[str, Any]] = field(default_factory=list)
@@ -96,7 +98,7 @@ class CaseWork:
         return self.config.runtime.seed
 
     def forward_scorer(self) -> Scorer:
-        """The scorer for forward passes only (curves): on the folded model where there is one."""
+        """The scorer for forward passes only (curves): on the pass model where there is one."""
         if self.folded is None:
             return self.scorer
         return like(self.scorer, self.folded, self.config)
@@ -137,12 +139,14 @@ class CaseWork:
         """``m``'s method run again (same parameters, target, seed) with another ``network``
         (a randomised copy, a checkpoint) or on other ``inputs`` (a noisy copy).
 
-        Where the method sees only the model's function, the network runs with its batch norms
-        folded (the same map up to float rounding, in fewer passes)."""
+        Where the method sees only the model's function, the network runs as
+        :func:`xaimed.evaluate.passmodel.pass_model` makes it (batch norms folded, the input
+        convolution's gradient as a depthwise convolution: the same map up to float rounding,
+        faster)."""
         if fold_safe(m.entry, self.loaded.module if network is None else network):
             if network is None and self.folded is not None:
                 network = self.folded
             elif network is not None and not self.loaded.is_script:
-                network = fold_batch_norms(network)
+                network = pass_model(network)
         scorer = self.scorer if network is None else like(self.scorer, network, self.config)
         return reexplain(scorer, self.case, m.entry, m.target, self.config, inputs=inputs)

@@ -34,10 +34,10 @@ import torch
 from xaimed.casepath import OpenCase
 from xaimed.config import Config, EvaluateSection, MethodEntry, load_config, with_overrides
 from xaimed.errors import ConfigError, InputError, XaimedError
-from xaimed.evaluate.folding import fold_batch_norms
 from xaimed.evaluate.masks import read_mask
 from xaimed.evaluate.memory import keep_freed_memory
 from xaimed.evaluate.metric import CaseWork, StoredMap, load_metric
+from xaimed.evaluate.passmodel import pass_model
 from xaimed.evaluate.records import (
     KindRecord,
     load_records,
@@ -55,6 +55,7 @@ from xaimed.evaluate.session import (
     open_case,
 )
 from xaimed.evaluate.settings import METRICS
+from xaimed.evaluate.threads import cpu_threads
 from xaimed.io.image import read_image_arrays
 from xaimed.methods import registry
 from xaimed.model import LoadedModel, load_model, resolve_device
@@ -193,14 +194,29 @@ def evaluate(
             f"--metric {', '.join(unknown)}: unknown; choose from {', '.join(METRICS)}."
         )
     _check_method_ids(settings, {r["method"] for r in rows})
-    if cfg.runtime.threads:
-        torch.set_num_threads(cfg.runtime.threads)
+    # On the CPU the idle cores, unless runtime.threads says.
+    on_cpu = resolve_device(cfg.runtime.device).type == "cpu"
+    with cpu_threads(cfg.runtime.threads, adapt=on_cpu):
+        return _evaluate(run, rows, cfg, chosen, out_dir, overwrite, reporter, stop)
+
+
+def _evaluate(
+    run: Path,
+    rows: list[ManifestRow],
+    cfg: Config,
+    chosen: tuple[str, ...],
+    out_dir: str | Path | None,
+    overwrite: bool,
+    reporter: Reporter | None,
+    stop: StopFlag | None,
+) -> EvaluationResult:
+    settings = cfg.evaluate
     keep_freed_memory()  # the passes below reuse pages instead of faulting in fresh ones
     torch_device = resolve_device(cfg.runtime.device)
     loaded = channels_last(load_model(cfg.model, torch_device))
     scorer = build_scorer(loaded.module, cfg, is_script=loaded.is_script)
     out = Path(out_dir) if out_dir is not None else run
-    folded = None if loaded.is_script else fold_batch_norms(loaded.module)
+    folded = None if loaded.is_script else pass_model(loaded.module)
     ev = _Evaluation(cfg, settings, chosen, loaded, scorer, EvaluationResult(out),
                      folded=None if folded is loaded.module else folded,
                      overwrite=overwrite, reporter=reporter or LogReporter(eta_of=""),
