@@ -15,6 +15,16 @@ def test_idle_cores_are_between_one_and_the_usable_cores():
     assert 1 <= idle <= len(os.sched_getaffinity(0))
 
 
+def test_a_process_confined_to_some_cores_takes_all_of_them():
+    # A scheduler's allocation (8 of 64 cores): the machine's load runs on the other cores.
+    assert idle_cores(usable=8, machine=64) is None
+    # The whole machine: the load competes for these very cores.
+    before = os.getloadavg()[0]
+    whole = idle_cores(usable=64, machine=64)
+    after = os.getloadavg()[0]  # the load average may be refreshed between the readings
+    assert whole in {max(1, round(64 - before)), max(1, round(64 - after))}
+
+
 def test_threads_follow_the_setting_and_are_restored():
     before = torch.get_num_threads()
     with cpu_threads(3) as threads:

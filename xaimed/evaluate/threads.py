@@ -11,6 +11,11 @@ helps. So evaluate takes as many threads as cores are idle when it starts (usabl
 the 1-minute load average, rounded), at least one and at most torch's default;
 ``runtime.threads`` fixes the number instead.
 
+The load average is the whole machine's. A process confined to some of the cores (a batch
+scheduler's allocation: SLURM, PBS and Kubernetes pin a job's processes to its cores) does not
+share them with the load on the others, so there every usable core is taken: on a busy 64-core
+node, an 8-core job would otherwise drop to one thread.
+
 NumPy's BLAS (OpenBLAS) has its own threads and the same problem: a dot product of two
 rank vectors (Spearman, 110,592 voxels) took 3.4-4.2 ms with its two threads under that load
 and 0.01-0.02 ms with one. Evaluate's BLAS work is that small everywhere (dot products, norms),
@@ -31,15 +36,24 @@ from threadpoolctl import threadpool_limits
 log = logging.getLogger("xaimed")
 
 
-def idle_cores() -> int | None:
+def idle_cores(usable: int | None = None, machine: int | None = None) -> int | None:
     """Cores this process may use minus the machine's 1-minute load average, rounded (at least
-    1); None where the platform gives no load average (Windows)."""
+    1); None where the platform gives no load average (Windows) or where the process is confined
+    to fewer cores than the machine has (the load then mostly runs on cores it cannot use).
+
+    ``usable`` and ``machine`` default to the process's affinity and the machine's core count."""
     try:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):
         return None
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, round((usable or 1) - load))
+    if usable is None:
+        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    machine = machine if machine is not None else os.cpu_count()
+    if usable is None or machine is None:
+        usable = usable or machine or 1
+    elif usable < machine:
+        return None
+    return max(1, round(usable - load))
 
 
 @contextmanager
