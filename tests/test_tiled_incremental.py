@@ -42,13 +42,12 @@ def _scored(
     reduction="sum",
     hide: bool = False,
     patch: tuple[int, int, int] = PATCH,
+    region: str = "predicted",
 ) -> nn.Module:
     """The tiled, region-reduced model; ``hide`` wraps it so that no engine recognises it
     (whole tiled passes: the reference)."""
     tiled = TiledInference(net, patch, overlap=0.25)
-    spec = TargetSection.model_validate(
-        {"region": "predicted", "reduction": reduction, "score": score}
-    )
+    spec = TargetSection.model_validate({"region": region, "reduction": reduction, "score": score})
     reducer = TargetReduction(tiled, spec, output="logits")
     with torch.no_grad():
         reducer.fix_regions(tiled(x), x, _Case())  # type: ignore[arg-type]
@@ -214,6 +213,19 @@ def test_statistics_shift_correction_is_what_makes_frozen_norms_usable(norm):
     assert d_corrected < 0.15
     assert r_local < 0.95
     assert d_local > 2 * d_corrected
+
+
+def test_corrected_frozen_norms_with_the_whole_volume_as_region_and_a_later_label():
+    """``region: volume`` has one coefficient row for every label; the correction's score
+    weights must come from it for label 1 too (it indexed a row per label)."""
+    torch.manual_seed(0)
+    net = _instance_unet().eval()
+    x = _smooth(VOLUME)
+    scored = _scored(net, x, region="volume")
+    exact, _ = _window_drops(scored, x, freeze=False)
+    corrected, fields = _window_drops(scored, x, freeze=True)
+    assert fields["norm_statistics_correction"] == "first_order"
+    assert np.corrcoef(corrected, exact)[0, 1] > 0.95
 
 
 class TransposedUNet(nn.Module):

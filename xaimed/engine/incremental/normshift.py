@@ -110,6 +110,10 @@ def record_with_shifts(
         # An output of another shape is refused by the recording right after this.
         if leaves and isinstance(output, torch.Tensor) and output.ndim == (5 if maps else 2):
             value = score(output)
+            if not value.requires_grad:
+                # No norm lies on the score's path: every derivative is 0.
+                grads.extend([None] * len(leaves))
+                return
             grads.extend(torch.autograd.grad(value, leaves, allow_unused=True))
 
     graph = reference_graph(module, x, maps=maps, freeze_norm=True, tap=tap, after=after)

@@ -150,7 +150,9 @@ class TiledIncrementalScorer:
             with self._autocast():
                 if self.freeze_norm and self.correct_norm_shift and mine and deltas is not None:
                     # The recording also gives the frozen norms' first-order correction.
-                    weights = coef[self.target].to(torch.float32)
+                    # One row per label with regions; one row for all labels with the whole
+                    # volume (no regions), as the region sums broadcast it.
+                    weights = coef[self.target if len(coef) > 1 else 0].to(torch.float32)
 
                     def score(o: torch.Tensor, w: torch.Tensor = weights) -> torch.Tensor:
                         return (o[0, self.target] * w).sum()
