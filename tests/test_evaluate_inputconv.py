@@ -44,6 +44,27 @@ def test_input_gradient_equals_the_convolutions(kernel, padding, dilation, bias)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_input_gradient_under_autocast_has_the_input_dtype(dtype):
+    """runtime.precision bf16/fp16: the forward runs under autocast, its gradient arrives in
+    the low precision while the weights stay float32 (backward runs outside autocast)."""
+    from xaimed.engine.counting import CountingModel
+
+    torch.manual_seed(0)
+    net = _frozen(nn.Sequential(nn.Conv3d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv3d(4, 2, 1)))
+    x = torch.randn(2, 1, 8, 8, 8)
+    grads = []
+    fast = copy.deepcopy(net)
+    assert swap_input_convolutions(fast) == ["0"]
+    for model in (net, fast):
+        counted = CountingModel(model, autocast_dtype=dtype)
+        xi = x.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(counted(xi).float().sum(), xi)
+        assert grad.dtype == torch.float32
+        grads.append(grad)
+    np.testing.assert_allclose(grads[1], grads[0], rtol=0.05, atol=0.05)
+
+
 def test_only_plain_frozen_single_channel_convolutions_are_swapped():
     assert swappable(nn.Conv3d(1, 4, 3, padding=1))
     assert not swappable(nn.Conv3d(2, 4, 3, padding=1))  # several input channels

@@ -38,6 +38,7 @@ class _InputConv3d(torch.autograd.Function):
     ) -> torch.Tensor:
         ctx.save_for_backward(weight)
         ctx.padding, ctx.dilation = padding, dilation
+        ctx.input_dtype = x.dtype
         return F.conv3d(x, weight, bias, 1, padding, dilation)
 
     @staticmethod
@@ -53,9 +54,13 @@ class _InputConv3d(torch.autograd.Function):
             d * (k - 1) - p
             for k, p, d in zip(weight.shape[2:], ctx.padding, ctx.dilation, strict=True)
         ]
-        flipped = weight.flip(2, 3, 4)  # (C, 1, k, k, k): one kernel per output channel
+        # Under autocast (runtime.precision bf16/fp16) the forward ran in the low precision and
+        # its gradient arrives in it, while backward runs outside autocast: the kernel follows
+        # the gradient's dtype, and the input's gradient is given in the input's dtype.
+        flipped = weight.flip(2, 3, 4).to(grad.dtype)  # (C, 1, k, k, k): one per output channel
         per_channel = F.conv3d(grad, flipped, None, 1, pad, ctx.dilation, groups=weight.shape[0])
-        return per_channel.sum(1, keepdim=True), None, None, None, None
+        grad_input = per_channel.sum(1, keepdim=True).to(ctx.input_dtype)
+        return grad_input, None, None, None, None
 
 
 class InputConv3d(nn.Conv3d):
