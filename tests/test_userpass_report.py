@@ -17,3 +17,13 @@ def test_series_uids_in_messages_are_left_out_unless_identifiers():
         "read <source> (SOP class <UID>)"
     )
     assert redact(message, ["/data/p/IM1"], identifiers=True) == message
+
+
+def test_uids_ending_a_sentence_or_a_file_name_are_left_out():
+    uid = "1.2.840.113619.2.55.3.604688119.868.1249343483.318"
+    assert redact(f"series {uid}.", [], identifiers=False) == "series <UID>."
+    # Files fetched from a PACS are named after their SOP Instance UID.
+    assert redact(f"read <x>/{uid}.dcm", [], identifiers=False) == "read <x>/<UID>.dcm"
+    assert redact("xaimed 0.1.0 and torch 2.13.0.", [], identifiers=False) == (
+        "xaimed 0.1.0 and torch 2.13.0."
+    )

@@ -18,7 +18,9 @@ _IDENTIFYING_KEYS = ("patient", "birth", "uid", "accession", "institution", "phy
 # A DICOM UID in free text (messages name the series they are about): a root of 0, 1 or 2, two
 # or more numeric components (2.25.<128-bit number> has two), at least 10 characters in all, so
 # version numbers (0.1.0, 2.13.0) are left alone.
-_UID_TEXT = re.compile(r"(?<![\d.])(?=[\d.]{10,})[012](?:\.\d+){2,}(?![\d.])")
+# A UID may end a sentence or a file name (PACS files are named <SOP Instance UID>.dcm): a
+# following dot ends it unless a digit comes after the dot.
+_UID_TEXT = re.compile(r"(?<![\d.])(?=[\d.]{10,})[012](?:\.\d+){2,}(?!\d|\.\d)")
 
 
 def column_key(entry: MapEntry, multi_target: bool) -> str:
