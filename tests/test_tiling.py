@@ -10,7 +10,7 @@ from tiny_models import TinyCNN
 from xaimed.config import TargetSection
 from xaimed.engine.counting import CountingModel
 from xaimed.engine.targets import CaseRegions, TargetReduction
-from xaimed.engine.tiling import TiledInference, axis_starts, patches
+from xaimed.engine.tiling import TiledInference, axis_starts, blend_weights, patches
 from xaimed.errors import ModelError
 from xaimed.methods import registry
 from xaimed.methods.context import MethodContext
@@ -33,11 +33,45 @@ def test_sampler_covers_the_volume_without_passing_the_border():
     assert axis_starts(32, 8, 0.5) == [0, 4, 8, 12, 16, 20, 24]
     assert axis_starts(30, 8, 0.5) == [0, 4, 8, 12, 16, 20, 22]  # last one shifted back
     assert axis_starts(6, 8, 0.5) == [0]
+    # The step is truncated as MONAI's scan interval: 16 x 0.6 = 9.6 gives 9, not 10.
+    assert axis_starts(40, 16, 0.4) == [0, 9, 18, 24]
     covered = torch.zeros(30, 17, 5)
     for box in patches((30, 17, 5), (8, 8, 8), 0.25):
         assert all(b.stop <= n for b, n in zip(box, (30, 17, 5), strict=True))
         covered[box] += 1
     assert covered.min() >= 1
+
+
+@pytest.mark.parametrize("blend", ["gaussian", "constant"])
+@pytest.mark.parametrize("overlap", [0.25, 0.4, 0.5])
+def test_tiled_output_equals_monai_sliding_window_inference(overlap, blend):
+    """Same patches as MONAI's sliding window; constant blending gives MONAI's map, and
+    Gaussian blending too once MONAI is given our weights (our floor is per axis, MONAI's on
+    the product, a deliberate difference)."""
+    inferers = pytest.importorskip("monai.inferers", reason="MONAI is not installed (dev extra)")
+    model = _seg()
+    x = torch.randn(1, 1, 40, 36, 28, generator=torch.Generator().manual_seed(3))
+    ours_weights = blend_weights((16, 16, 16), blend, x.device)
+    with torch.no_grad():
+        ours = TiledInference(model, (16, 16, 16), overlap=overlap, blend=blend)(x)
+        monai = inferers.sliding_window_inference(
+            x,
+            (16, 16, 16),
+            4,
+            model,
+            overlap=overlap,
+            mode=blend,
+            sigma_scale=0.125,
+            roi_weight_map=ours_weights if blend == "gaussian" else None,
+        )
+        stock = inferers.sliding_window_inference(
+            x, (16, 16, 16), 4, model, overlap=overlap, mode=blend, sigma_scale=0.125
+        )
+    scale = float(monai.abs().max())
+    assert scale > 0
+    assert float((ours - monai).abs().max()) <= 1e-5 * scale
+    if blend == "gaussian":  # MONAI's own floor on the product blends in far more border
+        assert float((ours - stock).abs().max()) > 0.1 * scale
 
 
 def test_a_pointwise_model_is_unchanged_by_tiling(x):

@@ -3,8 +3,15 @@
 The sampler says where the patches are (overlapping, the last one shifted back to end at the
 border, never padded past it); the aggregator blends the patches' outputs into one map with a
 weight per patch voxel (Gaussian, to play down patch borders, or constant) and divides by the
-summed weights. Everything is plain tensor arithmetic, so gradients flow through the tiling and
-gradient methods work on a tiled model as on any other.
+summed weights. Everything is plain tensor arithmetic, so gradients flow through the tiling
+and gradient methods work on a tiled model as on any other.
+
+Patch starts are MONAI's ``sliding_window_inference``'s (scan interval and last-patch
+placement), and constant blending gives MONAI's map (tested to 1e-5). Two deliberate
+differences: the Gaussian weights' floor is per axis, not on their product (see
+:func:`blend_weights`), and an axis shorter than the patch is not padded to it (MONAI pads
+with zeros): the patch shrinks to the axis, and a volume no larger than a patch goes through
+the model whole, so the model never sees padding that is not in the image.
 """
 
 from __future__ import annotations
@@ -25,10 +32,14 @@ MIN_WEIGHT = 1e-3
 
 
 def axis_starts(size: int, patch: int, overlap: float) -> list[int]:
-    """Patch starts along one axis; a patch never extends past the border."""
+    """Patch starts along one axis; a patch never extends past the border.
+
+    The step is ``int(patch * (1 - overlap))``, truncated and at least 1, as MONAI's scan
+    interval, so that both place the same patches.
+    """
     if size <= patch:
         return [0]
-    step = max(1, round(patch * (1 - overlap)))
+    step = max(1, int(patch * (1 - overlap)))
     starts = list(range(0, size - patch + 1, step))
     if starts[-1] != size - patch:
         starts.append(size - patch)
@@ -46,7 +57,15 @@ def patches(
 
 
 def blend_weights(size: tuple[int, ...], blend: str, device: torch.device) -> torch.Tensor:
-    """Weight of each voxel of a patch of ``size``."""
+    """Weight of each voxel of a patch of ``size``.
+
+    Gaussian: sigma = patch x 0.125 along each axis, as MONAI's importance map, but floored per
+    axis at ``MIN_WEIGHT`` of the axis' peak. MONAI floors the product at 1e-3 instead, which
+    lifts every voxel off the patch's centre lines to 1e-3 and lets patch borders (zero-padded
+    convolutions) into the blend: on a tiny UNet, 40x36x28 volume, 16^3 patches, MONAI's map
+    differs from the untiled one by 35 % (overlap 0.25) and 27 % (0.5) of its largest value,
+    this one by 0.9 % and 0.2 %.
+    """
     if blend == "constant":
         return torch.ones(size, device=device)
     axes = []
