@@ -1,0 +1,181 @@
+"""What a NRRD or MetaImage header says, read before SimpleITK opens it: its fields, the data
+files it names, and the rule that those lie in the header's own folder.
+
+A header may keep its voxels in other files (``data file:`` in NRRD, ``ElementDataFile`` in
+MetaImage; ITK follows either in any of the four suffixes, attached ``.nrrd``/``.mha`` too):
+one name, ``LIST`` (names on the following lines), a printf pattern with a range
+(``slice%03d.raw 1 40 1``) or, in MetaImage, ``LOCAL``. ITK opens whatever is named, absolute
+paths and ``..`` included, so a header from someone else's folder could make a run read any
+file as voxels and write it out as maps. Neither SimpleITK nor any library we use exposes the
+names ITK will open, so they are read here, by hand and conservatively: every way a value could
+be read (the whole value, each word, each listed line) is checked, a superset of what ITK opens.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from xaimed.errors import InputError
+from xaimed.io.safety import escape_text
+
+# Fields are looked for in the first 64 KiB (the voxels of .nrrd/.mha follow the header).
+_HEAD_BYTES = 65536
+_HEAD_LINES = 200
+# A LIST header names its files on the lines after the field, to the end of the file: one
+# longer than this is refused rather than checked in part.
+_LIST_BYTES = 16 * 2**20
+_DATA_KEYS = ("data file", "datafile", "elementdatafile")
+# One printf conversion of an integer, as a NRRD or MetaImage data file pattern uses; any
+# other conversion would hand ITK's sprintf an int where it expects something else.
+_CONVERSION = re.compile(r"%(%|[-+ 0#]*\d{0,3}[diouxX])")
+
+
+def suffix_of(path: Path) -> str:
+    """The file's suffix in lower case (``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``)."""
+    return path.suffix.lower()
+
+
+def _is_metaimage(path: Path) -> bool:
+    return suffix_of(path) in (".mha", ".mhd")
+
+
+def _read(path: Path, limit: int) -> str:
+    """The file's first ``limit`` bytes as text, one character per byte (Latin-1 maps every
+    byte to itself, so a name's bytes can be recovered exactly)."""
+    try:
+        with path.open("rb") as fh:
+            return fh.read(limit).decode("latin-1")
+    except OSError:
+        return ""
+
+
+def _fields(path: Path) -> list[tuple[int, str, str]]:
+    """The header's ``(line number, key, value)`` triples in order, keys in lower case: NRRD's
+    ``key: value`` up to its blank line, MetaImage's ``Key = Value`` up to ``ElementDataFile``."""
+    separator = "=" if _is_metaimage(path) else ":"
+    found = []
+    for number, line in enumerate(_read(path, _HEAD_BYTES).split("\n")[:_HEAD_LINES]):
+        if not line.strip():
+            break  # NRRD: the blank line ends the header
+        key, sep, value = line.partition(separator)
+        key = key.strip().lower()
+        if sep:
+            found.append((number, key, value.lstrip("=").strip()))
+        if key == "elementdatafile":
+            break  # MetaImage: the last field
+    return found
+
+
+def header_fields(path: Path) -> dict[str, str]:
+    """The header's fields, keys in lower case (the first of a repeated key)."""
+    fields: dict[str, str] = {}
+    for _, key, value in _fields(path):
+        fields.setdefault(key, value)
+    return fields
+
+
+def detached_data_file(path: Path) -> Path | None:
+    """The one separate file holding the voxels that a detached header (``.nhdr``, ``.mhd``)
+    names, or None (voxels in the header file, or ``LIST``/a pattern: several files).
+
+    Read here, not by SimpleITK, only to name the file in messages: ITK's own error text is its
+    internals, and a missing NRRD data file already fails reading the header.
+    """
+    if suffix_of(path) not in (".nhdr", ".mhd"):
+        return None
+    name = next((value for _, key, value in _fields(path) if key in _DATA_KEYS), "")
+    if not name or name.split()[0].upper() in ("LOCAL", "LIST") or "%" in name:
+        return None
+    return path.parent / _file_name(name)
+
+
+def _file_name(text: str) -> str:
+    """A name as the header's bytes spell it on this file system (C stops at a NUL byte)."""
+    return os.fsdecode(text.split("\0")[0].encode("latin-1"))
+
+
+def _readings(value: str) -> set[str]:
+    """Every name ITK could take from one value: the whole of it and each of its words."""
+    names = {value, value.strip(), *value.split()}
+    return {name for name in map(_file_name, names) if name}
+
+
+def _named(path: Path) -> set[str]:
+    """Every name the header's data file fields could make ITK open (a superset)."""
+    names: set[str] = set()
+    for number, key, value in _fields(path):
+        if key not in _DATA_KEYS:
+            continue
+        names |= _readings(value)
+        if value.upper().startswith("LIST"):
+            if path.stat().st_size > _LIST_BYTES:
+                raise _ListTooLong
+            lines = _read(path, _LIST_BYTES).split("\n")
+            for line in lines[number + 1 :]:
+                names |= _readings(line)
+    return names
+
+
+class _ListTooLong(Exception):
+    pass
+
+
+def _outside(target: Path, folder: Path) -> bool:
+    try:
+        return not target.resolve().is_relative_to(folder)
+    except (OSError, RuntimeError):
+        return False  # a symlink loop: ITK cannot open it either
+
+
+def _pattern_matches(parent: Path, name: str, folder: Path) -> list[Path] | None:
+    """The existing files that the printf pattern ``name`` could expand to (each is checked, so
+    the range ITK would use need not be worked out), or None for a pattern that is not one
+    integer conversion in the file name."""
+    head, tail = os.path.split(name)
+    conversions = [m.group(1) for m in _CONVERSION.finditer(tail) if m.group(1) != "%"]
+    if "%" in head or len(conversions) != 1 or "%" in _CONVERSION.sub("", tail):
+        return None
+    pieces = _CONVERSION.split(tail)
+    # re.split keeps the group: literal, conversion, literal, ...
+    regex = "".join(
+        re.escape(piece) if i % 2 == 0 else ("%" if piece == "%" else "[-+ 0-9a-fA-F]+")
+        for i, piece in enumerate(pieces)
+    )
+    directory = parent / head
+    if _outside(directory, folder) or not directory.is_dir():
+        return [directory]
+    return [directory / entry for entry in os.listdir(directory) if re.fullmatch(regex, entry)]
+
+
+def check_data_files(path: Path, where: str) -> None:
+    """Refuse a header that names a data file outside its own folder (subfolders allowed),
+    after symlinks, before ITK opens anything; ``where`` names the case and header."""
+    folder = path.parent.resolve()
+    try:
+        names = _named(path)
+    except _ListTooLong:
+        raise InputError(
+            f"{where}: the header's LIST of data files is longer than {_LIST_BYTES // 2**20} "
+            "MiB, more than xaimed checks; combine the data into one file next to the header."
+        ) from None
+    for name in sorted(names):
+        targets = [path.parent / name]
+        if "%" in name:
+            matches = _pattern_matches(path.parent, name, folder)
+            if matches is None:
+                raise InputError(
+                    f"{where}: the header's data file pattern {escape_text(name)!r} is not a "
+                    "file name with one integer conversion (like slice%03d.raw); fix the "
+                    "header's data file field."
+                )
+            targets = matches
+        for target in targets:
+            if _outside(target, folder):
+                raise InputError(
+                    f"{where}: the header names the data file {escape_text(name)}, which lies "
+                    f"outside the header's folder {escape_text(str(folder))} (xaimed reads "
+                    "voxel data only from there and its subfolders); move the data file next "
+                    "to the header and name it relative to the header."
+                )
