@@ -176,3 +176,21 @@ def test_one_escaping_case_fails_alone_and_the_run_goes_on(tmp_path, make_config
     assert rows["evil"]["error"].startswith("case evil: ")
     assert "names the data file ../other/secret.raw, which lies outside" in rows["evil"]["error"]
     assert not (out / "evil").exists() or not any((out / "evil").rglob("*.nrrd"))
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        # Spellings ITK follows (each tried with SimpleITK): a field after 300 comment lines,
+        # any case, "datafile"; MetaIO skips blank lines and takes ":" as well as "=".
+        ("c.nhdr", NRRD + "#\n" * 300 + "data file: ../other/secret.raw\n"),
+        ("c.nhdr", NRRD + "Data File: ../other/secret.raw\n"),
+        ("c.nhdr", NRRD + "datafile: ../other/secret.raw\n"),
+        ("c.mhd", MHD + "\n\nElementDataFile = ../other/secret.raw\n"),
+        ("c.mhd", MHD + "ElementDataFile: ../other/secret.raw\n"),
+    ],
+)
+def test_every_spelling_itk_follows_is_checked(folders, name, text):
+    case, _ = folders
+    (case / name).write_text(text)
+    _refused(case / name, r"\.\./other/secret\.raw")

@@ -22,11 +22,11 @@ from xaimed.io.safety import escape_text
 
 # Fields are looked for in the first 64 KiB (the voxels of .nrrd/.mha follow the header).
 _HEAD_BYTES = 65536
-_HEAD_LINES = 200
-# A LIST header names its files on the lines after the field, to the end of the file: one
-# longer than this is refused rather than checked in part.
+# Data file fields are looked for in the whole header, as ITK reads it, and a LIST header names
+# its files on the lines after the field, to the end of the file: a header longer than this is
+# refused rather than checked in part.
 _LIST_BYTES = 16 * 2**20
-_DATA_KEYS = ("data file", "datafile", "elementdatafile")
+_DATA_KEYS = ("datafile", "elementdatafile")
 # One printf conversion of an integer, as a NRRD or MetaImage data file pattern uses; any
 # other conversion would hand ITK's sprintf an int where it expects something else.
 _CONVERSION = re.compile(r"%(%|[-+ 0#]*\d{0,3}[diouxX])")
@@ -51,27 +51,34 @@ def _read(path: Path, limit: int) -> str:
         return ""
 
 
-def _fields(path: Path) -> list[tuple[int, str, str]]:
-    """The header's ``(line number, key, value)`` triples in order, keys in lower case: NRRD's
-    ``key: value`` up to its blank line, MetaImage's ``Key = Value`` up to ``ElementDataFile``."""
-    separator = "=" if _is_metaimage(path) else ":"
+def _fields(path: Path, limit: int = _HEAD_BYTES) -> tuple[list[tuple[int, str, str]], bool]:
+    """The header's ``(line number, key, value)`` triples in order (keys in lower case, without
+    spaces) among the file's first ``limit`` bytes, and whether the header ended there: NRRD's
+    ``key: value`` up to its blank line, MetaImage's ``Key = Value`` (MetaIO takes ``:`` too and
+    skips blank lines) up to ``ElementDataFile``."""
+    metaimage = _is_metaimage(path)
     found = []
-    for number, line in enumerate(_read(path, _HEAD_BYTES).split("\n")[:_HEAD_LINES]):
+    for number, line in enumerate(_read(path, limit).split("\n")):
         if not line.strip():
-            break  # NRRD: the blank line ends the header
-        key, sep, value = line.partition(separator)
-        key = key.strip().lower()
-        if sep:
-            found.append((number, key, value.lstrip("=").strip()))
-        if key == "elementdatafile":
-            break  # MetaImage: the last field
-    return found
+            if metaimage:
+                continue
+            return found, True  # NRRD: the blank line ends the header
+        cut = min((i for i in (line.find("="), line.find(":")) if i >= 0), default=-1)
+        if not metaimage:
+            cut = line.find(":")
+        if cut < 0:
+            continue
+        key = line[:cut].strip().lower().replace(" ", "")
+        found.append((number, key, line[cut + 1 :].lstrip("=").strip()))
+        if metaimage and key == "elementdatafile":
+            return found, True  # MetaImage: the last field
+    return found, False
 
 
 def header_fields(path: Path) -> dict[str, str]:
     """The header's fields, keys in lower case (the first of a repeated key)."""
     fields: dict[str, str] = {}
-    for _, key, value in _fields(path):
+    for _, key, value in _fields(path)[0]:
         fields.setdefault(key, value)
     return fields
 
@@ -85,7 +92,7 @@ def detached_data_file(path: Path) -> Path | None:
     """
     if suffix_of(path) not in (".nhdr", ".mhd"):
         return None
-    name = next((value for _, key, value in _fields(path) if key in _DATA_KEYS), "")
+    name = next((value for _, key, value in _fields(path)[0] if key in _DATA_KEYS), "")
     if not name or name.split()[0].upper() in ("LOCAL", "LIST") or "%" in name:
         return None
     return path.parent / _file_name(name)
@@ -105,20 +112,25 @@ def _readings(value: str) -> set[str]:
 def _named(path: Path) -> set[str]:
     """Every name the header's data file fields could make ITK open (a superset)."""
     names: set[str] = set()
-    for number, key, value in _fields(path):
+    fields, ended = _fields(path)
+    if not ended and path.stat().st_size > _HEAD_BYTES:  # a long header: read it all
+        fields, ended = _fields(path, _LIST_BYTES)
+        if not ended and path.stat().st_size > _LIST_BYTES:
+            raise _TooLong
+    for number, key, value in fields:
         if key not in _DATA_KEYS:
             continue
         names |= _readings(value)
         if value.upper().startswith("LIST"):
             if path.stat().st_size > _LIST_BYTES:
-                raise _ListTooLong
+                raise _TooLong
             lines = _read(path, _LIST_BYTES).split("\n")
             for line in lines[number + 1 :]:
                 names |= _readings(line)
     return names
 
 
-class _ListTooLong(Exception):
+class _TooLong(Exception):
     pass
 
 
@@ -155,10 +167,11 @@ def check_data_files(path: Path, where: str) -> None:
     folder = path.parent.resolve()
     try:
         names = _named(path)
-    except _ListTooLong:
+    except _TooLong:
         raise InputError(
-            f"{where}: the header's LIST of data files is longer than {_LIST_BYTES // 2**20} "
-            "MiB, more than xaimed checks; combine the data into one file next to the header."
+            f"{where}: the header (with its LIST of data files) is longer than "
+            f"{_LIST_BYTES // 2**20} MiB, more than xaimed checks; combine the data into one "
+            "file next to the header."
         ) from None
     for name in sorted(names):
         targets = [path.parent / name]
