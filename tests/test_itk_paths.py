@@ -106,7 +106,8 @@ def test_a_pattern_other_than_one_integer_is_refused(folders):
     path = case / "c.nhdr"
     path.write_text(_header("nhdr", "s%s.raw 0 1 1 2"))
     with pytest.raises(
-        InputError, match=r"^case c: .*c\.nhdr: the header's data file pattern 's%s\.raw' is not"
+        InputError,
+        match=r"^case c: .*c\.nhdr: the header's data file pattern 's%s\.raw 0 1 1 2' is not",
     ):
         read_itk(path, case_id="c")
 
@@ -194,3 +195,13 @@ def test_every_spelling_itk_follows_is_checked(folders, name, text):
     case, _ = folders
     (case / name).write_text(text)
     _refused(case / name, r"\.\./other/secret\.raw")
+
+
+def test_a_listed_name_with_a_percent_sign_is_checked_as_a_file_too(folders):
+    # MetaIO opens LIST entries as they are, % included: the literal file is checked as well
+    # as what the name would expand to as a pattern.
+    case, other = folders
+    (case / "s%d.raw").symlink_to(other / "secret.raw")
+    path = case / "c.mhd"
+    path.write_text(_header("mhd", "LIST 2D", "s%d.raw\n"))
+    _refused(path, r"s%d\.raw")

@@ -69,7 +69,7 @@ def _fields(path: Path, limit: int = _HEAD_BYTES) -> tuple[list[tuple[int, str, 
         if cut < 0:
             continue
         key = line[:cut].strip().lower().replace(" ", "")
-        found.append((number, key, line[cut + 1 :].lstrip("=").strip()))
+        found.append((number, key, line[cut + 1 :]))  # as written: see _readings
         if metaimage and key == "elementdatafile":
             return found, True  # MetaImage: the last field
     return found, False
@@ -79,7 +79,7 @@ def header_fields(path: Path) -> dict[str, str]:
     """The header's fields, keys in lower case (the first of a repeated key)."""
     fields: dict[str, str] = {}
     for _, key, value in _fields(path)[0]:
-        fields.setdefault(key, value)
+        fields.setdefault(key, value.lstrip("=").strip())
     return fields
 
 
@@ -92,7 +92,7 @@ def detached_data_file(path: Path) -> Path | None:
     """
     if suffix_of(path) not in (".nhdr", ".mhd"):
         return None
-    name = next((value for _, key, value in _fields(path)[0] if key in _DATA_KEYS), "")
+    name = header_fields(path).get("datafile") or header_fields(path).get("elementdatafile", "")
     if not name or name.split()[0].upper() in ("LOCAL", "LIST") or "%" in name:
         return None
     return path.parent / _file_name(name)
@@ -104,8 +104,9 @@ def _file_name(text: str) -> str:
 
 
 def _readings(value: str) -> set[str]:
-    """Every name ITK could take from one value: the whole of it and each of its words."""
-    names = {value, value.strip(), *value.split()}
+    """Every name ITK could take from one value as written: the whole of it, with or without
+    the spaces (and a NRRD key/value pair's ``=``) around it, and each of its words."""
+    names = {value, value.lstrip(), value.strip(), value.lstrip("=").strip(), *value.split()}
     return {name for name in map(_file_name, names) if name}
 
 
@@ -121,7 +122,7 @@ def _named(path: Path) -> set[str]:
         if key not in _DATA_KEYS:
             continue
         names |= _readings(value)
-        if value.upper().startswith("LIST"):
+        if value.strip().upper().startswith("LIST"):
             if path.stat().st_size > _LIST_BYTES:
                 raise _TooLong
             lines = _read(path, _LIST_BYTES).split("\n")
@@ -174,20 +175,21 @@ def check_data_files(path: Path, where: str) -> None:
             "file next to the header."
         ) from None
     for name in sorted(names):
-        targets = [path.parent / name]
+        shown = escape_text(name.strip())
+        targets = [path.parent / name]  # a name with % may be a file's own name, too
         if "%" in name:
             matches = _pattern_matches(path.parent, name, folder)
             if matches is None:
                 raise InputError(
-                    f"{where}: the header's data file pattern {escape_text(name)!r} is not a "
+                    f"{where}: the header's data file pattern {shown!r} is not a "
                     "file name with one integer conversion (like slice%03d.raw); fix the "
                     "header's data file field."
                 )
-            targets = matches
+            targets += matches
         for target in targets:
             if _outside(target, folder):
                 raise InputError(
-                    f"{where}: the header names the data file {escape_text(name)}, which lies "
+                    f"{where}: the header names the data file {shown}, which lies "
                     f"outside the header's folder {escape_text(str(folder))} (xaimed reads "
                     "voxel data only from there and its subfolders); move the data file next "
                     "to the header and name it relative to the header."
