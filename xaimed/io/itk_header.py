@@ -153,7 +153,7 @@ def _pattern_matches(parent: Path, name: str, folder: Path) -> list[Path] | None
     pieces = _CONVERSION.split(tail)
     # re.split keeps the group: literal, conversion, literal, ...
     regex = "".join(
-        re.escape(piece) if i % 2 == 0 else ("%" if piece == "%" else "[-+ 0-9a-fA-F]+")
+        re.escape(piece) if i % 2 == 0 else ("%" if piece == "%" else "[-+ 0-9a-fA-FxX]+")
         for i, piece in enumerate(pieces)
     )
     directory = parent / head
