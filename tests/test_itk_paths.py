@@ -205,3 +205,14 @@ def test_a_listed_name_with_a_percent_sign_is_checked_as_a_file_too(folders):
     path = case / "c.mhd"
     path.write_text(_header("mhd", "LIST 2D", "s%d.raw\n"))
     _refused(path, r"s%d\.raw")
+
+
+def test_a_header_too_long_to_check_is_refused(folders):
+    # Its LIST is not checked in part: the whole header is read or the case fails.
+    case, _ = folders
+    path = case / "c.nhdr"
+    path.write_text(_header("nhdr", "LIST 2", "s0.raw\n" * (17 * 2**20 // 7)))
+    with pytest.raises(
+        InputError, match=r"^case c: .*c\.nhdr: the header .* is longer than 16 MiB"
+    ):
+        read_itk(path, case_id="c")
