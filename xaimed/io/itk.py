@@ -20,6 +20,7 @@ import numpy as np
 from xaimed.errors import InputError
 from xaimed.geometry import lps_to_ras
 from xaimed.io.case import Case, cases_by_stem
+from xaimed.io.itk_header import check_data_files, detached_data_file, header_fields, suffix_of
 from xaimed.io.nifti import plane_affine
 from xaimed.io.safety import check_declared_size, escape_text
 from xaimed.volume import Source, Volume
@@ -96,6 +97,10 @@ def read_itk_arrays(path: Path, dtype: type | None = np.float32) -> tuple[np.nda
     import SimpleITK as sitk
 
     try:
+        check_data_files(path, escape_text(str(path)))
+    except InputError as error:
+        raise ValueError(str(error)) from None
+    try:
         image = sitk.ReadImage(str(path))
     except RuntimeError:
         raise ValueError(
@@ -118,6 +123,7 @@ def read_itk(path: Path, *, case_id: str | None = None, memory_budget: int | Non
         raise InputError(f"{where}: file not found; check the input path.")
     if path.stat().st_size == 0:
         raise InputError(f"{where}: the file is empty; re-export the image or remove it.")
+    check_data_files(path, where)  # before ITK opens any file the header names
     data_file = detached_data_file(path)
     if data_file is not None and not data_file.is_file():
         raise InputError(
@@ -162,7 +168,7 @@ def read_itk(path: Path, *, case_id: str | None = None, memory_budget: int | Non
     meta = {}
     if len(size) == 2:  # a 2D image: one plane of depth 1, xaimed's convention for 2D
         data, meta = np.expand_dims(data, 2), {"spatial_dims": 2}
-    source = Source(path, ITK_FORMATS[_suffix(path)], ItkGeometry.of(image))
+    source = Source(path, ITK_FORMATS[suffix_of(path)], ItkGeometry.of(image))
     try:
         return Volume(array=data, affine=affine, source=source, meta=meta)
     except ValueError:
@@ -197,56 +203,12 @@ class ItkReader:
         )
 
 
-def _suffix(path: Path) -> str:
-    return path.suffix.lower()
-
-
-def _header_fields(path: Path, suffix: str) -> dict[str, str]:
-    """The ``key: value`` (NRRD) or ``Key = Value`` (MetaImage) fields of a header, keys in
-    lower case; only the first 64 KiB are looked at (the voxels of ``.nrrd``/``.mha`` follow)."""
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(65536).decode("latin-1")
-    except OSError:
-        return {}
-    fields: dict[str, str] = {}
-    separator = "=" if suffix in (".mha", ".mhd") else ":"
-    for line in head.splitlines()[:200]:
-        if not line.strip():
-            break  # NRRD: the blank line ends the header
-        key, sep, value = line.partition(separator)
-        if sep and key.strip().lower() not in fields:
-            fields[key.strip().lower()] = value.lstrip("=").strip()
-        if key.strip().lower() == "elementdatafile":
-            break  # MetaImage: the last field
-    return fields
-
-
-def detached_data_file(path: Path) -> Path | None:
-    """The separate file holding the voxels that a detached header names (a NRRD ``.nhdr``'s
-    ``data file:`` line, a MetaImage ``.mhd``'s ``ElementDataFile``), or None.
-
-    Read here, not by SimpleITK, only to name the file in messages: ITK's own error text is its
-    internals, and a missing NRRD data file already fails reading the header.
-    """
-    suffix = _suffix(path)
-    keys = {".nhdr": ("data file", "datafile"), ".mhd": ("elementdatafile",)}.get(suffix)
-    if keys is None:
-        return None
-    fields = _header_fields(path, suffix)
-    name = next((fields[key] for key in keys if key in fields), "")
-    # LOCAL: the voxels follow the header; LIST or a pattern: several files.
-    if not name or name.split()[0].upper() in ("LOCAL", "LIST") or "%" in name:
-        return None
-    return path.parent / name
-
-
 def _check_metaimage_dims(path: Path, where: str) -> None:
     """Refuse a MetaImage header whose ``NDims`` is not 2 or 3 before SimpleITK reads it: its
     MetaImage parser crashes the process (segmentation fault) on a negative or huge NDims."""
-    if _suffix(path) not in (".mha", ".mhd"):
+    if suffix_of(path) not in (".mha", ".mhd"):
         return
-    ndims = _header_fields(path, _suffix(path)).get("ndims", "")
+    ndims = header_fields(path).get("ndims", "")
     if not ndims.isdigit():
         raise InputError(
             f"{where}: not a readable MetaImage header (NDims is {ndims[:20]!r}); re-export the "
@@ -280,9 +242,9 @@ def _check_metaimage_data(path: Path, where: str, data_file: Path | None) -> Non
     """Refuse uncompressed MetaImage voxel data shorter than its header declares before
     SimpleITK reads it: MetaIO prints its own complaint ("M_ReadElementsData: data not read
     completely") straight to the process's stderr, which no Python code can catch."""
-    if _suffix(path) not in (".mha", ".mhd"):
+    if suffix_of(path) not in (".mha", ".mhd"):
         return
-    fields = _header_fields(path, _suffix(path))
+    fields = header_fields(path)
     element = _METAIMAGE_BYTES.get(fields.get("elementtype", "").upper())
     header_size = fields.get("headersize", "0").strip() or "0"
     sizes = fields.get("dimsize", "").split()
