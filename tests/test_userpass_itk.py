@@ -83,3 +83,15 @@ def test_a_4d_nrrd_says_how_channels_are_read(tmp_path):
         "it as a 2D image or a 3D volume (channels as a vector image, or one file per channel "
         "with preprocessing.channels)."
     )
+
+
+def test_ascii_metaimage_is_not_called_truncated(tmp_path):
+    # BinaryData = False: voxels as text, fewer bytes than 8 per MET_DOUBLE here.
+    path = tmp_path / "text.mha"
+    path.write_text(
+        "ObjectType = Image\nNDims = 3\nBinaryData = False\nDimSize = 2 2 2\n"
+        "ElementSpacing = 1 1 1\nElementType = MET_DOUBLE\nElementDataFile = LOCAL\n"
+        "1 2 3 4 5 6 7 8\n"
+    )
+    volume = read_itk(path, case_id="text")
+    assert sorted(volume.array.ravel().tolist()) == [1, 2, 3, 4, 5, 6, 7, 8]

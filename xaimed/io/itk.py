@@ -252,6 +252,8 @@ def _check_metaimage_data(path: Path, where: str, data_file: Path | None) -> Non
     if (
         element is None
         or fields.get("compresseddata", "false").lower() == "true"
+        # ASCII voxels (BinaryData = False) take more bytes than the element size says.
+        or fields.get("binarydata", "true").strip().lower() == "false"
         or header_size != "0"
         or not all(n.isdigit() for n in [*sizes, channels])
     ):
@@ -260,7 +262,8 @@ def _check_metaimage_data(path: Path, where: str, data_file: Path | None) -> Non
     if data_file is not None:
         holder, available = data_file, data_file.stat().st_size
     elif fields.get("elementdatafile", "").upper() == "LOCAL":
-        head = path.read_bytes()[:65536]
+        with path.open("rb") as fh:  # the header only, not a file of many GB
+            head = fh.read(65536)
         marker = head.find(b"ElementDataFile")
         end = head.find(b"\n", marker)
         if marker < 0 or end < 0:
