@@ -42,16 +42,13 @@ def read_channels(case: Case, config: Config, read_one: Callable[[Case], Volume]
         (*base.spatial_shape, len(case.channels)), f"case {case.case_id}",
         config.runtime.memory_budget_bytes, held=base.array.nbytes,
     )  # fmt: skip
-    volumes = {reference: base}
-    for channel in case.channels:
-        if channel.name != reference:
-            volumes[channel.name] = _read_channel(case, channel, read_one)
-    # Filled channel by channel, each dropped once copied: the case holds the stacked size and
-    # one channel at most, not the channels and their stack side by side (np.stack would).
+    # Filled channel by channel, each read only once the one before it is copied in and
+    # dropped: the case holds the stack, the reference and one other channel at most (what
+    # check_stacked_size allowed), not every channel and their stack side by side.
     stacked = np.empty((*base.spatial_shape, len(case.channels)), dtype=np.float32)
     records = []
     for index, channel in enumerate(case.channels):
-        volume = volumes.pop(channel.name)
+        volume = base if channel.name == reference else _read_channel(case, channel, read_one)
         record = {"name": channel.name, "path": str(channel.path), "resampled_from": None}
         if volume.is_2d != base.is_2d:
             # Resampling would put a plane into one slice of a volume and zeros everywhere else.
@@ -84,6 +81,7 @@ def read_channels(case: Case, config: Config, read_one: Callable[[Case], Volume]
             volume = base.with_array(_resample_onto(volume, base))
         stacked[..., index] = volume.array
         records.append(record)
+        del volume  # before the next channel is read
     return base.with_array(stacked, channels=records)
 
 
