@@ -11,7 +11,9 @@ from conftest import blob_volume, tiny_config, write_nifti
 
 from xaimed.config import load_config
 from xaimed.io.case import Case, ChannelFile
+from xaimed.io.channels import _coverage
 from xaimed.io.read import read_case
+from xaimed.volume import Source, Volume
 
 
 def _peak(call):
@@ -52,3 +54,21 @@ def test_channels_are_read_one_at_a_time_into_the_stack(tmp_path: Path) -> None:
         assert np.array_equal(volume.array[..., index], expected)
     limit = 6 * one + one + read_one + one // 2
     assert peak < limit, f"peak {peak / one:.2f} channels, limit {limit / one:.2f}"
+
+
+def test_coverage_is_the_fraction_inside_with_memory_bounded_by_a_slice() -> None:
+    source = Source(Path("x.nii"), "nifti")
+    base = Volume(np.zeros((64, 64, 64), np.float32), np.eye(4), source)
+    # Half of the reference's rows (0..31) lie inside a grid of 32 rows; a shift by 16 rows
+    # leaves a quarter (48..63); one of -0.6 voxel puts row 31 outside (31.6 > 31 + 0.5).
+    half = Volume(np.zeros((32, 64, 64), np.float32), np.eye(4), source)
+    assert _coverage(half, base) == 0.5
+    shifted = np.eye(4)
+    shifted[0, 3] = 48.0
+    assert _coverage(Volume(half.array, shifted, source), base) == 0.25
+    shifted[0, 3] = -0.6
+    assert _coverage(Volume(half.array, shifted, source), base) == 31 / 64
+    inside, peak = _peak(lambda: _coverage(half, base))
+    # All three coordinates of every voxel at once held 72 bytes a voxel (18 MiB here); a slice
+    # at a time holds a few 64 x 64 planes.
+    assert inside == 0.5 and peak < 64**3, f"peak {peak} bytes for {64**3} voxels"

@@ -117,11 +117,22 @@ def _difference(base: Volume, other: Volume) -> str:
 def _coverage(volume: Volume, base: Volume) -> float:
     """The fraction of ``base``'s voxel centres that lie inside ``volume``'s grid."""
     index_map = np.linalg.solve(volume.affine, base.affine)
-    grid = np.indices(base.spatial_shape, dtype=np.float64).reshape(3, -1)
-    where = index_map[:3, :3] @ grid + index_map[:3, 3:4]
-    upper = np.asarray(volume.spatial_shape, dtype=np.float64)[:, None] - 1
-    inside = np.all((where >= -0.5) & (where <= upper + 0.5), axis=0)
-    return float(inside.mean())
+    rows, cols, slices = base.spatial_shape
+    i = np.arange(rows, dtype=np.float64)[:, None]
+    j = np.arange(cols, dtype=np.float64)[None, :]
+    upper = np.asarray(volume.spatial_shape, dtype=np.float64) - 1
+    # One reference slice at a time, one axis of ``volume`` at a time: a few (rows, cols)
+    # planes alive at once, not every voxel's three coordinates (72 bytes a voxel, GBs for a
+    # CT) to compute a single fraction.
+    inside = 0
+    for k in range(slices):
+        mask = np.ones((rows, cols), dtype=bool)
+        for axis in range(3):
+            m = index_map[axis]
+            where = m[0] * i + m[1] * j + (m[2] * k + m[3])
+            mask &= (where >= -0.5) & (where <= upper[axis] + 0.5)
+        inside += int(np.count_nonzero(mask))
+    return inside / (rows * cols * slices)
 
 
 def _resample_onto(volume: Volume, base: Volume) -> np.ndarray:
