@@ -165,6 +165,47 @@ def test_truncated_pixel_data_is_named_with_its_sizes(tmp_path):
     assert "the file is truncated" in str(caught.value)
 
 
+def test_native_ybr_full_422_is_not_taken_for_truncated(tmp_path):
+    # Native YBR_FULL_422 holds two values a pixel (Y, Y, Cb, Cr for each pair): 2/3 of
+    # rows x columns x 3 bytes, which a count of three samples a pixel called truncated.
+    path = _cr(tmp_path / "ybr", "ybr")
+    ds = pydicom.dcmread(path)
+    for keyword in ("WindowCenter", "WindowWidth", "RescaleSlope", "RescaleIntercept"):
+        delattr(ds, keyword)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "YBR_FULL_422", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    luma = (np.arange(SHAPE[1] * SHAPE[0]) % 200 + 20).astype(np.uint8).reshape(SHAPE[1], SHAPE[0])
+    pairs = np.full((SHAPE[1], SHAPE[0] // 2, 4), 128, np.uint8)  # grey: Cb = Cr = 128
+    pairs[..., 0], pairs[..., 1] = luma[:, 0::2], luma[:, 1::2]
+    ds.PixelData = pairs.tobytes()
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path)
+    volume = _read(tmp_path / "ybr")
+    assert volume.array.shape == (*SHAPE, 1, 3)
+    for channel in range(3):  # grey in YBR is grey in RGB: each channel the luma
+        np.testing.assert_allclose(volume.array[:, :, 0, channel], luma.T, atol=1)
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (lambda ds: delattr(ds, "Rows"), "IM1 has pixel data but no Rows in its header; "),
+        (lambda ds: setattr(ds, "BitsStored", [12, 12]), "IM1 has Rows, Columns, Samples per "),
+    ],
+)
+def test_an_image_pixel_header_that_cannot_size_the_data_is_one_sentence(tmp_path, edit, problem):
+    path = _cr(tmp_path / "bad", "bad")
+    (study,) = scan_dicom(tmp_path / "bad")  # the file changes after the scan (as on a share)
+    ds = pydicom.dcmread(path)
+    edit(ds)
+    ds.save_as(path)
+    with pytest.raises(InputError) as caught:
+        read_study(study, DicomSection(), case_id="xr")
+    message = str(caught.value)
+    assert message.startswith("case xr, series ") and problem in message
+    assert message.endswith("re-export the image.") and message.count(". ") == 0
+
+
 def test_secondary_capture_of_a_radiograph_without_spacing_claims_none(tmp_path):
     from dicom_helpers import dciodvfy_errors
 
