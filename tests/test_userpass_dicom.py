@@ -140,6 +140,25 @@ def test_zero_window_width_is_one_sentence_without_library_text(tmp_path):
         _read(tmp_path / "w0")
 
 
+def test_a_linear_exact_window_narrower_than_1_is_applied_and_a_linear_one_refused(tmp_path):
+    # LINEAR_EXACT needs only a positive width (PS3.3 C.11.2.1.3.2); LINEAR needs 1 or more.
+    path = _cr(tmp_path / "exact", "exact")
+    ds = pydicom.dcmread(path)
+    ds.WindowCenter, ds.WindowWidth, ds.VOILUTFunction = 1000, 0.5, "LINEAR_EXACT"
+    ds.save_as(path)
+    volume = _read(tmp_path / "exact")
+    assert volume.meta["presentation"]["voi_lut"].startswith("applied")
+    values, stored = volume.array[:, :, 0], pydicom.dcmread(path).pixel_array.T
+    # A step at 1000 (then MONOCHROME1 inverted): stored values below it the brightest, those
+    # above it the darkest.
+    assert set(np.unique(values[stored < 1000])) == {4095.0}
+    assert set(np.unique(values[stored > 1000])) == {0.0}
+    ds.VOILUTFunction = "LINEAR"
+    ds.save_as(path)
+    with pytest.raises(InputError, match=r"IM1 has a VOI window of width 0.5 \(a LINEAR window"):
+        _read(tmp_path / "exact")
+
+
 def test_bits_stored_beyond_bits_allocated_is_named(tmp_path):
     path = _cr(tmp_path / "bits", "bits")
     ds = pydicom.dcmread(path)
