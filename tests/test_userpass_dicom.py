@@ -93,6 +93,33 @@ def test_study_with_no_readable_series_is_a_failing_case(tmp_path):
         read_study(study, DicomSection(), case_id="xr")
 
 
+def test_a_case_folder_with_an_unreadable_study_beside_a_readable_one_is_the_readable_one(
+    tmp_path, caplog
+):
+    from xaimed.io.case import Case
+    from xaimed.io.readers import DicomReader
+
+    good = _cr(tmp_path / "case" / "good", "good")
+    bad = _cr(tmp_path / "case" / "bad", "bad")
+    ds = pydicom.dcmread(bad)
+    ds.PixelSpacing = [0, 0]
+    del ds.ImagerPixelSpacing
+    ds.save_as(bad)
+    with caplog.at_level("WARNING", logger="xaimed"):
+        located = DicomReader().locate(Case("xr", tmp_path / "case", format=None))
+    assert located.study is not None and located.path == good.parent
+    assert [s.files for s in located.study.series] == [[good]]
+    (warning,) = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    assert warning.startswith(
+        f"case xr: reading the one readable DICOM study in {tmp_path / 'case'}"
+    )
+    assert f"left out: {bad}: " in warning and "pixel spacing is not a finite, positive" in warning
+    # Two readable studies (beside the unreadable one) are not guessed between.
+    _cr(tmp_path / "case" / "other", "other")
+    with pytest.raises(InputError, match=r"holds 3 DICOM studies; a case-list path must be"):
+        DicomReader().locate(Case("xr", tmp_path / "case", format=None))
+
+
 def test_monochrome1_with_a_voi_lut_sequence_indexes_by_rounded_values(tmp_path):
     path = _cr(tmp_path / "lut", "lut")
     ds = pydicom.dcmread(path)
