@@ -148,4 +148,4 @@ def _resample_onto(volume: Volume, base: Volume) -> np.ndarray:
         order=1,
         mode="constant",
         cval=0.0,
-    ).astype(np.float32)
+    ).astype(np.float32, copy=False)  # already float32 (the input is): no second copy
