@@ -43,8 +43,8 @@ def read_channels(case: Case, config: Config, read_one: Callable[[Case], Volume]
         config.runtime.memory_budget_bytes, held=base.array.nbytes,
     )  # fmt: skip
     # Filled channel by channel, each read only once the one before it is copied in and
-    # dropped: the case holds the stack, the reference and one other channel at most (what
-    # check_stacked_size allowed), not every channel and their stack side by side.
+    # dropped: the case holds the stack and the reference (what check_stacked_size weighed)
+    # and one other channel at most, not every channel and their stack side by side.
     stacked = np.empty((*base.spatial_shape, len(case.channels)), dtype=np.float32)
     records = []
     for index, channel in enumerate(case.channels):
