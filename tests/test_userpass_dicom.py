@@ -93,6 +93,33 @@ def test_study_with_no_readable_series_is_a_failing_case(tmp_path):
         read_study(study, DicomSection(), case_id="xr")
 
 
+def test_a_case_folder_with_an_unreadable_study_beside_a_readable_one_is_the_readable_one(
+    tmp_path, caplog
+):
+    from xaimed.io.case import Case
+    from xaimed.io.readers import DicomReader
+
+    good = _cr(tmp_path / "case" / "good", "good")
+    bad = _cr(tmp_path / "case" / "bad", "bad")
+    ds = pydicom.dcmread(bad)
+    ds.PixelSpacing = [0, 0]
+    del ds.ImagerPixelSpacing
+    ds.save_as(bad)
+    with caplog.at_level("WARNING", logger="xaimed"):
+        located = DicomReader().locate(Case("xr", tmp_path / "case", format=None))
+    assert located.study is not None and located.path == good.parent
+    assert [s.files for s in located.study.series] == [[good]]
+    (warning,) = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    assert warning.startswith(
+        f"case xr: reading the one readable DICOM study in {tmp_path / 'case'}"
+    )
+    assert f"left out: {bad}: " in warning and "pixel spacing is not a finite, positive" in warning
+    # Two readable studies (beside the unreadable one) are not guessed between.
+    _cr(tmp_path / "case" / "other", "other")
+    with pytest.raises(InputError, match=r"holds 3 DICOM studies; a case-list path must be"):
+        DicomReader().locate(Case("xr", tmp_path / "case", format=None))
+
+
 def test_monochrome1_with_a_voi_lut_sequence_indexes_by_rounded_values(tmp_path):
     path = _cr(tmp_path / "lut", "lut")
     ds = pydicom.dcmread(path)
@@ -140,6 +167,25 @@ def test_zero_window_width_is_one_sentence_without_library_text(tmp_path):
         _read(tmp_path / "w0")
 
 
+def test_a_linear_exact_window_narrower_than_1_is_applied_and_a_linear_one_refused(tmp_path):
+    # LINEAR_EXACT needs only a positive width (PS3.3 C.11.2.1.3.2); LINEAR needs 1 or more.
+    path = _cr(tmp_path / "exact", "exact")
+    ds = pydicom.dcmread(path)
+    ds.WindowCenter, ds.WindowWidth, ds.VOILUTFunction = 1000, 0.5, "LINEAR_EXACT"
+    ds.save_as(path)
+    volume = _read(tmp_path / "exact")
+    assert volume.meta["presentation"]["voi_lut"].startswith("applied")
+    values, stored = volume.array[:, :, 0], pydicom.dcmread(path).pixel_array.T
+    # A step at 1000 (then MONOCHROME1 inverted): stored values below it the brightest, those
+    # above it the darkest.
+    assert set(np.unique(values[stored < 1000])) == {4095.0}
+    assert set(np.unique(values[stored > 1000])) == {0.0}
+    ds.VOILUTFunction = "LINEAR"
+    ds.save_as(path)
+    with pytest.raises(InputError, match=r"IM1 has a VOI window of width 0.5 \(a LINEAR window"):
+        _read(tmp_path / "exact")
+
+
 def test_bits_stored_beyond_bits_allocated_is_named(tmp_path):
     path = _cr(tmp_path / "bits", "bits")
     ds = pydicom.dcmread(path)
@@ -163,6 +209,47 @@ def test_truncated_pixel_data_is_named_with_its_sizes(tmp_path):
         caught.value
     )
     assert "the file is truncated" in str(caught.value)
+
+
+def test_native_ybr_full_422_is_not_taken_for_truncated(tmp_path):
+    # Native YBR_FULL_422 holds two values a pixel (Y, Y, Cb, Cr for each pair): 2/3 of
+    # rows x columns x 3 bytes, which a count of three samples a pixel called truncated.
+    path = _cr(tmp_path / "ybr", "ybr")
+    ds = pydicom.dcmread(path)
+    for keyword in ("WindowCenter", "WindowWidth", "RescaleSlope", "RescaleIntercept"):
+        delattr(ds, keyword)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "YBR_FULL_422", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    luma = (np.arange(SHAPE[1] * SHAPE[0]) % 200 + 20).astype(np.uint8).reshape(SHAPE[1], SHAPE[0])
+    pairs = np.full((SHAPE[1], SHAPE[0] // 2, 4), 128, np.uint8)  # grey: Cb = Cr = 128
+    pairs[..., 0], pairs[..., 1] = luma[:, 0::2], luma[:, 1::2]
+    ds.PixelData = pairs.tobytes()
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path)
+    volume = _read(tmp_path / "ybr")
+    assert volume.array.shape == (*SHAPE, 1, 3)
+    for channel in range(3):  # grey in YBR is grey in RGB: each channel the luma
+        np.testing.assert_allclose(volume.array[:, :, 0, channel], luma.T, atol=1)
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (lambda ds: delattr(ds, "Rows"), "IM1 has pixel data but no Rows in its header; "),
+        (lambda ds: setattr(ds, "BitsStored", [12, 12]), "IM1 has Rows, Columns, Samples per "),
+    ],
+)
+def test_an_image_pixel_header_that_cannot_size_the_data_is_one_sentence(tmp_path, edit, problem):
+    path = _cr(tmp_path / "bad", "bad")
+    (study,) = scan_dicom(tmp_path / "bad")  # the file changes after the scan (as on a share)
+    ds = pydicom.dcmread(path)
+    edit(ds)
+    ds.save_as(path)
+    with pytest.raises(InputError) as caught:
+        read_study(study, DicomSection(), case_id="xr")
+    message = str(caught.value)
+    assert message.startswith("case xr, series ") and problem in message
+    assert message.endswith("re-export the image.") and message.count(". ") == 0
 
 
 def test_secondary_capture_of_a_radiograph_without_spacing_claims_none(tmp_path):

@@ -42,16 +42,13 @@ def read_channels(case: Case, config: Config, read_one: Callable[[Case], Volume]
         (*base.spatial_shape, len(case.channels)), f"case {case.case_id}",
         config.runtime.memory_budget_bytes, held=base.array.nbytes,
     )  # fmt: skip
-    volumes = {reference: base}
-    for channel in case.channels:
-        if channel.name != reference:
-            volumes[channel.name] = _read_channel(case, channel, read_one)
-    # Filled channel by channel, each dropped once copied: the case holds the stacked size and
-    # one channel at most, not the channels and their stack side by side (np.stack would).
+    # Filled channel by channel, each read only once the one before it is copied in and
+    # dropped: the case holds the stack and the reference (what check_stacked_size weighed)
+    # and one other channel at most, not every channel and their stack side by side.
     stacked = np.empty((*base.spatial_shape, len(case.channels)), dtype=np.float32)
     records = []
     for index, channel in enumerate(case.channels):
-        volume = volumes.pop(channel.name)
+        volume = base if channel.name == reference else _read_channel(case, channel, read_one)
         record = {"name": channel.name, "path": str(channel.path), "resampled_from": None}
         if volume.is_2d != base.is_2d:
             # Resampling would put a plane into one slice of a volume and zeros everywhere else.
@@ -84,6 +81,7 @@ def read_channels(case: Case, config: Config, read_one: Callable[[Case], Volume]
             volume = base.with_array(_resample_onto(volume, base))
         stacked[..., index] = volume.array
         records.append(record)
+        del volume  # before the next channel is read
     return base.with_array(stacked, channels=records)
 
 
@@ -119,11 +117,22 @@ def _difference(base: Volume, other: Volume) -> str:
 def _coverage(volume: Volume, base: Volume) -> float:
     """The fraction of ``base``'s voxel centres that lie inside ``volume``'s grid."""
     index_map = np.linalg.solve(volume.affine, base.affine)
-    grid = np.indices(base.spatial_shape, dtype=np.float64).reshape(3, -1)
-    where = index_map[:3, :3] @ grid + index_map[:3, 3:4]
-    upper = np.asarray(volume.spatial_shape, dtype=np.float64)[:, None] - 1
-    inside = np.all((where >= -0.5) & (where <= upper + 0.5), axis=0)
-    return float(inside.mean())
+    rows, cols, slices = base.spatial_shape
+    i = np.arange(rows, dtype=np.float64)[:, None]
+    j = np.arange(cols, dtype=np.float64)[None, :]
+    upper = np.asarray(volume.spatial_shape, dtype=np.float64) - 1
+    # One reference slice at a time, one axis of ``volume`` at a time: a few (rows, cols)
+    # planes alive at once, not every voxel's three coordinates (72 bytes a voxel, GBs for a
+    # CT) to compute a single fraction.
+    inside = 0
+    for k in range(slices):
+        mask = np.ones((rows, cols), dtype=bool)
+        for axis in range(3):
+            m = index_map[axis]
+            where = m[0] * i + m[1] * j + (m[2] * k + m[3])
+            mask &= (where >= -0.5) & (where <= upper[axis] + 0.5)
+        inside += int(np.count_nonzero(mask))
+    return inside / (rows * cols * slices)
 
 
 def _resample_onto(volume: Volume, base: Volume) -> np.ndarray:
@@ -139,4 +148,4 @@ def _resample_onto(volume: Volume, base: Volume) -> np.ndarray:
         order=1,
         mode="constant",
         cval=0.0,
-    ).astype(np.float32)
+    ).astype(np.float32, copy=False)  # already float32 (the input is): no second copy

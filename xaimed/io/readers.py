@@ -9,6 +9,7 @@ CONTRIBUTING.md).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
@@ -19,6 +20,8 @@ from xaimed.io.case import Case, cases_by_stem
 from xaimed.io.itk import ItkReader
 from xaimed.io.nifti import is_nifti, nifti_stem, read_nifti
 from xaimed.volume import Volume
+
+log = logging.getLogger("xaimed")
 
 
 class Reader(Protocol):
@@ -82,13 +85,26 @@ class DicomReader:
         return [Case(s.case_id, s.folder, format=self.name, study=s) for s in studies]
 
     def locate(self, case: Case) -> Case:
-        """The one study under the path (or the one with this case's id)."""
+        """The one study under the path (or the one with this case's id; or the one with a
+        readable series, the others left out with a warning)."""
         from xaimed.io.dicom import scan_dicom
 
         path = case.path
         studies = scan_dicom(path if path.is_dir() else [path])
         # A folder of a discovered run may hold several studies: the one with this id is the case.
         studies = [s for s in studies if s.case_id == case.case_id] or studies
+        readable = [s for s in studies if s.series]
+        if len(studies) > 1 and len(readable) == 1:
+            # A study none of whose series can be read beside one that can (a stray report,
+            # a broken export): the case is the readable one, the other only mentioned.
+            for other in studies:
+                if not other.series and other.unreadable:
+                    log.warning(
+                        "case %s: reading the one readable DICOM study in %s; a study beside it "
+                        "has no readable series and is left out: %s",
+                        case.case_id, path, other.unreadable[0][1],
+                    )  # fmt: skip
+            studies = readable
         if len(studies) != 1:
             found = "no DICOM images" if not studies else f"{len(studies)} DICOM studies"
             raise InputError(

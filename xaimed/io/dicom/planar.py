@@ -183,8 +183,14 @@ def voi_problem(ds: Dataset) -> str | None:
         return None
     window = _window(ds)
     function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
-    if window is not None and function != "SIGMOID" and window[1] < 1:
-        return f"has a VOI window of width {window[1]:g} (a {function} window needs 1 or more)"
+    if window is None:
+        return None
+    # PS3.3 C.11.2.1.2: LINEAR needs a width of 1 or more; LINEAR_EXACT and SIGMOID only a
+    # positive one (0.5 is a valid window of float pixel data).
+    if function == "LINEAR" and window[1] < 1:
+        return f"has a VOI window of width {window[1]:g} (a LINEAR window needs 1 or more)"
+    if function != "LINEAR" and window[1] <= 0:
+        return f"has a VOI window of width {window[1]:g} (a {function} window needs more than 0)"
     return None
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.pixels.utils import get_expected_length
 
 from xaimed.errors import InputError
 from xaimed.io.dicom.discovery import DicomSeries
@@ -63,11 +64,38 @@ def _decode(path: Path, where: str) -> Dataset:
     return ds
 
 
+# The Image Pixel attributes pydicom needs to size (and decode) native pixel data, by the names
+# the standard gives them.
+_IMAGE_PIXEL = {
+    "Rows": "Rows",
+    "Columns": "Columns",
+    "SamplesPerPixel": "Samples per Pixel",
+    "PhotometricInterpretation": "Photometric Interpretation",
+    "BitsAllocated": "Bits Allocated",
+}
+
+
 def _pixel_header_problem(ds: Dataset) -> str | None:
     """What makes a file's pixel data unreadable that its header alone shows, in words: pydicom
     says so too, but in its own terms (and blames "the transfer syntax")."""
-    allocated = int(ds.get("BitsAllocated", 0) or 0)
-    stored = int(ds.get("BitsStored", allocated) or allocated)
+    missing = [words for key, words in _IMAGE_PIXEL.items() if ds.get(key) in (None, "")]
+    if missing:
+        return (
+            f"has pixel data but no {', '.join(missing)} in its header; the header is "
+            "incomplete, re-export the image"
+        )
+    try:
+        allocated = int(ds.BitsAllocated)
+        stored = int(ds.get("BitsStored", allocated) or allocated)
+        # pydicom's count of the bytes native data take: rows x columns x samples x frames at
+        # Bits Allocated, with native YBR_FULL_422's two values a pixel, 1-bit data packed.
+        expected = get_expected_length(ds)
+    except (TypeError, ValueError, OverflowError):
+        # A value of several numbers (VM > 1) or none where one whole number belongs.
+        return (
+            "has Rows, Columns, Samples per Pixel, Bits Allocated, Bits Stored or Number of "
+            "Frames that is not one whole number; the header is corrupt, re-export the image"
+        )
     if allocated > 0 and not 1 <= stored <= allocated:
         return (
             f"declares Bits Stored {stored} with Bits Allocated {allocated} (Bits Stored must lie "
@@ -76,11 +104,8 @@ def _pixel_header_problem(ds: Dataset) -> str | None:
     meta = getattr(ds, "file_meta", None)
     syntax = meta.get("TransferSyntaxUID") if meta is not None else None
     data = ds.get("PixelData")
-    if syntax is None or syntax.is_compressed or allocated < 8 or not isinstance(data, bytes):
+    if syntax is None or syntax.is_compressed or not isinstance(data, bytes):
         return None
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    expected = int(ds.Rows) * int(ds.Columns) * samples * frames * allocated // 8
     if len(data) < expected:
         return (
             f"holds {len(data)} bytes of pixel data where its header declares {expected}; the "
