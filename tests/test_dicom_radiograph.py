@@ -263,6 +263,18 @@ def test_ct_slice_without_image_position_is_still_refused(tmp_path, cr):
         read_study(study, DicomSection(), case_id="xr")
 
 
+def test_a_header_without_the_image_size_is_one_plain_sentence(cr):
+    from xaimed.io.dicom.frames import frames_of
+
+    ds = pydicom.dcmread(cr, stop_before_pixels=True)
+    del ds.Rows
+    with pytest.raises(InputError) as caught:
+        frames_of(ds, cr)
+    assert str(caught.value) == (
+        f"{cr}: the header has no Rows (the image size); re-export the series with valid headers."
+    )
+
+
 def test_a_window_that_cannot_be_applied_is_named(cr):
     ds = pydicom.dcmread(cr)
     ds.WindowWidth = 0  # LINEAR needs a width of at least 1

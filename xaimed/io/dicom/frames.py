@@ -98,6 +98,14 @@ def frames_of(ds: Dataset, path: Path) -> list[Frame]:
     A header whose geometry values cannot be parsed, or parse to nonsense (NaN positions, zero
     or negative sizes), is an InputError: such files turn up corrupt or hand-edited.
     """
+    # The image size is needed for every kind of image; its absence is a plain sentence, not
+    # pydicom's text about a missing attribute.
+    missing = [name for name in ("Rows", "Columns") if ds.get(name) in (None, "")]
+    if missing:
+        raise InputError(
+            f"{path}: the header has no {' or '.join(missing)} (the image size); re-export the "
+            "series with valid headers."
+        )
     try:
         frames = _frames_of(ds, path)
     except InputError:
