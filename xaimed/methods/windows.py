@@ -132,7 +132,24 @@ class PlainWindows:
         }
 
 
-class IncrementalWindows:
+class _ScorerWindows:
+    """What both incremental window engines share: scoring calls that hand the engine's own
+    projective threshold to its scorer, and the scorer's sidecar record."""
+
+    scorer: Any
+    threshold: float
+
+    def scores(
+        self, lo: torch.Tensor, hi: torch.Tensor, *, label: str, exact: bool = False
+    ) -> torch.Tensor:
+        """``exact`` ignores the projective threshold for these windows."""
+        return self.scorer.scores(lo, hi, label=label, threshold=1.0 if exact else self.threshold)
+
+    def sidecar_fields(self) -> dict[str, Any]:
+        return self.scorer.sidecar_fields()
+
+
+class IncrementalWindows(_ScorerWindows):
     """The incremental engine; the reference score still comes from one counted model pass."""
 
     def __init__(
@@ -173,17 +190,8 @@ class IncrementalWindows:
         if abs(float(own) - float(self.reference)) > 1e-3 * scale:
             raise NotIncremental("the traced graph does not reproduce the model's score")
 
-    def scores(
-        self, lo: torch.Tensor, hi: torch.Tensor, *, label: str, exact: bool = False
-    ) -> torch.Tensor:
-        """``exact`` ignores the projective threshold for these windows."""
-        return self.scorer.scores(lo, hi, label=label, threshold=1.0 if exact else self.threshold)
 
-    def sidecar_fields(self) -> dict[str, Any]:
-        return self.scorer.sidecar_fields()
-
-
-class TiledIncrementalWindows:
+class TiledIncrementalWindows(_ScorerWindows):
     """The incremental engine inside every patch of a tiled segmentation."""
 
     def __init__(
@@ -204,15 +212,6 @@ class TiledIncrementalWindows:
     @property
     def reference(self) -> torch.Tensor:
         return self.scorer.reference
-
-    def scores(
-        self, lo: torch.Tensor, hi: torch.Tensor, *, label: str, exact: bool = False
-    ) -> torch.Tensor:
-        """``exact`` ignores the projective threshold for these windows."""
-        return self.scorer.scores(lo, hi, label=label, threshold=1.0 if exact else self.threshold)
-
-    def sidecar_fields(self) -> dict[str, Any]:
-        return self.scorer.sidecar_fields()
 
 
 def _incremental(
