@@ -124,13 +124,14 @@ def read_itk(path: Path, *, case_id: str | None = None, memory_budget: int | Non
     if path.stat().st_size == 0:
         raise InputError(f"{where}: the file is empty; re-export the image or remove it.")
     check_data_files(path, where)  # before ITK opens any file the header names
-    data_file = detached_data_file(path)
+    fields = header_fields(path)  # read once for the checks below
+    data_file = detached_data_file(path, fields)
     if data_file is not None and not data_file.is_file():
         raise InputError(
             f"{where}: its voxel data file {escape_text(str(data_file))} does not exist; "
             "restore it next to the header (or fix the header's data file name)."
         )
-    _check_metaimage_dims(path, where)
+    _check_metaimage_dims(path, where, fields)
     import SimpleITK as sitk
 
     reader = sitk.ImageFileReader()
@@ -155,7 +156,7 @@ def read_itk(path: Path, *, case_id: str | None = None, memory_budget: int | Non
             f"{where}: the header's space directions are singular (two axes point the same way, "
             "or one is zero); fix the header's directions."
         )
-    _check_metaimage_data(path, where, data_file)
+    _check_metaimage_data(path, where, data_file, fields)
     try:
         image = reader.Execute()
     except RuntimeError:
@@ -203,12 +204,12 @@ class ItkReader:
         )
 
 
-def _check_metaimage_dims(path: Path, where: str) -> None:
+def _check_metaimage_dims(path: Path, where: str, fields: dict[str, str]) -> None:
     """Refuse a MetaImage header whose ``NDims`` is not 2 or 3 before SimpleITK reads it: its
     MetaImage parser crashes the process (segmentation fault) on a negative or huge NDims."""
     if suffix_of(path) not in (".mha", ".mhd"):
         return
-    ndims = header_fields(path).get("ndims", "")
+    ndims = fields.get("ndims", "")
     if not ndims.isdigit():
         raise InputError(
             f"{where}: not a readable MetaImage header (NDims is {ndims[:20]!r}); re-export the "
@@ -238,13 +239,14 @@ _METAIMAGE_BYTES = {
 }  # fmt: skip
 
 
-def _check_metaimage_data(path: Path, where: str, data_file: Path | None) -> None:
+def _check_metaimage_data(
+    path: Path, where: str, data_file: Path | None, fields: dict[str, str]
+) -> None:
     """Refuse uncompressed MetaImage voxel data shorter than its header declares before
     SimpleITK reads it: MetaIO prints its own complaint ("M_ReadElementsData: data not read
     completely") straight to the process's stderr, which no Python code can catch."""
     if suffix_of(path) not in (".mha", ".mhd"):
         return
-    fields = header_fields(path)
     element = _METAIMAGE_BYTES.get(fields.get("elementtype", "").upper())
     header_size = fields.get("headersize", "0").strip() or "0"
     sizes = fields.get("dimsize", "").split()

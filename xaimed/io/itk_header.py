@@ -83,16 +83,18 @@ def header_fields(path: Path) -> dict[str, str]:
     return fields
 
 
-def detached_data_file(path: Path) -> Path | None:
+def detached_data_file(path: Path, fields: dict[str, str] | None = None) -> Path | None:
     """The one separate file holding the voxels that a detached header (``.nhdr``, ``.mhd``)
     names, or None (voxels in the header file, or ``LIST``/a pattern: several files).
 
     Read here, not by SimpleITK, only to name the file in messages: ITK's own error text is its
-    internals, and a missing NRRD data file already fails reading the header.
+    internals, and a missing NRRD data file already fails reading the header. ``fields`` are
+    the header's (:func:`header_fields`), when the caller has read them already.
     """
     if suffix_of(path) not in (".nhdr", ".mhd"):
         return None
-    name = header_fields(path).get("datafile") or header_fields(path).get("elementdatafile", "")
+    fields = header_fields(path) if fields is None else fields
+    name = fields.get("datafile") or fields.get("elementdatafile", "")
     if not name or name.split()[0].upper() in ("LOCAL", "LIST") or "%" in name:
         return None
     return path.parent / _file_name(name)
